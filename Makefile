@@ -1,0 +1,41 @@
+# One environment, one check command. `make run` and `make test` are the README's two commands.
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+EXTRAS ?= cpu,models,dev
+export ORT_DISABLE_TELEMETRY := 1
+
+.PHONY: venv run test check lint typecheck pytest bench clean
+
+$(BIN)/autan: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[$(EXTRAS)]'
+	@touch $@
+
+venv: $(BIN)/autan
+
+run: venv
+	$(BIN)/autan up
+
+test: check
+
+check: venv lint typecheck pytest
+
+lint:
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+
+typecheck:
+	$(BIN)/mypy
+
+pytest:
+	$(BIN)/pytest
+
+bench: venv
+	$(BIN)/python -m benchmarks.echo_latency
+	$(BIN)/python -m benchmarks.map_throughput
+	$(BIN)/python -m benchmarks.embed_overhead
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,83 @@
+"""NATS JetStream for Autan: connection, subjects, the calls stream, consumers, buckets, wire.
+
+Only this package imports `nats`; its errors are translated into `broker.errors`.
+"""
+
+from broker.connection import Backlog, Broker, ConsumerPolicy, PendingAck, StreamLimits
+from broker.consumer import Delivery, PullFeed
+from broker.errors import (
+    BrokerError,
+    BrokerUnavailable,
+    KeyExists,
+    KeyNotFound,
+    PublishRejected,
+    QueueFull,
+    StreamConflict,
+)
+from broker.kv import Bucket
+from broker.replies import Reply
+from broker.messages import (
+    CallMsg,
+    ErrorInfo,
+    Failure,
+    Inline,
+    Payload,
+    Result,
+    StoredRef,
+    Success,
+    UnencodableValue,
+    decode_call,
+    decode_result,
+    decode_value,
+    encode,
+    encode_value,
+)
+from broker.subjects import (
+    CALLS_STREAM,
+    CONFIG_BUCKET,
+    REGISTRY_BUCKET,
+    RESULTS_BUCKET,
+    call_subject,
+    consumer_name,
+    function_key,
+)
+
+__all__ = [
+    "CALLS_STREAM",
+    "CONFIG_BUCKET",
+    "REGISTRY_BUCKET",
+    "RESULTS_BUCKET",
+    "Backlog",
+    "Broker",
+    "BrokerError",
+    "BrokerUnavailable",
+    "Bucket",
+    "CallMsg",
+    "ConsumerPolicy",
+    "Delivery",
+    "ErrorInfo",
+    "Failure",
+    "Inline",
+    "KeyExists",
+    "KeyNotFound",
+    "Payload",
+    "PendingAck",
+    "PublishRejected",
+    "PullFeed",
+    "QueueFull",
+    "Reply",
+    "Result",
+    "StoredRef",
+    "StreamConflict",
+    "StreamLimits",
+    "Success",
+    "UnencodableValue",
+    "call_subject",
+    "consumer_name",
+    "decode_call",
+    "decode_result",
+    "decode_value",
+    "encode",
+    "encode_value",
+    "function_key",
+]

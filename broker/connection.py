@@ -1,0 +1,256 @@
+"""The connection to NATS and JetStream: streams, consumers, buckets, calls out and in."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import msgspec
+import nats
+import nats.errors
+import nats.js.errors
+import structlog
+from nats.aio.client import Client as NatsClient
+from nats.js import JetStreamContext, api
+
+from broker.consumer import PullFeed
+from broker.errors import BrokerUnavailable, PublishRejected, QueueFull, StreamConflict
+from broker.kv import Bucket
+from broker.replies import Reply, ReplyMux
+from broker.subjects import CALLS_STREAM, CALLS_SUBJECTS, consumer_name
+
+__all__ = ["Backlog", "Broker", "ConsumerPolicy", "PendingAck", "StreamLimits"]
+
+log = structlog.get_logger("autan.broker")
+
+# JetStream API error codes that mean "the stream is at its limits" (discard-new).
+_QUEUE_FULL_CODES = {10077, 10078, 10047}
+
+
+class StreamLimits(msgspec.Struct, frozen=True):
+    """Limits of the calls stream. Discard-new: a full stream refuses, never drops."""
+
+    max_bytes: int = 1 << 30
+    max_msgs: int = 1_000_000
+    max_msg_bytes: int = 1 << 20
+    duplicate_window_s: float = 120.0
+    replicas: int = 1
+
+
+class ConsumerPolicy(msgspec.Struct, frozen=True):
+    """How JetStream hands one function's calls to its workers."""
+
+    ack_wait_s: float = 60.0
+    max_ack_pending: int = 10_000
+
+
+class Backlog(msgspec.Struct, frozen=True):
+    """What waits for a function: not yet delivered, delivered but not acked, pull waiters."""
+
+    num_pending: int
+    num_ack_pending: int
+    num_waiting: int
+
+    @property
+    def total(self) -> int:
+        return self.num_pending + self.num_ack_pending
+
+
+class Broker:
+    """One NATS connection with its JetStream context and one reply inbox."""
+
+    def __init__(self, nc: NatsClient, url: str) -> None:
+        self.nc = nc
+        self.url = url
+        self.js: JetStreamContext = nc.jetstream(timeout=5.0)
+        self.replies = ReplyMux(nc)
+        self._buckets: dict[str, Bucket] = {}
+
+    @classmethod
+    async def connect(
+        cls, url: str, *, name: str = "autan", connect_timeout_s: float = 5.0
+    ) -> Broker:
+        """Connect, or fail within about `connect_timeout_s` with an error naming the URL."""
+        try:
+            nc = await asyncio.wait_for(
+                nats.connect(
+                    url,
+                    name=name,
+                    connect_timeout=connect_timeout_s,
+                    allow_reconnect=True,
+                    max_reconnect_attempts=-1,
+                    reconnect_time_wait=0.5,
+                    error_cb=_on_error,
+                ),
+                connect_timeout_s + 1,
+            )
+        except (OSError, TimeoutError, nats.errors.Error) as exc:
+            raise BrokerUnavailable(
+                f"cannot reach NATS at {url} - is 'autan up' running? "
+                "(or set AUTAN_NATS_URL to your NATS server)"
+            ) from exc
+        broker = cls(nc, url)
+        await broker.replies.start()
+        return broker
+
+    async def close(self) -> None:
+        await self.replies.stop()
+        if not self.nc.is_closed:
+            await self.nc.drain()
+
+    async def flush(self) -> None:
+        await self.nc.flush()
+
+    # -- streams and consumers -------------------------------------------------
+
+    async def ensure_calls_stream(self, limits: StreamLimits) -> None:
+        """Create the work-queue stream of calls, or check that the existing one fits."""
+        config = api.StreamConfig(
+            name=CALLS_STREAM,
+            subjects=[CALLS_SUBJECTS],
+            retention=api.RetentionPolicy.WORK_QUEUE,
+            storage=api.StorageType.FILE,
+            discard=api.DiscardPolicy.NEW,
+            max_bytes=limits.max_bytes,
+            max_msgs=limits.max_msgs,
+            max_msg_size=limits.max_msg_bytes,
+            duplicate_window=limits.duplicate_window_s,
+            num_replicas=limits.replicas,
+        )
+        try:
+            info = await self.js.stream_info(CALLS_STREAM)
+        except nats.js.errors.NotFoundError:
+            await self._add_stream(config)
+            return
+        except nats.errors.TimeoutError as exc:
+            raise BrokerUnavailable(f"JetStream at {self.url} did not answer") from exc
+        if info.config.retention != api.RetentionPolicy.WORK_QUEUE:
+            raise StreamConflict(
+                f"stream {CALLS_STREAM} exists with retention {info.config.retention}; "
+                "Autan needs a work-queue stream: delete it (nats stream rm) and restart"
+            )
+
+    async def _add_stream(self, config: api.StreamConfig) -> None:
+        try:
+            await self.js.add_stream(config)
+        except nats.js.errors.ServiceUnavailableError as exc:
+            raise BrokerUnavailable(
+                f"JetStream is not enabled on {self.url}: start nats-server with -js"
+            ) from exc
+        except nats.js.errors.BadRequestError as exc:
+            raise StreamConflict(
+                f"cannot create stream {CALLS_STREAM} for {CALLS_SUBJECTS}: {exc.description}"
+            ) from exc
+
+    async def ensure_consumer(self, app: str, fn: str, subject: str, policy: ConsumerPolicy) -> str:
+        """The durable pull consumer of one function, created or updated to `policy`."""
+        durable = consumer_name(app, fn)
+        config = api.ConsumerConfig(
+            durable_name=durable,
+            filter_subject=subject,
+            ack_policy=api.AckPolicy.EXPLICIT,
+            deliver_policy=api.DeliverPolicy.ALL,
+            ack_wait=policy.ack_wait_s,
+            max_ack_pending=policy.max_ack_pending,
+            max_waiting=512,
+            inactive_threshold=None,
+        )
+        await self.js.add_consumer(CALLS_STREAM, config)
+        return durable
+
+    async def backlog(self, app: str, fn: str) -> Backlog:
+        try:
+            info = await self.js.consumer_info(CALLS_STREAM, consumer_name(app, fn))
+        except nats.errors.TimeoutError as exc:
+            raise BrokerUnavailable(f"JetStream at {self.url} did not answer") from exc
+        return Backlog(
+            num_pending=info.num_pending or 0,
+            num_ack_pending=info.num_ack_pending or 0,
+            num_waiting=info.num_waiting or 0,
+        )
+
+    async def pull(self, app: str, fn: str, *, window: int) -> PullFeed:
+        feed = PullFeed(self.nc, CALLS_STREAM, consumer_name(app, fn), window=window)
+        await feed.start()
+        return feed
+
+    # -- buckets -----------------------------------------------------------------
+
+    async def bucket(self, name: str, *, ttl_s: float | None = None) -> Bucket:
+        """A KV bucket, created on first use (history 1, file storage)."""
+        if name in self._buckets:
+            return self._buckets[name]
+        try:
+            kv = await self.js.key_value(name)
+        except nats.js.errors.BucketNotFoundError:
+            kv = await self.js.create_key_value(
+                bucket=name, history=1, ttl=ttl_s, storage=api.StorageType.FILE
+            )
+        except nats.errors.TimeoutError as exc:
+            raise BrokerUnavailable(f"JetStream at {self.url} did not answer") from exc
+        bucket = self._buckets[name] = Bucket(kv, name)
+        return bucket
+
+    # -- publishing ----------------------------------------------------------------
+
+    async def publish(self, subject: str, data: bytes) -> None:
+        """Core NATS publish (fire and forget), e.g. a result to a caller's inbox."""
+        await self.nc.publish(subject, data)
+
+    async def submit(self, subject: str, msg_id: str, data: bytes) -> PendingAck:
+        """Publish to JetStream without waiting for its ack; `await pending.wait()` for it.
+
+        The message id deduplicates repeated submissions within the stream's window.
+        """
+        token = f"a{msg_id}"
+        ack = self.replies.expect(token)
+        await self.nc.publish(
+            subject, data, reply=self.replies.subject(token), headers={"Nats-Msg-Id": msg_id}
+        )
+        return PendingAck(self, token, ack, subject)
+
+
+class PendingAck:
+    """JetStream's answer to one published call, awaited when the caller needs it."""
+
+    __slots__ = ("_broker", "_future", "_subject", "_token")
+
+    def __init__(
+        self, broker: Broker, token: str, future: asyncio.Future[Reply], subject: str
+    ) -> None:
+        self._broker = broker
+        self._token = token
+        self._future = future
+        self._subject = subject
+
+    def done(self) -> bool:
+        return self._future.done()
+
+    async def wait(self, timeout_s: float = 5.0) -> int:
+        """The stream sequence; QueueFull, PublishRejected or BrokerUnavailable otherwise."""
+        try:
+            msg = await asyncio.wait_for(asyncio.shield(self._future), timeout_s)
+        except TimeoutError as exc:
+            self._broker.replies.forget(self._token)
+            raise BrokerUnavailable(
+                f"JetStream at {self._broker.url} did not confirm the call within {timeout_s} s"
+            ) from exc
+        return _read_puback(msg, self._subject)
+
+
+def _read_puback(msg: Reply, subject: str) -> int:
+    if msg.status == "503":
+        raise PublishRejected(f"no stream stores {subject}: is the stack deployed?")
+    response = json.loads(msg.data)
+    error = response.get("error")
+    if error is None:
+        return int(response["seq"])
+    code = int(error.get("err_code", 0))
+    description = error.get("description", "")
+    if code in _QUEUE_FULL_CODES or "maximum" in description:
+        raise QueueFull(f"the calls queue is full ({description}); retry later")
+    raise PublishRejected(f"JetStream refused the call on {subject}: {description}")
+
+
+async def _on_error(exc: Exception) -> None:
+    log.warning("nats connection error", error=str(exc) or type(exc).__name__)

@@ -1,0 +1,130 @@
+"""Pulling calls from a durable consumer with a standing credit window.
+
+nats-py's `fetch` sends a fresh pull request (two, when nothing is waiting)
+per batch. Here pull requests are topped up before the window runs dry, so
+calls keep flowing while earlier ones run; status messages give back the
+credits of expired requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+__all__ = ["Delivery", "PullFeed"]
+
+_REQUEST_EXPIRES_S = 10.0
+
+
+class Delivery:
+    """One delivered message: its bytes, how often it was delivered, and its acks."""
+
+    __slots__ = ("_msg", "data", "num_delivered", "received_at")
+
+    def __init__(self, msg: Msg) -> None:
+        self._msg = msg
+        self.data: bytes = msg.data
+        self.num_delivered: int = msg.metadata.num_delivered
+        self.received_at = time.monotonic()
+
+    async def ack(self) -> None:
+        await self._msg.ack()
+
+    async def nak(self, delay_s: float = 0.0) -> None:
+        """Hand the message back; JetStream redelivers it after `delay_s`."""
+        await self._msg.nak(delay=delay_s or None)
+
+    async def in_progress(self) -> None:
+        """Reset the ack deadline: the call is still running."""
+        await self._msg.in_progress()
+
+    async def term(self) -> None:
+        """Never deliver this message again."""
+        await self._msg.term()
+
+
+class PullFeed:
+    """Messages of one durable pull consumer, `window` of them requested at a time."""
+
+    def __init__(self, nc: NatsClient, stream: str, consumer: str, *, window: int) -> None:
+        self._nc = nc
+        self._next_subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"
+        self._window = max(1, window)
+        self._inbox = nc.new_inbox()
+        self._queue: asyncio.Queue[Delivery] = asyncio.Queue()
+        self._outstanding = 0
+        self._last_activity = time.monotonic()
+        self._sub: Subscription | None = None
+
+    async def start(self) -> None:
+        self._sub = await self._nc.subscribe(self._inbox, cb=self._on_msg)
+
+    async def stop(self) -> list[Delivery]:
+        """Stop receiving; returns the messages received but never handed out."""
+        if self._sub is not None:
+            await self._sub.unsubscribe()
+            self._sub = None
+        left = []
+        while not self._queue.empty():
+            left.append(self._queue.get_nowait())
+        return left
+
+    async def next_batch(self, max_n: int, max_delay_s: float, idle_s: float) -> list[Delivery]:
+        """Up to `max_n` messages: wait `idle_s` for the first, then `max_delay_s` for more.
+
+        Returns an empty list when nothing arrived within `idle_s`.
+        """
+        await self._top_up()
+        try:
+            first = await asyncio.wait_for(self._queue.get(), idle_s)
+        except TimeoutError:
+            self._expire_lost_requests()
+            return []
+        batch = [first, *self._take_ready(max_n - 1)]
+        deadline = first.received_at + max_delay_s
+        while len(batch) < max_n and (remaining := deadline - time.monotonic()) > 0:
+            await self._top_up()
+            try:
+                batch.append(await asyncio.wait_for(self._queue.get(), remaining))
+            except TimeoutError:
+                break
+            batch.extend(self._take_ready(max_n - len(batch)))
+        await self._top_up()
+        return batch
+
+    def _take_ready(self, limit: int) -> list[Delivery]:
+        taken = []
+        while len(taken) < limit and not self._queue.empty():
+            taken.append(self._queue.get_nowait())
+        return taken
+
+    async def _top_up(self) -> None:
+        held = self._outstanding + self._queue.qsize()
+        if self._sub is None or held > self._window // 2:
+            return
+        want = self._window - held
+        request = {"batch": want, "expires": int(_REQUEST_EXPIRES_S * 1e9)}
+        self._outstanding += want
+        await self._nc.publish(self._next_subject, json.dumps(request).encode(), self._inbox)
+
+    def _expire_lost_requests(self) -> None:
+        # A request can vanish without a status (server restart, reconnect):
+        # after its expiry has long passed with no sign of life, forget its credits.
+        if time.monotonic() - self._last_activity > _REQUEST_EXPIRES_S + 2:
+            self._outstanding = 0
+            self._last_activity = time.monotonic()
+
+    async def _on_msg(self, msg: Msg) -> None:
+        self._last_activity = time.monotonic()
+        status = msg.headers.get("Status") if msg.headers else None
+        if status is None:
+            self._outstanding = max(0, self._outstanding - 1)
+            self._queue.put_nowait(Delivery(msg))
+        elif status in ("408", "409"):
+            pending = int((msg.headers or {}).get("Nats-Pending-Messages", "0") or 0)
+            self._outstanding = max(0, self._outstanding - pending) if pending else 0

@@ -1,0 +1,50 @@
+"""Errors of the broker layer; nothing outside `broker/` sees a `nats` exception.
+
+    BrokerError
+    ├── BrokerUnavailable   cannot reach NATS, or the connection dropped: retry later
+    ├── QueueFull           the calls stream refused a message (discard-new): back off, retry
+    ├── PublishRejected     JetStream refused a message for another reason: fix the request
+    ├── KeyNotFound         no such key in a KV bucket
+    ├── KeyExists           a create-only write lost to an earlier writer
+    └── StreamConflict      an existing stream overlaps ours incompatibly: fix the config
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BrokerError",
+    "BrokerUnavailable",
+    "KeyExists",
+    "KeyNotFound",
+    "PublishRejected",
+    "QueueFull",
+    "StreamConflict",
+]
+
+
+class BrokerError(Exception):
+    """Base of the broker errors."""
+
+
+class BrokerUnavailable(BrokerError):
+    """NATS cannot be reached, or a request to it timed out."""
+
+
+class QueueFull(BrokerError):
+    """The calls stream is at its limits and refuses new calls until workers catch up."""
+
+
+class PublishRejected(BrokerError):
+    """JetStream refused the message (no stream for the subject, bad headers, ...)."""
+
+
+class KeyNotFound(BrokerError):
+    """The key does not exist in the bucket (or was deleted, or expired)."""
+
+
+class KeyExists(BrokerError):
+    """A create-only write found the key already written (first writer wins)."""
+
+
+class StreamConflict(BrokerError):
+    """A stream exists with settings or subjects that conflict with what Autan needs."""

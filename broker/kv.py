@@ -1,0 +1,69 @@
+"""A JetStream key-value bucket with our errors."""
+
+from __future__ import annotations
+
+import nats.errors
+import nats.js.errors
+from nats.js.kv import KeyValue
+
+from broker.errors import BrokerUnavailable, KeyExists, KeyNotFound
+
+__all__ = ["Bucket"]
+
+
+class Bucket:
+    """Values by key in one bucket; `create` is first-writer-wins."""
+
+    def __init__(self, kv: KeyValue, name: str) -> None:
+        self._kv = kv
+        self.name = name
+
+    async def get(self, key: str) -> bytes:
+        try:
+            entry = await self._kv.get(key)
+        except nats.js.errors.KeyNotFoundError as exc:
+            raise KeyNotFound(f"no key {key!r} in bucket {self.name!r}") from exc
+        except nats.errors.TimeoutError as exc:
+            raise BrokerUnavailable(f"reading {key!r} from {self.name!r} timed out") from exc
+        return entry.value or b""
+
+    async def put(self, key: str, value: bytes) -> int:
+        try:
+            return await self._kv.put(key, value)
+        except nats.errors.TimeoutError as exc:
+            raise BrokerUnavailable(f"writing {key!r} to {self.name!r} timed out") from exc
+
+    async def create(self, key: str, value: bytes) -> int:
+        """Write only if the key holds nothing yet; KeyExists when an earlier writer won."""
+        try:
+            return await self._kv.create(key, value)
+        except nats.js.errors.KeyWrongLastSequenceError as exc:
+            raise KeyExists(f"{key!r} in bucket {self.name!r} is already written") from exc
+        except nats.errors.TimeoutError as exc:
+            raise BrokerUnavailable(f"writing {key!r} to {self.name!r} timed out") from exc
+
+    async def delete(self, key: str) -> None:
+        await self._kv.delete(key)
+
+    async def keys(self) -> list[str]:
+        try:
+            return sorted(await self._kv.keys())
+        except nats.js.errors.NoKeysError:
+            return []
+
+    async def wait_for(self, key: str, timeout_s: float) -> bytes:
+        """The key's value, waiting up to `timeout_s` for a writer if it has none yet."""
+        watcher = await self._kv.watch(key)
+        try:
+            return await self._next_value(watcher, key, timeout_s)
+        finally:
+            await watcher.stop()
+
+    async def _next_value(self, watcher: KeyValue.KeyWatcher, key: str, timeout_s: float) -> bytes:
+        import anyio
+
+        with anyio.move_on_after(timeout_s):
+            async for entry in watcher:
+                if entry is not None and entry.value and entry.operation is None:
+                    return bytes(entry.value)
+        raise KeyNotFound(f"no value for {key!r} in bucket {self.name!r} after {timeout_s} s")

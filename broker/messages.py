@@ -1,0 +1,157 @@
+"""Wire messages: frozen msgspec Structs over msgpack. Never pickle on the wire.
+
+Call arguments and results are encoded separately (`encode_value`) so that a
+large one can travel by reference through object storage while the envelope
+stays small. numpy arrays travel as a msgpack extension (dtype, shape, bytes).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+import numpy as np
+
+__all__ = [
+    "CallMsg",
+    "ErrorInfo",
+    "Failure",
+    "Inline",
+    "Payload",
+    "Result",
+    "StoredRef",
+    "Success",
+    "UnencodableValue",
+    "decode_call",
+    "decode_result",
+    "decode_value",
+    "encode",
+    "encode_value",
+]
+
+_NDARRAY_EXT = 1
+
+
+class UnencodableValue(TypeError):
+    """An argument or result holds a value the wire format cannot carry."""
+
+
+class Inline(msgspec.Struct, frozen=True, tag="inline"):
+    """A value carried inside the message (msgpack bytes from `encode_value`)."""
+
+    data: bytes
+
+
+class StoredRef(msgspec.Struct, frozen=True, tag="ref"):
+    """A value too large for the message, stored under `key` in object storage."""
+
+    key: str
+    size_bytes: int
+
+
+Payload = Inline | StoredRef
+
+
+class CallMsg(msgspec.Struct, frozen=True, tag="call"):
+    """One invocation, published to `autan.call.<app>.<fn>`.
+
+    `payload` decodes to `[args, kwargs]`. `reply` is the caller's inbox for the
+    result (None: nobody waits live); `record` asks the worker to keep the result
+    in the results bucket (spawned calls).
+    """
+
+    call_id: str
+    app: str
+    fn: str
+    payload: Payload
+    reply: str | None = None
+    record: bool = False
+    created_unix_s: float = 0.0
+    timeout_s: float | None = None
+
+
+class ErrorInfo(msgspec.Struct, frozen=True):
+    """An error as the caller sees it: the exception type, its message and where it came from."""
+
+    type: str
+    message: str
+    traceback: str = ""
+
+
+class Success(msgspec.Struct, frozen=True, tag="ok"):
+    call_id: str
+    payload: Payload
+    worker: str = ""
+    attempts: int = 1
+    timings_ms: dict[str, float] = {}
+
+
+class Failure(msgspec.Struct, frozen=True, tag="error"):
+    call_id: str
+    error: ErrorInfo
+    worker: str = ""
+    attempts: int = 1
+
+
+Result = Success | Failure
+
+_call_decoder = msgspec.msgpack.Decoder(CallMsg)
+_result_decoder = msgspec.msgpack.Decoder(Result)
+
+
+def _enc_hook(obj: Any) -> Any:
+    if isinstance(obj, np.ndarray):
+        if obj.dtype.hasobject:
+            raise UnencodableValue("numpy arrays of dtype object cannot travel; convert them")
+        array = np.ascontiguousarray(obj)
+        header = msgspec.msgpack.encode((array.dtype.str, array.shape))
+        prefix = len(header).to_bytes(2, "little")
+        return msgspec.msgpack.Ext(_NDARRAY_EXT, prefix + header + array.tobytes())
+    if isinstance(obj, np.generic):
+        return obj.item()
+    raise UnencodableValue(
+        f"cannot send a value of type {type(obj).__qualname__}: use None, bool, int, float, str, "
+        "bytes, lists, tuples, dicts with str keys, or numpy arrays"
+    )
+
+
+def _ext_hook(code: int, data: memoryview) -> Any:
+    if code != _NDARRAY_EXT:
+        raise msgspec.DecodeError(f"unknown msgpack extension type {code}")
+    header_end = 2 + int.from_bytes(data[:2], "little")
+    dtype, shape = _ndarray_header.decode(data[2:header_end])
+    return np.frombuffer(data[header_end:], dtype=np.dtype(dtype)).reshape(shape).copy()
+
+
+_ndarray_header = msgspec.msgpack.Decoder(tuple[str, tuple[int, ...]])
+
+
+_value_encoder = msgspec.msgpack.Encoder(enc_hook=_enc_hook)
+_value_decoder = msgspec.msgpack.Decoder(ext_hook=_ext_hook)
+_envelope_encoder = msgspec.msgpack.Encoder()
+
+
+def encode_value(value: Any) -> bytes:
+    """Encode a call's arguments or a result; UnencodableValue says what cannot travel."""
+    try:
+        return _value_encoder.encode(value)
+    except UnencodableValue:
+        raise
+    except (TypeError, OverflowError, ValueError) as exc:
+        raise UnencodableValue(f"cannot encode value: {exc}") from exc
+
+
+def decode_value(data: bytes) -> Any:
+    return _value_decoder.decode(data)
+
+
+def encode(message: CallMsg | Success | Failure) -> bytes:
+    return _envelope_encoder.encode(message)
+
+
+def decode_call(data: bytes) -> CallMsg:
+    return _call_decoder.decode(data)
+
+
+def decode_result(data: bytes) -> Result:
+    return _result_decoder.decode(data)

@@ -1,0 +1,66 @@
+"""One reply inbox per connection, a future per awaited reply (like nats-py's request mux).
+
+Subscribing once and routing by the last subject token avoids a subscription
+per call, which would cost a round trip to the server each time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+__all__ = ["Reply", "ReplyMux"]
+
+
+class Reply:
+    """A reply's bytes and, for server status replies (e.g. 503 no responders), the code."""
+
+    __slots__ = ("data", "status")
+
+    def __init__(self, data: bytes, status: str | None) -> None:
+        self.data = data
+        self.status = status
+
+
+class ReplyMux:
+    """Routes messages on `<prefix>.<token>` to the future registered for `token`."""
+
+    def __init__(self, nc: NatsClient) -> None:
+        self._nc = nc
+        self.prefix = nc.new_inbox()
+        self._futures: dict[str, asyncio.Future[Reply]] = {}
+        self._sub: Subscription | None = None
+
+    async def start(self) -> None:
+        self._sub = await self._nc.subscribe(f"{self.prefix}.*", cb=self._on_msg)
+
+    async def stop(self) -> None:
+        if self._sub is not None:
+            await self._sub.unsubscribe()
+        for future in self._futures.values():
+            future.cancel()
+        self._futures.clear()
+
+    def subject(self, token: str) -> str:
+        return f"{self.prefix}.{token}"
+
+    def expect(self, token: str) -> asyncio.Future[Reply]:
+        """A future for the next message on `subject(token)`; call `forget` if abandoned."""
+        future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        self._futures[token] = future
+        return future
+
+    def forget(self, token: str) -> None:
+        future = self._futures.pop(token, None)
+        if future is not None and not future.done():
+            future.cancel()
+
+    async def _on_msg(self, msg: Msg) -> None:
+        token = msg.subject[len(self.prefix) + 1 :]
+        future = self._futures.pop(token, None)
+        if future is not None and not future.done():
+            status = msg.headers.get("Status") if msg.headers else None
+            future.set_result(Reply(msg.data, status))
