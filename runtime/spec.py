@@ -1,0 +1,72 @@
+"""What deploy writes: the signed manifest in object storage and the spec in the registry."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import sys
+
+import msgspec
+
+from runtime.handles import FunctionOptions
+
+__all__ = ["FunctionSpec", "Manifest", "ModelEntry", "python_version"]
+
+
+def python_version() -> str:
+    """`major.minor`: a cloudpickle from another minor version crashes the interpreter."""
+    return f"{sys.version_info.major}.{sys.version_info.minor}"
+
+
+class ModelEntry(msgspec.Struct, frozen=True):
+    """A model file stored content-addressed under `sha256/<digest>`."""
+
+    name: str
+    digest: str
+    size_bytes: int
+    filename: str
+
+
+class Manifest(msgspec.Struct, frozen=True, kw_only=True):
+    """Everything a worker needs to trust before it unpickles anything."""
+
+    app: str
+    name: str
+    version: str
+    python: str
+    artifact: str
+    artifact_bytes: int
+    models: tuple[ModelEntry, ...] = ()
+    options: FunctionOptions = FunctionOptions()
+    created_unix_s: float = 0.0
+
+    def sign(self, key: bytes) -> bytes:
+        """The stored form: the HMAC-SHA256 of the body, a newline, the JSON body."""
+        body = msgspec.json.encode(self)
+        return hmac.new(key, body, hashlib.sha256).hexdigest().encode() + b"\n" + body
+
+    @classmethod
+    def verify(cls, stored: bytes, key: bytes) -> Manifest | None:
+        """The manifest if its signature matches `key`, else None."""
+        signature, _, body = stored.partition(b"\n")
+        expected = hmac.new(key, body, hashlib.sha256).hexdigest().encode()
+        if not hmac.compare_digest(expected, signature):
+            return None
+        return msgspec.json.decode(body, type=cls)
+
+
+class FunctionSpec(msgspec.Struct, frozen=True, kw_only=True):
+    """The registry entry of one function: its current version and where its manifest is."""
+
+    app: str
+    name: str
+    version: str
+    manifest_key: str
+    python: str
+    options: FunctionOptions
+    models: tuple[ModelEntry, ...] = ()
+    deployed_unix_s: float = 0.0
+
+    @property
+    def qualname(self) -> str:
+        return f"{self.app}.{self.name}"

@@ -1,0 +1,53 @@
+"""Live workers, as they announce themselves: a heartbeat key each, expiring when they stop."""
+
+from __future__ import annotations
+
+import msgspec
+
+from broker import Broker, Bucket, KeyNotFound
+
+__all__ = ["HEARTBEAT_S", "WorkerDirectory", "WorkerInfo"]
+
+WORKERS_BUCKET = "autan_workers"
+HEARTBEAT_S = 5.0
+_EXPIRY_S = 3 * HEARTBEAT_S
+
+
+class WorkerInfo(msgspec.Struct, frozen=True, kw_only=True):
+    worker_id: str
+    function: str
+    version: str
+    state: str
+    providers: tuple[str, ...] = ()
+    pid: int = 0
+    started_unix_s: float = 0.0
+
+
+class WorkerDirectory:
+    """Announce, remove and list workers (keys `<app>.<fn>.<worker id>`)."""
+
+    def __init__(self, bucket: Bucket) -> None:
+        self._bucket = bucket
+
+    @classmethod
+    async def open(cls, broker: Broker) -> WorkerDirectory:
+        return cls(await broker.bucket(WORKERS_BUCKET, ttl_s=_EXPIRY_S))
+
+    async def beat(self, info: WorkerInfo) -> None:
+        await self._bucket.put(_key(info), msgspec.json.encode(info))
+
+    async def remove(self, info: WorkerInfo) -> None:
+        await self._bucket.delete(_key(info))
+
+    async def alive(self) -> list[WorkerInfo]:
+        found = []
+        for key in await self._bucket.keys():
+            try:
+                found.append(msgspec.json.decode(await self._bucket.get(key), type=WorkerInfo))
+            except KeyNotFound:
+                continue
+        return found
+
+
+def _key(info: WorkerInfo) -> str:
+    return f"{info.function}.{info.worker_id}".replace(" ", "_")

