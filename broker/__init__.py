@@ -14,8 +14,8 @@ from broker.errors import (
     QueueFull,
     StreamConflict,
 )
+from broker.ids import new_call_id
 from broker.kv import Bucket
-from broker.replies import Reply
 from broker.messages import (
     CallMsg,
     ErrorInfo,
@@ -32,6 +32,7 @@ from broker.messages import (
     encode,
     encode_value,
 )
+from broker.replies import Reply
 from broker.subjects import (
     CALLS_STREAM,
     CONFIG_BUCKET,
@@ -80,4 +81,5 @@ __all__ = [
     "encode",
     "encode_value",
     "function_key",
+    "new_call_id",
 ]

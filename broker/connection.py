@@ -65,12 +65,14 @@ class Broker:
         self.js: JetStreamContext = nc.jetstream(timeout=5.0)
         self.replies = ReplyMux(nc)
         self._buckets: dict[str, Bucket] = {}
+        self._errors: _ErrorLog | None = None
 
     @classmethod
     async def connect(
         cls, url: str, *, name: str = "autan", connect_timeout_s: float = 5.0
     ) -> Broker:
         """Connect, or fail within about `connect_timeout_s` with an error naming the URL."""
+        errors = _ErrorLog(url)
         try:
             nc = await asyncio.wait_for(
                 nats.connect(
@@ -80,20 +82,26 @@ class Broker:
                     allow_reconnect=True,
                     max_reconnect_attempts=-1,
                     reconnect_time_wait=0.5,
-                    error_cb=_on_error,
+                    error_cb=errors.on_error,
+                    disconnected_cb=errors.on_disconnect,
+                    reconnected_cb=errors.on_reconnect,
                 ),
-                connect_timeout_s + 1,
+                connect_timeout_s,
             )
         except (OSError, TimeoutError, nats.errors.Error) as exc:
             raise BrokerUnavailable(
                 f"cannot reach NATS at {url} - is 'autan up' running? "
                 "(or set AUTAN_NATS_URL to your NATS server)"
             ) from exc
+        errors.connected = True
         broker = cls(nc, url)
+        broker._errors = errors
         await broker.replies.start()
         return broker
 
     async def close(self) -> None:
+        if self._errors is not None:
+            self._errors.connected = False
         await self.replies.stop()
         if not self.nc.is_closed:
             await self.nc.drain()
@@ -252,5 +260,24 @@ def _read_puback(msg: Reply, subject: str) -> int:
     raise PublishRejected(f"JetStream refused the call on {subject}: {description}")
 
 
-async def _on_error(exc: Exception) -> None:
-    log.warning("nats connection error", error=str(exc) or type(exc).__name__)
+class _ErrorLog:
+    """Logs connection trouble once connected; before that, `connect` reports the failure."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.connected = False
+        self._down = False
+
+    async def on_error(self, exc: Exception) -> None:
+        if self.connected and not self._down:
+            log.warning("nats connection error", url=self.url, error=str(exc) or type(exc).__name__)
+
+    async def on_disconnect(self) -> None:
+        if self.connected and not self._down:
+            self._down = True
+            log.warning("disconnected from NATS; reconnecting", url=self.url)
+
+    async def on_reconnect(self) -> None:
+        if self._down:
+            self._down = False
+            log.info("reconnected to NATS", url=self.url)

@@ -98,7 +98,7 @@ class PullFeed:
         return batch
 
     def _take_ready(self, limit: int) -> list[Delivery]:
-        taken = []
+        taken: list[Delivery] = []
         while len(taken) < limit and not self._queue.empty():
             taken.append(self._queue.get_nowait())
         return taken

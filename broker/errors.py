@@ -1,12 +1,12 @@
 """Errors of the broker layer; nothing outside `broker/` sees a `nats` exception.
 
-    BrokerError
-    ├── BrokerUnavailable   cannot reach NATS, or the connection dropped: retry later
-    ├── QueueFull           the calls stream refused a message (discard-new): back off, retry
-    ├── PublishRejected     JetStream refused a message for another reason: fix the request
-    ├── KeyNotFound         no such key in a KV bucket
-    ├── KeyExists           a create-only write lost to an earlier writer
-    └── StreamConflict      an existing stream overlaps ours incompatibly: fix the config
+BrokerError
+├── BrokerUnavailable   cannot reach NATS, or the connection dropped: retry later
+├── QueueFull           the calls stream refused a message (discard-new): back off, retry
+├── PublishRejected     JetStream refused a message for another reason: fix the request
+├── KeyNotFound         no such key in a KV bucket
+├── KeyExists           a create-only write lost to an earlier writer
+└── StreamConflict      an existing stream overlaps ours incompatibly: fix the config
 """
 
 from __future__ import annotations

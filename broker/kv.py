@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import nats.errors
 import nats.js.errors
 from nats.js.kv import KeyValue
@@ -51,13 +53,24 @@ class Bucket:
         except nats.js.errors.NoKeysError:
             return []
 
+    async def watch(self) -> AsyncIterator[tuple[str, bytes | None]]:
+        """Every key's current value, then each change as it happens (None: deleted)."""
+        watcher = await self._kv.watchall()
+        try:
+            async for entry in watcher:
+                if entry is None:
+                    continue
+                yield entry.key, (bytes(entry.value) if entry.operation is None else None)
+        finally:
+            await watcher.stop()  # type: ignore[no-untyped-call]
+
     async def wait_for(self, key: str, timeout_s: float) -> bytes:
         """The key's value, waiting up to `timeout_s` for a writer if it has none yet."""
         watcher = await self._kv.watch(key)
         try:
             return await self._next_value(watcher, key, timeout_s)
         finally:
-            await watcher.stop()
+            await watcher.stop()  # type: ignore[no-untyped-call]
 
     async def _next_value(self, watcher: KeyValue.KeyWatcher, key: str, timeout_s: float) -> bytes:
         import anyio

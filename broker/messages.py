@@ -103,7 +103,8 @@ def _enc_hook(obj: Any) -> Any:
     if isinstance(obj, np.ndarray):
         if obj.dtype.hasobject:
             raise UnencodableValue("numpy arrays of dtype object cannot travel; convert them")
-        array = np.ascontiguousarray(obj)
+        # ascontiguousarray would turn a 0-d array into 1-d: copy only when needed.
+        array = obj if obj.flags.c_contiguous else obj.copy(order="C")
         header = msgspec.msgpack.encode((array.dtype.str, array.shape))
         prefix = len(header).to_bytes(2, "little")
         return msgspec.msgpack.Ext(_NDARRAY_EXT, prefix + header + array.tobytes())
@@ -154,4 +155,5 @@ def decode_call(data: bytes) -> CallMsg:
 
 
 def decode_result(data: bytes) -> Result:
-    return _result_decoder.decode(data)
+    result: Result = _result_decoder.decode(data)
+    return result

@@ -1,4 +1,4 @@
-"""The `autan` command: up, deploy, invoke, ls, worker.
+"""The `autan` command: up, serve, deploy, invoke, ls, worker.
 
 The only module that reads the environment (through `Settings.from_env`).
 """
@@ -39,6 +39,11 @@ def _parser() -> argparse.ArgumentParser:
     up = commands.add_parser("up", help="run the whole stack on this machine until Ctrl-C")
     up.add_argument("--nats-port", type=int, default=4222)
     up.add_argument("--functions", default="functions", help="what to deploy (default: bundled)")
+
+    serve = commands.add_parser(
+        "serve", help="deploy and run one worker per function against an existing NATS and storage"
+    )
+    serve.add_argument("--functions", default="functions", help="what to deploy (default: bundled)")
 
     deploy = commands.add_parser("deploy", help="package and register the functions of PATH")
     deploy.add_argument("path", help="a package directory, a .py file or a module name")
@@ -89,6 +94,8 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     match args.command:
         case "up":
             return await commands.up(settings, nats_port=args.nats_port, target=args.functions)
+        case "serve":
+            return await commands.serve(settings, target=args.functions)
         case "deploy":
             return await commands.deploy(settings, args.path)
         case "invoke":

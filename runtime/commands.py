@@ -19,7 +19,7 @@ from runtime.settings import Settings
 from runtime.workers import WorkerDirectory
 from storage import ArtifactStore
 
-__all__ = ["deploy", "invoke", "ls", "up", "worker"]
+__all__ = ["deploy", "invoke", "ls", "serve", "up", "worker"]
 
 log = structlog.get_logger("autan")
 
@@ -106,6 +106,11 @@ async def up(settings: Settings, *, nats_port: int, target: str) -> int:
     finally:
         server.stop()
         log.info("stopped; data kept", data_dir=str(settings.data_dir.resolve()))
+
+
+async def serve(settings: Settings, *, target: str) -> int:
+    """`up` without the embedded server: deploy and run workers against existing NATS/storage."""
+    return await _serve_stack(settings, target)
 
 
 async def _serve_stack(settings: Settings, target: str) -> int:

@@ -15,7 +15,7 @@ from runtime.options import Batching, InvalidOption, Model, Retries, Scaling
 
 if TYPE_CHECKING:
     from runtime.app import App
-    from runtime.session import Session
+    from runtime.session import Session, SessionProvider
 
 __all__ = ["BatchedFunction", "Call", "Function", "FunctionOptions"]
 
@@ -146,7 +146,7 @@ class _Spawn(Generic[P, R]):
     async def _spawn(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Call[R]:
         session = await self._handle._session()
         call_id = await session.spawn(self._handle.app.name, self._handle.name, args, kwargs)
-        return Call(call_id, self._handle.app)
+        return Call(call_id, self._handle.app.sessions)
 
 
 class _Map(Generic[R]):
@@ -218,22 +218,31 @@ class BatchedFunction(_Handle, Generic[T, U]):
 
 
 class Call(Generic[R]):
-    """A spawned call: `get(timeout)` waits for its result; `Call.from_id(id, app)` finds it."""
+    """A spawned call: `get(timeout)` waits for its result; `Call.from_id(id)` finds it again."""
 
-    def __init__(self, call_id: str, app: App) -> None:
+    _default_sessions: SessionProvider | None = None
+
+    def __init__(self, call_id: str, sessions: SessionProvider) -> None:
         self.id = call_id
-        self._app = app
+        self._sessions = sessions
 
     def __repr__(self) -> str:
         return f"Call({self.id!r})"
 
     @classmethod
-    def from_id(cls, call_id: str, app: App) -> Call[Any]:
-        return cls(call_id, app)
+    def from_id(cls, call_id: str, app: App | None = None) -> Call[Any]:
+        """The call `call_id`, read through `app`'s sessions, or settings from the environment."""
+        if app is not None:
+            return cls(call_id, app.sessions)
+        if Call._default_sessions is None:
+            from runtime.session import SessionProvider
+
+            Call._default_sessions = SessionProvider()
+        return cls(call_id, Call._default_sessions)
 
     def get(self, timeout: float | None = None) -> R:
         """The result, raising the function's error; TimeoutError after `timeout` seconds."""
-        result: R = self._app.sessions.run_sync(self._get, timeout)
+        result: R = self._sessions.run_sync(self._get, timeout)
         return result
 
     async def get_aio(self, timeout_s: float | None = None) -> R:
@@ -241,6 +250,6 @@ class Call(Generic[R]):
         return await self._get(timeout_s)
 
     async def _get(self, timeout_s: float | None) -> R:
-        session = await self._app.sessions.current()
+        session = await self._sessions.current()
         result: R = await session.result(self.id, timeout_s)
         return result

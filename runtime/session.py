@@ -17,7 +17,6 @@ from contextlib import suppress
 from typing import Any, TypeVar
 
 import anyio.from_thread
-import nats.nuid
 
 from broker import (
     CONFIG_BUCKET,
@@ -37,22 +36,16 @@ from broker import (
     decode_value,
     encode,
     encode_value,
+    new_call_id,
 )
 from runtime.errors import RemoteError
 from runtime.registry import Registry
 from runtime.settings import Settings
 from storage import ObjectStore, open_store
 
-__all__ = ["Session", "SessionProvider", "new_call_id", "storage_url"]
+__all__ = ["Session", "SessionProvider", "storage_url"]
 
 T = TypeVar("T")
-
-_nuid = nats.nuid.NUID()
-
-
-def new_call_id() -> str:
-    """A unique, subject-safe call id (NUID: 22 base-62 characters)."""
-    return _nuid.next().decode()
 
 
 class Session:

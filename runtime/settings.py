@@ -83,6 +83,6 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def _decode_path(kind: type, value: object) -> object:
-    if kind is Path and isinstance(value, str):
+    if kind is Path and isinstance(value, str | Path):
         return Path(value)
     raise NotImplementedError

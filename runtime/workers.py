@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import anyio
 import msgspec
 
 from broker import Broker, Bucket, KeyNotFound
@@ -38,6 +39,20 @@ class WorkerDirectory:
 
     async def remove(self, info: WorkerInfo) -> None:
         await self._bucket.delete(_key(info))
+
+    async def wait_until_ready(self, functions: int, timeout_s: float) -> None:
+        """Wait until `functions` distinct functions have a ready worker (TimeoutError)."""
+        ready: dict[str, str] = {}
+        with anyio.fail_after(timeout_s):
+            async for key, value in self._bucket.watch():
+                if value is None:
+                    ready.pop(key, None)
+                    continue
+                info = msgspec.json.decode(value, type=WorkerInfo)
+                if info.state == "ready":
+                    ready[key] = info.function
+                if len(set(ready.values())) >= functions:
+                    return
 
     async def alive(self) -> list[WorkerInfo]:
         found = []

@@ -28,14 +28,16 @@ class Stack:
 
     @classmethod
     @asynccontextmanager
-    async def running(cls, settings: Settings, target: str) -> AsyncIterator[Stack]:
+    async def running(
+        cls, settings: Settings, target: str, *, start_workers: bool = True
+    ) -> AsyncIterator[Stack]:
         session = await Session.open(settings)
         results = await deploy_target(session, settings, target)
         [app] = discover_apps(target)
         app.sessions.configure(settings)
         stack = cls(session, results, app)
         try:
-            for name in app.functions:
+            for name in app.functions if start_workers else ():
                 await stack.start_worker(name)
             yield stack
         finally:

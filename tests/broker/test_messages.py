@@ -1,0 +1,67 @@
+"""The wire format: msgpack envelopes, numpy arrays as an extension, no pickle."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from broker import (
+    CallMsg,
+    ErrorInfo,
+    Failure,
+    Inline,
+    StoredRef,
+    Success,
+    UnencodableValue,
+    decode_call,
+    decode_result,
+    decode_value,
+    encode,
+    encode_value,
+)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [None, True, 3, -2.5, "text", b"\x00\xff", [1, "a"], {"k": [None, {"n": 1}]}],
+)
+def test_plain_values_round_trip(value: Any) -> None:
+    assert decode_value(encode_value(value)) == value
+
+
+@pytest.mark.parametrize(
+    "array",
+    [
+        np.arange(12, dtype=np.float32).reshape(3, 4),
+        np.zeros((0, 5), dtype=np.int64),
+        np.array(7, dtype=np.uint8),
+        np.asfortranarray(np.arange(6, dtype=np.float64).reshape(2, 3)),
+        np.arange(10, dtype=np.int16)[::2],
+    ],
+)
+def test_numpy_arrays_keep_dtype_and_shape(array: np.ndarray[Any, Any]) -> None:
+    decoded = decode_value(encode_value({"a": array}))["a"]
+    assert decoded.dtype == array.dtype
+    assert decoded.shape == array.shape
+    np.testing.assert_array_equal(decoded, array)
+
+
+def test_numpy_scalars_become_python_numbers() -> None:
+    assert decode_value(encode_value([np.float32(1.5), np.int64(2)])) == [1.5, 2]
+
+
+@pytest.mark.parametrize("value", [object(), np.array([object()]), {1j}])
+def test_unencodable_values_say_what_can_travel(value: Any) -> None:
+    with pytest.raises(UnencodableValue, match="cannot"):
+        encode_value(value)
+
+
+def test_envelopes_round_trip() -> None:
+    call = CallMsg(call_id="c1", app="a", fn="f", payload=Inline(b"\x92\x90\x80"), reply="r")
+    assert decode_call(encode(call)) == call
+    ok = Success(call_id="c1", payload=StoredRef(key="results/c1", size_bytes=9))
+    assert decode_result(encode(ok)) == ok
+    failed = Failure(call_id="c1", error=ErrorInfo(type="ValueError", message="bad"))
+    assert decode_result(encode(failed)) == failed

