@@ -40,8 +40,13 @@ class LocalProvider:
             AUTAN_LOG_LEVEL=self.settings.log_level,
             OMP_NUM_THREADS=str(threads),
         )
-        if self.settings.storage_url:
-            env["AUTAN_STORAGE_URL"] = self.settings.storage_url
+        optional = {
+            "AUTAN_STORAGE_URL": self.settings.storage_url,
+            "AUTAN_SIGNING_KEY": self.settings.signing_key,
+            "AUTAN_S3_ACCESS_KEY": self.settings.s3_access_key,
+            "AUTAN_S3_SECRET_KEY": self.settings.s3_secret_key,
+        }
+        env.update({name: value for name, value in optional.items() if value})
         return env
 
     async def keep_running(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import anyio
 import msgspec
 
@@ -40,19 +42,28 @@ class WorkerDirectory:
     async def remove(self, info: WorkerInfo) -> None:
         await self._bucket.delete(_key(info))
 
-    async def wait_until_ready(self, functions: int, timeout_s: float) -> None:
-        """Wait until `functions` distinct functions have a ready worker (TimeoutError)."""
-        ready: dict[str, str] = {}
+    async def wait_until(
+        self, done: Callable[[list[WorkerInfo]], bool], timeout_s: float
+    ) -> list[WorkerInfo]:
+        """Watch the announcements until `done(live workers)` holds; TimeoutError after timeout."""
+        live: dict[str, WorkerInfo] = {}
         with anyio.fail_after(timeout_s):
             async for key, value in self._bucket.watch():
                 if value is None:
-                    ready.pop(key, None)
-                    continue
-                info = msgspec.json.decode(value, type=WorkerInfo)
-                if info.state == "ready":
-                    ready[key] = info.function
-                if len(set(ready.values())) >= functions:
-                    return
+                    live.pop(key, None)
+                else:
+                    live[key] = msgspec.json.decode(value, type=WorkerInfo)
+                if done(list(live.values())):
+                    return list(live.values())
+        raise TimeoutError  # the watch never ends by itself
+
+    async def wait_until_ready(self, functions: int, timeout_s: float) -> None:
+        """Wait until `functions` distinct functions have a ready worker (TimeoutError)."""
+
+        def enough(workers: list[WorkerInfo]) -> bool:
+            return len({w.function for w in workers if w.state == "ready"}) >= functions
+
+        await self.wait_until(enough, timeout_s)
 
     async def alive(self) -> list[WorkerInfo]:
         found = []
