@@ -1,0 +1,10 @@
+"""Side-by-side benchmarks: our path and its floor, in alternating rounds, on one nats-server.
+
+    python -m benchmarks.echo_latency     # .remote() p50/p99 vs nats-py request/reply (<= 2.0x)
+    python -m benchmarks.map_throughput   # .map() calls/s vs JetStream publish + pull (>= 0.5x)
+    python -m benchmarks.embed_overhead   # embed .remote() vs session.run alone (< 1 ms added)
+
+Each takes `--quick` and size flags, prints a table with the ratio and the goal, and writes
+`benchmarks/out/<name>.json`. They are not tests: `make bench` runs them, nothing asserts.
+Shared set-up (server, deploy, worker processes) is in `benchmarks.harness`.
+"""

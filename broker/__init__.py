@@ -3,7 +3,7 @@
 Only this package imports `nats`; its errors are translated into `broker.errors`.
 """
 
-from broker.connection import Backlog, Broker, ConsumerPolicy, PendingAck, StreamLimits
+from broker.connection import Backlog, Broker, ConsumerPolicy, StreamLimits, Submission
 from broker.consumer import Delivery, PullFeed
 from broker.errors import (
     BrokerError,
@@ -62,7 +62,6 @@ __all__ = [
     "KeyExists",
     "KeyNotFound",
     "Payload",
-    "PendingAck",
     "PublishRejected",
     "PullFeed",
     "QueueFull",
@@ -71,6 +70,7 @@ __all__ = [
     "StoredRef",
     "StreamConflict",
     "StreamLimits",
+    "Submission",
     "Success",
     "UnencodableValue",
     "call_subject",

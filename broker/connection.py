@@ -14,12 +14,18 @@ from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext, api
 
 from broker.consumer import PullFeed
-from broker.errors import BrokerUnavailable, PublishRejected, QueueFull, StreamConflict
+from broker.errors import (
+    BrokerError,
+    BrokerUnavailable,
+    PublishRejected,
+    QueueFull,
+    StreamConflict,
+)
 from broker.kv import Bucket
 from broker.replies import Reply, ReplyMux
 from broker.subjects import CALLS_STREAM, CALLS_SUBJECTS, consumer_name
 
-__all__ = ["Backlog", "Broker", "ConsumerPolicy", "PendingAck", "StreamLimits"]
+__all__ = ["Backlog", "Broker", "ConsumerPolicy", "StreamLimits", "Submission"]
 
 log = structlog.get_logger("autan.broker")
 
@@ -205,45 +211,99 @@ class Broker:
         """Core NATS publish (fire and forget), e.g. a result to a caller's inbox."""
         await self.nc.publish(subject, data)
 
-    async def submit(self, subject: str, msg_id: str, data: bytes) -> PendingAck:
-        """Publish to JetStream without waiting for its ack; `await pending.wait()` for it.
+    async def submit(
+        self, subject: str, msg_id: str, data: bytes, *, expect_result: bool = False
+    ) -> Submission:
+        """Publish to JetStream without waiting for its ack.
 
-        The message id deduplicates repeated submissions within the stream's window.
+        The message id deduplicates repeated submissions within the stream's window. With
+        `expect_result`, the submission also waits for a reply on `result_subject(msg_id)`.
         """
-        token = f"a{msg_id}"
-        ack = self.replies.expect(token)
+        ack_token = f"a{msg_id}"
+        ack = self.replies.expect(ack_token)
+        result = self.replies.expect(f"r{msg_id}") if expect_result else None
         await self.nc.publish(
-            subject, data, reply=self.replies.subject(token), headers={"Nats-Msg-Id": msg_id}
+            subject, data, reply=self.replies.subject(ack_token), headers={"Nats-Msg-Id": msg_id}
         )
-        return PendingAck(self, token, ack, subject)
+        return Submission(self, msg_id, subject, ack, result)
+
+    def result_subject(self, msg_id: str) -> str:
+        """Where a worker publishes the result of call `msg_id` for this connection."""
+        return self.replies.subject(f"r{msg_id}")
 
 
-class PendingAck:
-    """JetStream's answer to one published call, awaited when the caller needs it."""
+class Submission:
+    """One published call: JetStream's ack and, when asked for, its result.
 
-    __slots__ = ("_broker", "_future", "_subject", "_token")
+    A refused or unconfirmed publish fails the result too, through callbacks
+    rather than a waiting task, so a caller awaits one future per call.
+    """
+
+    __slots__ = ("_ack", "_broker", "_msg_id", "_result", "_subject", "_timer")
 
     def __init__(
-        self, broker: Broker, token: str, future: asyncio.Future[Reply], subject: str
+        self,
+        broker: Broker,
+        msg_id: str,
+        subject: str,
+        ack: asyncio.Future[Reply],
+        result: asyncio.Future[Reply] | None,
+        ack_timeout_s: float = 5.0,
     ) -> None:
         self._broker = broker
-        self._token = token
-        self._future = future
+        self._msg_id = msg_id
         self._subject = subject
+        self._ack = ack
+        self._result = result
+        self._timer: asyncio.TimerHandle | None = None
+        if result is not None:
+            ack.add_done_callback(self._on_ack)
+            self._timer = asyncio.get_running_loop().call_later(ack_timeout_s, self._no_ack)
 
-    def done(self) -> bool:
-        return self._future.done()
-
-    async def wait(self, timeout_s: float = 5.0) -> int:
+    async def acked(self, timeout_s: float = 5.0) -> int:
         """The stream sequence; QueueFull, PublishRejected or BrokerUnavailable otherwise."""
         try:
-            msg = await asyncio.wait_for(asyncio.shield(self._future), timeout_s)
+            msg = await asyncio.wait_for(asyncio.shield(self._ack), timeout_s)
         except TimeoutError as exc:
-            self._broker.replies.forget(self._token)
-            raise BrokerUnavailable(
-                f"JetStream at {self._broker.url} did not confirm the call within {timeout_s} s"
-            ) from exc
+            self.forget()
+            raise self._unconfirmed(timeout_s) from exc
         return _read_puback(msg, self._subject)
+
+    async def result(self) -> bytes:
+        """The result's bytes, once a worker published them (or the publish's error)."""
+        if self._result is None:
+            raise RuntimeError("this call was submitted without expect_result")
+        try:
+            return (await self._result).data
+        except BaseException:
+            self.forget()
+            raise
+
+    def forget(self) -> None:
+        """Stop waiting for this call's replies."""
+        if self._timer is not None:
+            self._timer.cancel()
+        self._broker.replies.forget(f"a{self._msg_id}")
+        self._broker.replies.forget(f"r{self._msg_id}")
+
+    def _on_ack(self, ack: asyncio.Future[Reply]) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        if ack.cancelled() or self._result is None or self._result.done():
+            return
+        try:
+            _read_puback(ack.result(), self._subject)
+        except BrokerError as exc:
+            self._result.set_exception(exc)
+
+    def _no_ack(self) -> None:
+        if self._result is not None and not self._result.done() and not self._ack.done():
+            self._result.set_exception(self._unconfirmed(5.0))
+
+    def _unconfirmed(self, timeout_s: float) -> BrokerUnavailable:
+        return BrokerUnavailable(
+            f"JetStream at {self._broker.url} did not confirm the call within {timeout_s} s"
+        )
 
 
 def _read_puback(msg: Reply, subject: str) -> int:

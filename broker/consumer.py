@@ -24,13 +24,20 @@ _REQUEST_EXPIRES_S = 10.0
 class Delivery:
     """One delivered message: its bytes, how often it was delivered, and its acks."""
 
-    __slots__ = ("_msg", "data", "num_delivered", "received_at")
+    __slots__ = ("_msg", "data", "num_delivered", "num_pending", "received_at", "stored_unix_s")
 
     def __init__(self, msg: Msg) -> None:
         self._msg = msg
         self.data: bytes = msg.data
-        self.num_delivered: int = msg.metadata.num_delivered
         self.received_at = time.monotonic()
+        # The ack subject carries the metadata: $JS.ACK.<stream>.<consumer>.<delivered>.
+        # <stream seq>.<consumer seq>.<ns timestamp>.<pending> (v2 adds domain and account
+        # hash after ACK). Split it once rather than building nats-py's Metadata.
+        tokens = msg.reply.split(".")
+        base = 2 if len(tokens) == 9 else 4
+        self.num_delivered = int(tokens[base + 2])
+        self.stored_unix_s = int(tokens[base + 5]) / 1e9
+        self.num_pending = int(tokens[base + 6])
 
     async def ack(self) -> None:
         await self._msg.ack()
@@ -77,6 +84,9 @@ class PullFeed:
     async def next_batch(self, max_n: int, max_delay_s: float, idle_s: float) -> list[Delivery]:
         """Up to `max_n` messages: wait `idle_s` for the first, then `max_delay_s` for more.
 
+        The wait for more is skipped when the server said nothing else was pending and
+        nothing else arrived: at low load a lone call runs at once, while under load
+        calls queue up behind the running batch and the next batch fills by itself.
         Returns an empty list when nothing arrived within `idle_s`.
         """
         await self._top_up()
@@ -86,6 +96,9 @@ class PullFeed:
             self._expire_lost_requests()
             return []
         batch = [first, *self._take_ready(max_n - 1)]
+        if batch[-1].num_pending == 0 and self._queue.empty():
+            await self._top_up()
+            return batch
         deadline = first.received_at + max_delay_s
         while len(batch) < max_n and (remaining := deadline - time.monotonic()) > 0:
             await self._top_up()

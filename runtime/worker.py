@@ -93,6 +93,8 @@ class Worker:
             directory = await WorkerDirectory.open(session.broker)
             async with anyio.create_task_group() as group:
                 group.start_soon(self._heartbeat, directory, info)
+                if executor is not None:
+                    group.start_soon(executor.watch)
                 await self._loop(session, spec, feed, executor, broken)
                 group.cancel_scope.cancel()
             await directory.remove(info)

@@ -28,11 +28,14 @@ async def test_full_queue_refuses_and_keeps_what_it_accepted(small_broker: Broke
     subject = call_subject("app", "fn")
     await small_broker.ensure_consumer("app", "fn", subject, ConsumerPolicy())
     sequences = [
-        await (await small_broker.submit(subject, f"id{i}", b"x")).wait() for i in range(5)
+        await (await small_broker.submit(subject, f"id{i}", b"x")).acked() for i in range(5)
     ]
     assert sequences == [1, 2, 3, 4, 5]
     with pytest.raises(QueueFull, match="retry later"):
-        await (await small_broker.submit(subject, "id5", b"x")).wait()
+        await (await small_broker.submit(subject, "id5", b"x")).acked()
+    waiting = await small_broker.submit(subject, "id6", b"x", expect_result=True)
+    with pytest.raises(QueueFull):
+        await waiting.result()
     backlog = await small_broker.backlog("app", "fn")
     assert backlog.num_pending == 5
 
@@ -41,8 +44,8 @@ async def test_same_call_id_is_stored_once(small_broker: Broker) -> None:
     await small_broker.ensure_calls_stream(StreamLimits())
     subject = call_subject("app", "fn")
     await small_broker.ensure_consumer("app", "fn", subject, ConsumerPolicy())
-    first = await (await small_broker.submit(subject, "same", b"x")).wait()
-    second = await (await small_broker.submit(subject, "same", b"x")).wait()
+    first = await (await small_broker.submit(subject, "same", b"x")).acked()
+    second = await (await small_broker.submit(subject, "same", b"x")).acked()
     assert first == second
     assert (await small_broker.backlog("app", "fn")).num_pending == 1
 

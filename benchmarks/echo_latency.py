@@ -1,0 +1,245 @@
+"""Echo latency: a warm `demo.echo` call against raw nats-py request/reply on the same server.
+
+Ours: `await echo.remote.aio(b"16 bytes")` (and the sync `echo.remote(...)`, which goes through
+the session provider's loop thread): a JetStream publish with its ack, the worker (its own
+process) pulling it, running the function in a thread and publishing the result to the caller's
+inbox. Floor: `nc.request(...)` to a bare nats-py responder in its own process. A second,
+informative floor shows what JetStream itself costs: the same publish-with-ack to a work-queue
+stream, a bare nats-py pull consumer (own process) replying and acking. One call in flight;
+rounds alternate the sides. Goal: p50 ratio ours/raw at most 2.0.
+
+    python -m benchmarks.echo_latency [--quick] [--calls N] [--rounds R]
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ["ORT_DISABLE_TELEMETRY"] = "1"
+
+import argparse
+import asyncio
+import functools
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import nats
+import nats.nuid
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.js import api
+
+from benchmarks.harness import Stack, running_stack
+from benchmarks.report import (
+    Goal,
+    Summary,
+    median_summary,
+    print_goal,
+    print_table,
+    summarize,
+    write_json,
+)
+from benchmarks.responder import REPLY_HEADER
+from benchmarks.rounds import alternate
+from functions.echo import echo
+
+__all__ = ["main"]
+
+NAME = "echo_latency"
+GOAL_RATIO = 2.0
+PAYLOAD = b"0123456789abcdef"
+SUBJECT = "bench.echo"
+JS_STREAM = "BENCH_JS"
+JS_SUBJECT = "bench.js"
+LABELS = {
+    "ours": "ours   await echo.remote.aio()",
+    "sync": "ours   echo.remote() (sync)",
+    "raw": "floor  nats-py request/reply",
+    "js": "floor  JetStream publish+ack, pull, reply (info)",
+}
+
+
+def _check(result: Any) -> None:
+    if result != PAYLOAD:
+        raise RuntimeError(f"echo returned {result!r}, expected {PAYLOAD!r}")
+
+
+async def time_ours(calls: int) -> list[int]:
+    samples, result = [], None
+    for _ in range(calls):
+        started = time.perf_counter_ns()
+        result = await echo.remote.aio(PAYLOAD)
+        samples.append(time.perf_counter_ns() - started)
+    _check(result)
+    return samples
+
+
+def time_sync(calls: int) -> list[int]:
+    samples, result = [], None
+    for _ in range(calls):
+        started = time.perf_counter_ns()
+        result = echo.remote(PAYLOAD)
+        samples.append(time.perf_counter_ns() - started)
+    _check(result)
+    return samples
+
+
+async def time_raw(nc: NatsClient, calls: int) -> list[int]:
+    samples, reply = [], None
+    for _ in range(calls):
+        started = time.perf_counter_ns()
+        reply = await nc.request(SUBJECT, PAYLOAD, timeout=5.0)
+        samples.append(time.perf_counter_ns() - started)
+    _check(reply.data if reply else None)
+    return samples
+
+
+class JetStreamEcho:
+    """The JetStream floor's caller: publish with an ack inbox and a reply header, await both."""
+
+    def __init__(self, nc: NatsClient) -> None:
+        self.nc = nc
+        self.prefix = nc.new_inbox()
+        self.nuid = nats.nuid.NUID()
+        self.futures: dict[str, asyncio.Future[Msg]] = {}
+
+    @classmethod
+    async def open(cls, stack: Stack, nc: NatsClient) -> JetStreamEcho:
+        config = api.StreamConfig(
+            name=JS_STREAM,
+            subjects=[JS_SUBJECT],
+            retention=api.RetentionPolicy.WORK_QUEUE,
+            storage=api.StorageType.FILE,
+        )
+        await nc.jetstream().add_stream(config)
+        floor = cls(nc)
+        await nc.subscribe(f"{floor.prefix}.*", cb=floor._on_msg)
+        await stack.start_helper(
+            "benchmarks.responder", stack.nats_url, JS_SUBJECT, "--stream", JS_STREAM
+        )
+        return floor
+
+    async def _on_msg(self, msg: Msg) -> None:
+        future = self.futures.pop(msg.subject, None)
+        if future is not None and not future.done():
+            future.set_result(msg)
+
+    def _expect(self, subject: str) -> asyncio.Future[Msg]:
+        future = self.futures[subject] = asyncio.get_running_loop().create_future()
+        return future
+
+    async def call(self) -> tuple[bytes, bytes]:
+        token = self.nuid.next().decode()
+        ack_to, reply_to = f"{self.prefix}.a{token}", f"{self.prefix}.r{token}"
+        ack, reply = self._expect(ack_to), self._expect(reply_to)
+        headers = {"Nats-Msg-Id": token, REPLY_HEADER: reply_to}
+        await self.nc.publish(JS_SUBJECT, PAYLOAD, reply=ack_to, headers=headers)
+        return (await ack).data, (await reply).data
+
+    async def time_calls(self, calls: int) -> list[int]:
+        samples, ack, reply = [], b"", b""
+        for _ in range(calls):
+            started = time.perf_counter_ns()
+            ack, reply = await self.call()
+            samples.append(time.perf_counter_ns() - started)
+        _check(reply)
+        if b'"seq"' not in ack:
+            raise RuntimeError(f"JetStream refused the floor's message: {ack!r}")
+        return samples
+
+
+async def measure(args: argparse.Namespace) -> dict[str, Any]:
+    async with running_stack() as stack:
+        worker = await stack.start_worker("demo.echo", threads=1)
+        await stack.start_helper("benchmarks.responder", stack.nats_url, SUBJECT)
+        nc = await nats.connect(stack.nats_url, name="bench-raw")
+        try:
+            js = await JetStreamEcho.open(stack, nc)
+            timers: dict[str, Callable[[int], Awaitable[list[int]]]] = {
+                "ours": time_ours,
+                "sync": lambda calls: asyncio.to_thread(time_sync, calls),
+                "raw": lambda calls: time_raw(nc, calls),
+                "js": js.time_calls,
+            }
+            for timer in timers.values():
+                await timer(args.warmup)
+            samples = await alternate(
+                {k: functools.partial(t, args.calls) for k, t in timers.items()}, args.rounds
+            )
+        finally:
+            await nc.close()
+        return {
+            "rounds": {k: [summarize(s) for s in v] for k, v in samples.items()},
+            "worker_cold_start_ms": {"spawn_to_ready": worker.spawn_to_ready_ms}
+            | worker.phases_ms(),
+        }
+
+
+def report(args: argparse.Namespace, measured: dict[str, Any]) -> None:
+    rounds: dict[str, list[Summary]] = measured["rounds"]
+    medians = {k: median_summary(v) for k, v in rounds.items()}
+    ratio = medians["ours"].p50_ms / medians["raw"].p50_ms
+    sync_ratio = medians["sync"].p50_ms / medians["raw"].p50_ms
+    rows = [
+        [
+            LABELS[k],
+            f"{s.p50_ms:.3f}",
+            f"{s.p99_ms:.3f}",
+            f"{s.mean_ms:.3f}",
+            f"{1e3 / s.mean_ms:.0f}",
+        ]
+        for k, s in medians.items()
+    ]
+    print_table(
+        f"{NAME}: demo.echo, {len(PAYLOAD)}-byte payload, one call in flight, "
+        f"{args.rounds} rounds x {args.calls} calls (medians of rounds)",
+        ["path", "p50 ms", "p99 ms", "mean ms", "calls/s"],
+        rows,
+    )
+    js_ratio = medians["ours"].p50_ms / medians["js"].p50_ms
+    print(
+        f"ratio p50 ours/raw: {ratio:.2f}   (sync/raw: {sync_ratio:.2f}, "
+        f"ours/JetStream floor: {js_ratio:.2f})"
+    )
+    goal = Goal(f"p50 ratio ours/raw <= {GOAL_RATIO}", ratio, ratio <= GOAL_RATIO)
+    print_goal(goal)
+    path = write_json(
+        NAME,
+        {
+            "config": vars(args),
+            "payload_bytes": len(PAYLOAD),
+            "medians": medians,
+            "ratio_p50": ratio,
+            "ratio_p50_sync": sync_ratio,
+            "ratio_p50_jetstream_floor": js_ratio,
+            "per_round_ratio_p50": [
+                o.p50_ms / r.p50_ms for o, r in zip(rounds["ours"], rounds["raw"], strict=True)
+            ],
+            "goal": goal,
+            **measured,
+        },
+    )
+    print(f"written: {path}")
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="a few seconds: 3 x 300 calls")
+    parser.add_argument("--calls", type=int, help="sequential calls per side and round")
+    parser.add_argument("--rounds", type=int, help="rounds (sides alternate within each)")
+    parser.add_argument("--warmup", type=int, help="calls per side before measuring")
+    args = parser.parse_args()
+    args.calls = args.calls or (300 if args.quick else 2000)
+    args.rounds = args.rounds or (3 if args.quick else 5)
+    args.warmup = args.warmup or (50 if args.quick else 200)
+    return args
+
+
+def main() -> None:
+    args = parse_args()
+    report(args, asyncio.run(measure(args)))
+
+
+if __name__ == "__main__":
+    main()
