@@ -3,7 +3,7 @@
 Only this package imports `nats`; its errors are translated into `broker.errors`.
 """
 
-from broker.connection import Backlog, Broker, ConsumerPolicy, StreamLimits, Submission
+from broker.connection import Backlog, Broker, ConsumerPolicy, StreamLimits, Submission, Watch
 from broker.consumer import Delivery, PullFeed
 from broker.errors import (
     BrokerError,
@@ -73,6 +73,7 @@ __all__ = [
     "Submission",
     "Success",
     "UnencodableValue",
+    "Watch",
     "call_subject",
     "consumer_name",
     "decode_call",

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import time
+from collections.abc import Callable
 
 import msgspec
 import nats
@@ -11,6 +14,8 @@ import nats.errors
 import nats.js.errors
 import structlog
 from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext, api
 
 from broker.consumer import PullFeed
@@ -23,9 +28,9 @@ from broker.errors import (
 )
 from broker.kv import Bucket
 from broker.replies import Reply, ReplyMux
-from broker.subjects import CALLS_STREAM, CALLS_SUBJECTS, consumer_name
+from broker.subjects import CALLS_STREAM, CALLS_SUBJECTS, call_subject, consumer_name
 
-__all__ = ["Backlog", "Broker", "ConsumerPolicy", "StreamLimits", "Submission"]
+__all__ = ["Backlog", "Broker", "ConsumerPolicy", "StreamLimits", "Submission", "Watch"]
 
 log = structlog.get_logger("autan.broker")
 
@@ -183,10 +188,40 @@ class Broker:
             num_waiting=info.num_waiting or 0,
         )
 
+    async def oldest_age_s(self, app: str, fn: str) -> float:
+        """Seconds since the oldest call of `app.fn` still in the stream was stored (0: none)."""
+        try:
+            oldest = await self.js.get_msg(
+                CALLS_STREAM, seq=1, subject=call_subject(app, fn), next=True
+            )
+        except nats.js.errors.NotFoundError:
+            return 0.0
+        except nats.errors.TimeoutError as exc:
+            raise BrokerUnavailable(f"JetStream at {self.url} did not answer") from exc
+        if oldest.time is None:
+            return 0.0
+        return max(0.0, time.time() - oldest.time.timestamp())
+
     async def pull(self, app: str, fn: str, *, window: int) -> PullFeed:
-        feed = PullFeed(self.nc, CALLS_STREAM, consumer_name(app, fn), window=window)
+        """A feed of the function's calls; `feed.ack_wait_s` is the consumer's ack deadline."""
+        info = await self.js.consumer_info(CALLS_STREAM, consumer_name(app, fn))
+        feed = PullFeed(
+            self.nc,
+            CALLS_STREAM,
+            consumer_name(app, fn),
+            window=window,
+            ack_wait_s=float(info.config.ack_wait or 30.0),
+        )
         await feed.start()
         return feed
+
+    async def watch_subject(self, subject: str, on_message: Callable[[], None]) -> Watch:
+        """Call `on_message` for each message published on `subject` (core NATS, no copy)."""
+
+        async def callback(_: Msg) -> None:
+            on_message()
+
+        return Watch(await self.nc.subscribe(subject, cb=callback))
 
     # -- buckets -----------------------------------------------------------------
 
@@ -230,6 +265,17 @@ class Broker:
     def result_subject(self, msg_id: str) -> str:
         """Where a worker publishes the result of call `msg_id` for this connection."""
         return self.replies.subject(f"r{msg_id}")
+
+
+class Watch:
+    """A subscription made by `Broker.watch_subject`; `stop()` ends it."""
+
+    def __init__(self, subscription: Subscription) -> None:
+        self._subscription = subscription
+
+    async def stop(self) -> None:
+        with contextlib.suppress(nats.errors.Error):
+            await self._subscription.unsubscribe()
 
 
 class Submission:

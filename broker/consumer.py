@@ -58,8 +58,11 @@ class Delivery:
 class PullFeed:
     """Messages of one durable pull consumer, `window` of them requested at a time."""
 
-    def __init__(self, nc: NatsClient, stream: str, consumer: str, *, window: int) -> None:
+    def __init__(
+        self, nc: NatsClient, stream: str, consumer: str, *, window: int, ack_wait_s: float = 30.0
+    ) -> None:
         self._nc = nc
+        self.ack_wait_s = ack_wait_s
         self._next_subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"
         self._window = max(1, window)
         self._inbox = nc.new_inbox()

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import contextlib
+from collections.abc import AsyncGenerator
 
 import nats.errors
 import nats.js.errors
@@ -53,7 +54,7 @@ class Bucket:
         except nats.js.errors.NoKeysError:
             return []
 
-    async def watch(self) -> AsyncIterator[tuple[str, bytes | None]]:
+    async def watch(self) -> AsyncGenerator[tuple[str, bytes | None], None]:
         """Every key's current value, then each change as it happens (None: deleted)."""
         watcher = await self._kv.watchall()
         try:
@@ -62,7 +63,7 @@ class Bucket:
                     continue
                 yield entry.key, (bytes(entry.value) if entry.operation is None else None)
         finally:
-            await watcher.stop()  # type: ignore[no-untyped-call]
+            await _stop(watcher)
 
     async def wait_for(self, key: str, timeout_s: float) -> bytes:
         """The key's value, waiting up to `timeout_s` for a writer if it has none yet."""
@@ -70,7 +71,7 @@ class Bucket:
         try:
             return await self._next_value(watcher, key, timeout_s)
         finally:
-            await watcher.stop()  # type: ignore[no-untyped-call]
+            await _stop(watcher)
 
     async def _next_value(self, watcher: KeyValue.KeyWatcher, key: str, timeout_s: float) -> bytes:
         import anyio
@@ -80,3 +81,9 @@ class Bucket:
                 if entry is not None and entry.value and entry.operation is None:
                     return bytes(entry.value)
         raise KeyNotFound(f"no value for {key!r} in bucket {self.name!r} after {timeout_s} s")
+
+
+async def _stop(watcher: KeyValue.KeyWatcher) -> None:
+    # A watcher outliving its connection (closed or draining) has nothing left to stop.
+    with contextlib.suppress(nats.errors.Error):
+        await watcher.stop()  # type: ignore[no-untyped-call]

@@ -84,6 +84,7 @@ class Success(msgspec.Struct, frozen=True, tag="ok"):
     worker: str = ""
     attempts: int = 1
     timings_ms: dict[str, float] = {}
+    cold_start_ms: dict[str, float] = {}  # set on a worker's first result: its start phases
 
 
 class Failure(msgspec.Struct, frozen=True, tag="error"):

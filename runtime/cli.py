@@ -1,4 +1,4 @@
-"""The `autan` command: up, serve, deploy, invoke, ls, worker.
+"""The `autan` command: up, serve, deploy, invoke, ls, status, worker.
 
 The only module that reads the environment (through `Settings.from_env`).
 """
@@ -10,6 +10,7 @@ import base64
 import json
 import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from broker import BrokerError
 from runtime.errors import AutanError, RemoteError
 from runtime.logs import configure_logging
 from runtime.settings import Settings
+from runtime.worker import Boot
 from storage import StorageError
 
 __all__ = ["main"]
@@ -39,11 +41,15 @@ def _parser() -> argparse.ArgumentParser:
     up = commands.add_parser("up", help="run the whole stack on this machine until Ctrl-C")
     up.add_argument("--nats-port", type=int, default=4222)
     up.add_argument("--functions", default="functions", help="what to deploy (default: bundled)")
+    up.add_argument("--metrics-port", type=int, default=9464, help="Prometheus /metrics (0: off)")
 
     serve = commands.add_parser(
         "serve", help="deploy and run one worker per function against an existing NATS and storage"
     )
     serve.add_argument("--functions", default="functions", help="what to deploy (default: bundled)")
+    serve.add_argument(
+        "--metrics-port", type=int, default=9464, help="Prometheus /metrics (0: off)"
+    )
 
     deploy = commands.add_parser("deploy", help="package and register the functions of PATH")
     deploy.add_argument("path", help="a package directory, a .py file or a module name")
@@ -55,6 +61,7 @@ def _parser() -> argparse.ArgumentParser:
     invoke.add_argument("--kwargs", help="keyword arguments as a JSON object")
 
     commands.add_parser("ls", help="list deployed functions, versions and workers")
+    commands.add_parser("status", help="backlog, workers and the last scaling decision")
 
     worker = commands.add_parser("worker", help="serve one function (started by 'autan up')")
     worker.add_argument("function", metavar="APP.FN")
@@ -64,7 +71,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    started_unix_s = time.time()  # after the imports: a forked worker has them already
     args = _parser().parse_args(argv)
+    args.started_unix_s = started_unix_s
     try:
         settings = Settings.from_env(
             nats_url=args.nats_url,
@@ -93,9 +102,18 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
 
     match args.command:
         case "up":
-            return await commands.up(settings, nats_port=args.nats_port, target=args.functions)
+            return await commands.up(
+                settings,
+                nats_port=args.nats_port,
+                target=args.functions,
+                metrics_port=args.metrics_port,
+            )
         case "serve":
-            return await commands.serve(settings, target=args.functions)
+            return await commands.serve(
+                settings, target=args.functions, metrics_port=args.metrics_port
+            )
+        case "status":
+            return await commands.status(settings)
         case "deploy":
             return await commands.deploy(settings, args.path)
         case "invoke":
@@ -108,9 +126,22 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
             return await commands.ls(settings)
         case "worker":
             return await commands.worker(
-                settings, args.function, threads=args.threads, device=args.device
+                settings,
+                args.function,
+                threads=args.threads,
+                device=args.device,
+                boot=_boot(args.started_unix_s),
             )
     raise AssertionError(args.command)
+
+
+def _boot(main_unix_s: float) -> Boot:
+    """When this worker process was asked for and forked, as the provider recorded it."""
+    return Boot(
+        spawned_unix_s=float(os.environ.get("AUTAN_SPAWNED_UNIX_S", 0) or 0),
+        forked_unix_s=float(os.environ.get("AUTAN_FORKED_UNIX_S", 0) or 0),
+        main_unix_s=main_unix_s,
+    )
 
 
 def _invoke_input(args: argparse.Namespace) -> Any:

@@ -2,24 +2,27 @@
 
 from __future__ import annotations
 
-import os
 import signal
+import time
 from typing import Any
 
 import anyio
 import msgspec
 import structlog
 
-from broker import CONFIG_BUCKET, Broker, StreamLimits
+from broker import CONFIG_BUCKET, Broker, ConsumerPolicy, StreamLimits
 from runtime.deploy import DeployResult, deploy_app, discover_apps
 from runtime.embedded import NatsServer
+from runtime.metrics import ScalerMetrics
 from runtime.provider import LocalProvider
+from runtime.scaler import STATUS_BUCKET, FunctionStatus, Scaler
 from runtime.session import Session, storage_url
 from runtime.settings import Settings
+from runtime.worker import Boot, Worker
 from runtime.workers import WorkerDirectory
 from storage import ArtifactStore
 
-__all__ = ["deploy", "invoke", "ls", "serve", "up", "worker"]
+__all__ = ["deploy", "invoke", "ls", "serve", "status", "up", "worker"]
 
 log = structlog.get_logger("autan")
 
@@ -43,7 +46,11 @@ async def deploy_target(session: Session, settings: Settings, target: str) -> li
     results = []
     for app in discover_apps(target):
         results += await deploy_app(
-            app, broker=session.broker, artifacts=artifacts, signing_key=key
+            app,
+            broker=session.broker,
+            artifacts=artifacts,
+            signing_key=key,
+            consumer=ConsumerPolicy(ack_wait_s=settings.ack_wait_s),
         )
     return results
 
@@ -79,11 +86,11 @@ async def ls(settings: Settings) -> int:
     return 0
 
 
-async def worker(settings: Settings, qualname: str, *, threads: int, device: int) -> int:
-    from runtime.worker import Worker
-
+async def worker(
+    settings: Settings, qualname: str, *, threads: int, device: int, boot: Boot
+) -> int:
     app, fn = _split(qualname)
-    serving = Worker(settings, app, fn, device_id=device, intra_op_threads=threads)
+    serving = Worker(settings, app, fn, device_id=device, intra_op_threads=threads, boot=boot)
     async with anyio.create_task_group() as group:
         group.start_soon(_stop_on_signal, serving.stop)
         await serving.serve()
@@ -91,8 +98,8 @@ async def worker(settings: Settings, qualname: str, *, threads: int, device: int
     return serving.exit_code
 
 
-async def up(settings: Settings, *, nats_port: int, target: str) -> int:
-    """The embedded stack: nats-server, file storage, bundled functions, one worker each."""
+async def up(settings: Settings, *, nats_port: int, target: str, metrics_port: int) -> int:
+    """The embedded stack: nats-server, file storage, bundled functions, the scaler."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     server = NatsServer(settings.data_dir / "nats", port=nats_port)
     server.start()
@@ -102,39 +109,69 @@ async def up(settings: Settings, *, nats_port: int, target: str) -> int:
         storage_url=settings.storage_url or settings.default_storage_url(),
     )
     try:
-        return await _serve_stack(settings, target)
+        return await serve(settings, target=target, metrics_port=metrics_port)
     finally:
         server.stop()
         log.info("stopped; data kept", data_dir=str(settings.data_dir.resolve()))
 
 
-async def serve(settings: Settings, *, target: str) -> int:
-    """`up` without the embedded server: deploy and run workers against existing NATS/storage."""
-    return await _serve_stack(settings, target)
-
-
-async def _serve_stack(settings: Settings, target: str) -> int:
-    session = await Session.open(settings, name="autan-up")
+async def serve(settings: Settings, *, target: str, metrics_port: int) -> int:
+    """Deploy `target`, then scale its functions' workers on this host until a signal."""
+    session = await Session.open(settings, name="autan-scaler")
     try:
         await session.broker.ensure_calls_stream(StreamLimits())
         await _record_storage(session.broker, settings)
         results = await deploy_target(session, settings, target)
+        metrics = ScalerMetrics()
+        if metrics_port:
+            metrics.serve_http(metrics_port)
+        log.info("autan is up", nats=settings.nats_url, storage=settings.storage_url,
+                 metrics_port=metrics_port or None,
+                 functions=[f"{r.qualname}@{r.version}" for r in results])  # fmt: skip
+        await _run_scaler(session, LocalProvider(settings), metrics)
     finally:
         await session.close()
-    provider = LocalProvider(settings)
-    threads = max(1, (os.cpu_count() or 1) // max(1, len(results)))
-    log.info("autan is up", nats=settings.nats_url, storage=settings.storage_url,
-             functions=[f"{r.qualname}@{r.version}" for r in results])  # fmt: skip
-    async with anyio.create_task_group() as group:
-        for result in results:
-            await group.start(_keep, provider, result.qualname, threads)
-        await _wait_for_signal()
-        group.cancel_scope.cancel()
     return 0
 
 
-async def _keep(provider: LocalProvider, qualname: str, threads: int, *, task_status: Any) -> None:
-    await provider.keep_running(qualname, threads=threads, task_status=task_status)
+async def _run_scaler(session: Session, provider: LocalProvider, metrics: ScalerMetrics) -> None:
+    async with anyio.create_task_group() as group:
+        await group.start(provider.serve)
+        await group.start(Scaler(session.broker, provider, metrics=metrics).serve)
+        await _wait_for_signal()
+        group.cancel_scope.cancel()
+
+
+async def status(settings: Settings) -> int:
+    """Per function: backlog, oldest age, workers starting/idle/busy, the last decision."""
+    session = await Session.open(settings, name="autan-status")
+    try:
+        bucket = await session.broker.bucket(STATUS_BUCKET)
+        rows = [
+            msgspec.json.decode(await bucket.get(key), type=FunctionStatus)
+            for key in await bucket.keys()
+        ]
+    finally:
+        await session.close()
+    print(_status_table(rows))
+    return 0
+
+
+def _status_table(rows: list[FunctionStatus]) -> str:
+    if not rows:
+        return "no scaler has reported yet: is 'autan up' (or 'autan serve') running?"
+    lines = [
+        f"{'FUNCTION':<20} {'BACKLOG':>7} {'OLDEST':>7} {'START':>5} {'IDLE':>4} {'BUSY':>4} "
+        f"{'WANT':>4}  LAST DECISION"
+    ]
+    now = time.time()
+    for row in sorted(rows, key=lambda r: r.function):
+        ago = f"{now - row.decided_unix_s:.0f} s ago" if row.decided_unix_s else "-"
+        lines.append(
+            f"{row.function:<20} {row.backlog:>7} {row.oldest_age_s:>6.1f}s {row.starting:>5} "
+            f"{row.idle:>4} {row.busy:>4} {row.desired:>4}  {row.reason} ({ago})"
+        )
+    return "\n".join(lines)
 
 
 async def _record_storage(broker: Broker, settings: Settings) -> None:

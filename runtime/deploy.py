@@ -37,9 +37,6 @@ log = structlog.get_logger("autan.deploy")
 
 Handle = Function[Any, Any] | BatchedFunction[Any, Any]
 
-# Seconds JetStream waits for an ack beyond the function's own timeout before redelivering.
-ACK_MARGIN_S = 30.0
-
 
 class DeployResult(msgspec.Struct, frozen=True):
     qualname: str
@@ -52,30 +49,49 @@ def manifest_key(app: str, fn: str, version: str) -> str:
     return f"manifests/{app}/{fn}/{version}.json"
 
 
-def consumer_policy(spec: FunctionSpec) -> ConsumerPolicy:
-    return ConsumerPolicy(ack_wait_s=spec.options.timeout_s + ACK_MARGIN_S)
+class _Target(msgspec.Struct, frozen=True):
+    """Where a deploy goes: the broker, its registry, the artifact store, and how to sign."""
+
+    broker: Broker
+    registry: Registry
+    artifacts: ArtifactStore
+    signing_key: bytes
+    consumer: ConsumerPolicy
 
 
 async def deploy_app(
-    app: App, *, broker: Broker, artifacts: ArtifactStore, signing_key: bytes
+    app: App,
+    *,
+    broker: Broker,
+    artifacts: ArtifactStore,
+    signing_key: bytes,
+    consumer: ConsumerPolicy | None = None,
 ) -> list[DeployResult]:
-    """Deploy every function of `app`; unchanged ones upload nothing."""
-    registry = await Registry.open(broker)
-    results = []
-    for handle in app.functions.values():
-        results.append(await _deploy_one(handle, broker, registry, artifacts, signing_key))
-    return results
+    """Deploy every function of `app`; unchanged ones upload nothing.
+
+    `consumer` sets each function's durable consumer: its ack deadline is how long a
+    call held by a worker that died waits before it is delivered again (workers that
+    are alive extend it while they run the call).
+    """
+    target = _Target(
+        broker, await Registry.open(broker), artifacts, signing_key, consumer or ConsumerPolicy()
+    )
+    return [await _deploy_one(handle, target) for handle in app.functions.values()]
 
 
-async def _deploy_one(
-    handle: Handle, broker: Broker, registry: Registry, artifacts: ArtifactStore, key: bytes
-) -> DeployResult:
+async def _deploy_one(handle: Handle, target: _Target) -> DeployResult:
+    broker, registry, artifacts, key = (
+        target.broker,
+        target.registry,
+        target.artifacts,
+        target.signing_key,
+    )
     models = await _model_digests(handle)
     version = _version(handle, models)
     current = await registry.find(handle.app.name, handle.name)
     if await _unchanged(current, version, artifacts):
         assert current is not None
-        await _ensure_consumer(broker, current)
+        await _ensure_consumer(broker, current, target.consumer)
         return DeployResult(handle.qualname, version, changed=False, uploaded_bytes=0)
     uploaded, manifest = await _upload(handle, version, models, artifacts)
     spec = FunctionSpec(
@@ -89,7 +105,7 @@ async def _deploy_one(
         deployed_unix_s=time.time(),
     )
     await artifacts.store.put(spec.manifest_key, manifest.sign(key))
-    await _ensure_consumer(broker, spec)
+    await _ensure_consumer(broker, spec, target.consumer)
     await registry.put(spec)
     log.info("deployed", function=handle.qualname, version=version, uploaded_bytes=uploaded)
     return DeployResult(handle.qualname, version, changed=True, uploaded_bytes=uploaded)
@@ -102,9 +118,9 @@ async def _unchanged(current: FunctionSpec | None, version: str, artifacts: Arti
     return await artifacts.store.stat(current.manifest_key) is not None
 
 
-async def _ensure_consumer(broker: Broker, spec: FunctionSpec) -> None:
+async def _ensure_consumer(broker: Broker, spec: FunctionSpec, policy: ConsumerPolicy) -> None:
     subject = call_subject(spec.app, spec.name)
-    await broker.ensure_consumer(spec.app, spec.name, subject, consumer_policy(spec))
+    await broker.ensure_consumer(spec.app, spec.name, subject, policy)
 
 
 async def _model_digests(handle: Handle) -> dict[str, tuple[Path, Digest]]:

@@ -19,9 +19,22 @@ os.environ["ORT_DISABLE_TELEMETRY"] = "1"
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["ModelHandle", "NoGpuProvider", "load_models", "onnxruntime_conflict"]
+__all__ = [
+    "ModelHandle",
+    "NoGpuProvider",
+    "load_models",
+    "onnxruntime_conflict",
+    "preload_onnxruntime",
+]
 
 _GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
+
+
+def preload_onnxruntime() -> None:
+    """Import onnxruntime now (for the fork server): no session, so no thread pools yet."""
+    import onnxruntime
+
+    onnxruntime.get_available_providers()
 
 
 class NoGpuProvider(RuntimeError):

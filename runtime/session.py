@@ -74,6 +74,17 @@ class Session:
         submission = await self._submit(app, fn, call_id, (args, kwargs), live=True)
         return await self._unwrap(call_id, await submission.result())
 
+    async def call_result(
+        self, app: str, fn: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[Any, Success]:
+        """Like `call`, with the result's metadata: worker, attempts, timings, cold start."""
+        call_id = new_call_id()
+        submission = await self._submit(app, fn, call_id, (args, kwargs), live=True)
+        result = decode_result(await submission.result())
+        if isinstance(result, Failure):
+            raise RemoteError.from_info(result.error, call_id)
+        return decode_value(await self.load(result.payload)), result
+
     async def spawn(self, app: str, fn: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
         """Queue a call whose result is kept in the results bucket; returns its id."""
         call_id = new_call_id()

@@ -33,6 +33,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     payload_threshold_bytes: int = 512 * 1024
     result_ttl_s: float = 3600.0
     signing_key: str | None = None
+    ack_wait_s: float = 30.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:

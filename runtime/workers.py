@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 import anyio
 import msgspec
@@ -17,13 +17,17 @@ _EXPIRY_S = 3 * HEARTBEAT_S
 
 
 class WorkerInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """What a worker announces: who, for what, in which state, on which providers."""
+
     worker_id: str
+    host: str = ""
     function: str
     version: str
     state: str
     providers: tuple[str, ...] = ()
     pid: int = 0
     started_unix_s: float = 0.0
+    cold_start_ms: dict[str, float] = {}
 
 
 class WorkerDirectory:
@@ -64,6 +68,12 @@ class WorkerDirectory:
             return len({w.function for w in workers if w.state == "ready"}) >= functions
 
         await self.wait_until(enough, timeout_s)
+
+    async def announcements(self) -> AsyncIterator[WorkerInfo]:
+        """Every current announcement, then each new one as workers make them."""
+        async for _, value in self._bucket.watch():
+            if value is not None:
+                yield msgspec.json.decode(value, type=WorkerInfo)
 
     async def alive(self) -> list[WorkerInfo]:
         found = []

@@ -32,6 +32,7 @@ def settings(nats_server: NatsServer, tmp_path_factory: pytest.TempPathFactory) 
         data_dir=data_dir,
         signing_key="test-signing-key",
         connect_timeout_s=2.0,
+        ack_wait_s=2.0,
     )
 
 

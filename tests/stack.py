@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 
 import anyio
@@ -67,3 +67,14 @@ class Stack:
         for fn in list(self.workers):
             with suppress(Exception):
                 await self.stop_worker(fn)
+
+
+async def poll(
+    check: Callable[[], Awaitable[bool]], *, timeout_s: float, every_s: float = 0.02
+) -> None:
+    """Wait until `check()` holds, for state that has no notification (JetStream counters)."""
+    for _ in range(max(1, int(timeout_s / every_s))):
+        if await check():
+            return
+        await anyio.sleep(every_s)
+    raise TimeoutError(f"condition not met within {timeout_s} s")

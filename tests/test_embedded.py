@@ -6,6 +6,7 @@ a worker that has run for more than 12 s.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -13,15 +14,17 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import anyio
 import pytest
 
+from broker import BrokerUnavailable
 from runtime.embedded import free_port
+from runtime.scaler import STATUS_BUCKET
 from runtime.session import Session
 from runtime.settings import Settings
-from runtime.workers import WorkerDirectory
 
 ROOT = Path(__file__).resolve().parent.parent
 AIR_GAP_S = 12.5
@@ -53,13 +56,30 @@ def _child_of(parent: int) -> int:
     raise LookupError(f"no child of {parent}")
 
 
-async def _wait_for_workers(url: str, count: int, timeout_s: float) -> None:
-    session = await Session.open(Settings(nats_url=url))
-    try:
-        directory = await WorkerDirectory.open(session.broker)
-        await directory.wait_until_ready(count, timeout_s)
-    finally:
-        await session.close()
+async def _wait_for_scaler(url: str, functions: int, timeout_s: float) -> None:
+    """Until the stack's scaler reports on `functions` functions (it starts with no worker)."""
+    with anyio.fail_after(timeout_s):
+        session = await _connect(url)
+        try:
+            seen: set[str] = set()
+            bucket = await session.broker.bucket(STATUS_BUCKET)
+            async with contextlib.aclosing(bucket.watch()) as changes:
+                async for key, _ in changes:
+                    seen.add(key)
+                    if len(seen) >= functions:
+                        return
+        finally:
+            await session.close()
+
+
+async def _connect(url: str) -> Session:
+    """The stack's NATS, once it listens (the test starts it a moment before)."""
+    for _ in range(100):
+        try:
+            return await Session.open(Settings(nats_url=url, connect_timeout_s=0.5))
+        except BrokerUnavailable:
+            await anyio.sleep(0.1)
+    raise TimeoutError(f"nothing listens on {url}")
 
 
 def _addresses(trace: Path) -> set[str]:
@@ -73,24 +93,25 @@ def _is_loopback(address: str) -> bool:
 
 @pytest.mark.timeout(180)
 def test_autan_up_serves_the_bundled_functions_air_gapped(tmp_path: Path) -> None:
-    port = free_port()
+    port, metrics_port = free_port(), free_port()
     url = f"nats://127.0.0.1:{port}"
     trace = tmp_path / "connect.trace"
     command = ["strace", "-f", "-qq", "-e", "trace=connect,sendto,sendmsg", "-o", str(trace),
                sys.executable, "-m", "runtime.cli", "--data-dir", str(tmp_path / "data"),
-               "up", "--nats-port", str(port)]  # fmt: skip
-    stack = subprocess.Popen(command, env=_env(), cwd=tmp_path)
+               "up", "--nats-port", str(port), "--metrics-port", str(metrics_port)]  # fmt: skip
+    stack = subprocess.Popen(command, env=_env(), cwd=tmp_path, start_new_session=True)
     try:
-        anyio.run(_wait_for_workers, url, 3, 90.0)
-        workers_ready = time.monotonic()
+        anyio.run(_wait_for_scaler, url, 3, 90.0)
         _check_calls(url)
+        _check_metrics(metrics_port)
+        workers_ready = time.monotonic()
         while time.monotonic() - workers_ready < AIR_GAP_S:
             assert json.loads(_autan("invoke", "demo.echo", '"still here"', url=url))
         os.kill(_child_of(stack.pid), signal.SIGINT)
         assert stack.wait(timeout=60) == 0
     finally:
-        if stack.poll() is None:
-            stack.kill()
+        if stack.poll() is None:  # a failure above: stop the stack and all it started
+            os.killpg(stack.pid, signal.SIGKILL)
     addresses = _addresses(trace)
     assert "127.0.0.1" in addresses  # the trace sees the stack's own connections
     assert {a for a in addresses if not _is_loopback(a)} == set()
@@ -99,16 +120,29 @@ def test_autan_up_serves_the_bundled_functions_air_gapped(tmp_path: Path) -> Non
 
 
 def _check_calls(url: str) -> None:
+    """Each function starts from zero on its first call; then each has one worker."""
     vector = json.loads(_autan("invoke", "demo.embed", '"hello world"', url=url))
     assert len(vector) == 384
-    listing = _autan("ls", url=url)
-    for name in ("demo.echo", "demo.embed", "demo.filetype"):
-        assert re.search(rf"^{re.escape(name)}\s+[0-9a-f]{{16}}\s+1\s", listing, re.M), listing
     label = json.loads(
         _autan("invoke", "demo.filetype", "--file", str(ROOT / "pyproject.toml"), url=url)
     )
     assert label["label"] == "toml"
+    assert json.loads(_autan("invoke", "demo.echo", "[1, 2]", url=url)) == [1, 2]
+    listing = _autan("ls", url=url)
+    for name in ("demo.echo", "demo.embed", "demo.filetype"):
+        assert re.search(rf"^{re.escape(name)}\s+[0-9a-f]{{16}}\s+1\s", listing, re.M), listing
+    status = _autan("status", url=url)
+    assert re.search(r"^demo\.embed\s+0\s.*activate: 1 waiting, no worker", status, re.M), status
     _check_python_api(url)
+
+
+def _check_metrics(port: int) -> None:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    states = re.findall(r'^autan_workers\{function="demo\.embed",state="\w+"\} (\S+)$', text, re.M)
+    assert sum(float(value) for value in states) == 1.0, text
+    assert 'autan_cold_start_seconds_count{function="demo.embed",phase="sessions"} 1.0' in text
+    assert 'autan_scaling_decisions_total{direction="up",function="demo.echo"} 1.0' in text
 
 
 def _check_python_api(url: str) -> None:

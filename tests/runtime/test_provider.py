@@ -1,45 +1,67 @@
-"""The local provider keeps a worker process running: a killed worker comes back."""
+"""The local provider: forked workers that start, serve, stop gracefully, and report exits."""
 
 from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Callable
 
 import anyio
+import pytest
 
 from runtime.provider import LocalProvider
 from runtime.workers import WorkerDirectory, WorkerInfo
-from tests.apps import sample
+from tests.apps import scaled
 from tests.stack import Stack
 
 
-def _process_of(function: str, exclude: set[int]) -> Callable[[list[WorkerInfo]], bool]:
-    """A worker process of `function` other than this test process and `exclude`."""
-
-    def match(workers: list[WorkerInfo]) -> bool:
-        return any(
-            w.function == function
-            and w.state == "ready"
-            and w.pid not in exclude
-            and w.pid != os.getpid()
-            for w in workers
-        )
-
-    return match
-
-
-async def test_a_killed_worker_is_restarted_and_serves_again(stack: Stack) -> None:
-    provider = LocalProvider(stack.session.settings, stop_grace_s=5)
+async def _ready(stack: Stack, pid: int) -> WorkerInfo:
     directory = await WorkerDirectory.open(stack.session.broker)
+    [info] = [
+        w
+        for w in await directory.wait_until(
+            lambda ws: any(w.pid == pid and w.state == "ready" for w in ws), 60
+        )
+        if w.pid == pid
+    ]
+    return info
+
+
+@pytest.mark.parametrize("fork", [True, False], ids=["forked", "spawned"])
+async def test_a_worker_starts_serves_and_stops(scaled_stack: Stack, fork: bool) -> None:
+    provider = LocalProvider(scaled_stack.session.settings, fork=fork, stop_grace_s=10)
     async with anyio.create_task_group() as group:
-        await group.start(provider.keep_running, "tests.describe")
-        first = await directory.wait_until(_process_of("tests.describe", set()), 60)
-        [pid] = [w.pid for w in first if w.function == "tests.describe" and w.pid != os.getpid()]
-        os.kill(pid, signal.SIGKILL)
-        await directory.wait_until(_process_of("tests.describe", {pid}), 60)
-        await stack.stop_worker("describe")  # only the provider's process serves now
-        result = await sample.describe.remote.aio("after restart")
-        assert result["args"] == ["after restart"]
+        await group.start(provider.serve)
+        worker = await provider.start("scaled.hello")
+        info = await _ready(scaled_stack, worker.pid)
+        assert ("fork" in info.cold_start_ms) is fork
+        assert {"connect", "manifest", "fetch", "unpickle", "ready"} <= set(info.cold_start_ms)
+        assert await scaled.hello.remote.aio("you") == "hello you"
+        await provider.stop(worker)
+        assert worker.returncode == 0
+        assert provider.workers() == []
         group.cancel_scope.cancel()
-    await stack.start_worker("describe")
+
+
+async def test_a_killed_worker_is_reported(scaled_stack: Stack) -> None:
+    provider = LocalProvider(scaled_stack.session.settings)
+    async with anyio.create_task_group() as group:
+        await group.start(provider.serve)
+        worker = await provider.start("scaled.hello")
+        await _ready(scaled_stack, worker.pid)
+        os.kill(worker.pid, signal.SIGKILL)
+        with anyio.fail_after(10):
+            await worker.exited.wait()
+        assert worker.returncode == -signal.SIGKILL
+        group.cancel_scope.cancel()
+
+
+async def test_cores_are_shared_between_workers(scaled_stack: Stack) -> None:
+    provider = LocalProvider(scaled_stack.session.settings)
+    provider.cores = 8
+    async with anyio.create_task_group() as group:
+        await group.start(provider.serve)
+        first = await provider.start("scaled.hello")
+        second = await provider.start("scaled.hello")
+        assert (first.threads, second.threads) == (8, 4)
+        await provider.stop_all()
+        group.cancel_scope.cancel()

@@ -1,0 +1,189 @@
+"""Settling calls: decode each delivery, run it, then answer, retry or fail it.
+
+Order for each call: record the result (spawned calls, first writer wins), publish
+it to the caller, and only then ack. A failed attempt with attempts left is handed
+back with its backoff delay; a refused artifact fails every call with the reason.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import anyio
+
+from broker import (
+    RESULTS_BUCKET,
+    CallMsg,
+    Delivery,
+    ErrorInfo,
+    Failure,
+    KeyExists,
+    Result,
+    Success,
+    UnencodableValue,
+    decode_call,
+    decode_value,
+    encode,
+    encode_value,
+)
+from runtime.executor import Executor, Invocation, Outcome, error_info
+from runtime.session import Session
+from runtime.spec import FunctionSpec
+
+__all__ = ["LOST_ATTEMPTS_ALLOWED", "CallHandler"]
+
+# Deliveries beyond max_attempts tolerated for attempts lost with a dead worker.
+LOST_ATTEMPTS_ALLOWED = 3
+
+
+class CallHandler:
+    """Runs batches of deliveries of one function and settles each call."""
+
+    def __init__(
+        self,
+        session: Session,
+        spec: FunctionSpec,
+        worker_id: str,
+        log: Any,
+        *,
+        cold_start_ms: dict[str, float] | None = None,
+    ) -> None:
+        self.session = session
+        self.spec = spec
+        self.worker_id = worker_id
+        self.log = log
+        self.running: set[Delivery] = set()
+        # Carried by the first result only: how this worker came to be.
+        self._cold_start_ms = cold_start_ms
+
+    async def handle(
+        self, batch: Sequence[Delivery], executor: Executor | None, broken: ErrorInfo | None
+    ) -> None:
+        runnable: list[tuple[Delivery, CallMsg, Invocation]] = []
+        for delivery in batch:
+            call = decode_call(delivery.data)
+            if broken is not None:
+                await self._fail(delivery, call, broken)
+            elif delivery.num_delivered > self.spec.options.retries.max_attempts + (
+                LOST_ATTEMPTS_ALLOWED
+            ):
+                await self._fail(delivery, call, _lost_error(delivery.num_delivered))
+            else:
+                runnable.append((delivery, call, await self._invocation(delivery, call)))
+        if runnable and executor is not None:
+            await self._run(runnable, executor)
+
+    async def keep_alive(self, ack_wait_s: float) -> None:
+        """Tell JetStream that running calls are still running, so none is redelivered."""
+        while True:
+            await anyio.sleep(ack_wait_s / 3)
+            for delivery in list(self.running):
+                await delivery.in_progress()
+
+    async def _run(
+        self, runnable: list[tuple[Delivery, CallMsg, Invocation]], executor: Executor
+    ) -> None:
+        deliveries = [delivery for delivery, _, _ in runnable]
+        self.running.update(deliveries)
+        try:
+            outcomes = await executor.run([inv for _, _, inv in runnable])
+        finally:
+            self.running.difference_update(deliveries)
+        for (delivery, call, _), outcome in zip(runnable, outcomes, strict=True):
+            await self._settle(delivery, call, outcome)
+
+    async def _invocation(self, delivery: Delivery, call: CallMsg) -> Invocation:
+        args, kwargs = decode_value(await self.session.load(call.payload))
+        return Invocation(
+            call_id=call.call_id, attempt=delivery.num_delivered, args=tuple(args), kwargs=kwargs
+        )
+
+    async def _settle(self, delivery: Delivery, call: CallMsg, outcome: Outcome | None) -> None:
+        if outcome is None:
+            await delivery.nak()
+            return
+        if outcome.error is not None:
+            await self._failed_attempt(delivery, call, outcome.error)
+            return
+        try:
+            data = encode_value(outcome.value)
+        except UnencodableValue as exc:
+            await self._fail(delivery, call, error_info(exc))
+            return
+        result = Success(
+            call_id=call.call_id,
+            payload=await self.session.offload(f"results/{call.call_id}", data),
+            worker=self.worker_id,
+            attempts=delivery.num_delivered,
+            timings_ms=self._timings(call, outcome),
+            cold_start_ms=self._take_cold_start(outcome),
+        )
+        await self._deliver(delivery, call, result)
+
+    def _timings(self, call: CallMsg, outcome: Outcome) -> dict[str, float]:
+        timings = {"run": round(outcome.run_ms, 3)}
+        if call.created_unix_s:
+            timings["total"] = round((time.time() - call.created_unix_s) * 1000, 3)
+        return timings
+
+    def _take_cold_start(self, outcome: Outcome) -> dict[str, float]:
+        if self._cold_start_ms is None:
+            return {}
+        phases = {**self._cold_start_ms, "first_run": round(outcome.run_ms, 3)}
+        self._cold_start_ms = None
+        self.log.info("first call served", **phases)
+        return phases
+
+    async def _failed_attempt(self, delivery: Delivery, call: CallMsg, error: ErrorInfo) -> None:
+        retries = self.spec.options.retries
+        attempt = delivery.num_delivered
+        if attempt < retries.max_attempts:
+            delay_s = retries.delay_s(attempt)
+            self.log.warning(
+                "attempt failed; retrying",
+                call_id=call.call_id,
+                attempt=attempt,
+                delay_s=delay_s,
+                error=error.type,
+            )
+            await delivery.nak(delay_s)
+            return
+        await self._fail(delivery, call, error)
+
+    async def _fail(self, delivery: Delivery, call: CallMsg, error: ErrorInfo) -> None:
+        self.log.warning(
+            "call failed", call_id=call.call_id, error=error.type, message=error.message[:200]
+        )
+        result = Failure(
+            call_id=call.call_id,
+            error=error,
+            worker=self.worker_id,
+            attempts=delivery.num_delivered,
+        )
+        await self._deliver(delivery, call, result)
+
+    async def _deliver(self, delivery: Delivery, call: CallMsg, result: Result) -> None:
+        data = encode(result)
+        if call.record:
+            bucket = await self.session.broker.bucket(
+                RESULTS_BUCKET, ttl_s=self.session.settings.result_ttl_s
+            )
+            try:
+                await bucket.create(call.call_id, data)
+            except KeyExists:
+                self.log.info("result already recorded; this one is dropped", call_id=call.call_id)
+                await delivery.ack()
+                return
+        if call.reply:
+            await self.session.broker.publish(call.reply, data)
+        await delivery.ack()
+
+
+def _lost_error(deliveries: int) -> ErrorInfo:
+    return ErrorInfo(
+        type="WorkerLost",
+        message=f"the call was delivered {deliveries} times and no worker finished it "
+        "(workers crashed or were killed while running it)",
+    )

@@ -1,0 +1,256 @@
+"""The scaler loop: read each function's backlog, decide, start or stop workers.
+
+The decision is `runtime.scaling.decide`; this loop only feeds it and applies it.
+It ticks every `tick_s` (0.1 s), and at once when a call arrives for a function
+that has no worker: it listens on that function's subject while it is at zero.
+"""
+
+from __future__ import annotations
+
+import time
+
+import anyio
+import msgspec
+import structlog
+from anyio.abc import TaskGroup, TaskStatus
+
+from broker import Backlog, Broker, Bucket, Watch, call_subject
+from runtime.metrics import ScalerMetrics
+from runtime.provider import LocalProvider, WorkerProcess
+from runtime.registry import Registry
+from runtime.scaling import Decision, FunctionLoad, PeakWindow, decide, target_workers
+from runtime.spec import FunctionSpec
+from runtime.workers import WorkerDirectory
+
+__all__ = ["STATUS_BUCKET", "FunctionStatus", "Scaler"]
+
+log = structlog.get_logger("autan.scaler")
+
+STATUS_BUCKET = "autan_status"
+_SPECS_EVERY_S = 2.0
+_STATUS_EVERY_S = 1.0
+
+
+class FunctionStatus(msgspec.Struct, frozen=True, kw_only=True):
+    """What `autan status` shows for one function: its load now, the last change and why."""
+
+    function: str
+    version: str
+    backlog: int
+    oldest_age_s: float
+    starting: int
+    idle: int
+    busy: int
+    desired: int
+    reason: str
+    decided_unix_s: float
+    updated_unix_s: float
+
+
+class _Tracked:
+    """The scaler's memory of one function."""
+
+    def __init__(self, spec: FunctionSpec) -> None:
+        self.spec = spec
+        self.window = PeakWindow(spec.options.scaling.keep_warm_s)
+        self.last = Decision(0, "no change yet")  # the last decision that changed workers
+        self.decided_unix_s = 0.0
+        self.wake: Watch | None = None
+        self.status: FunctionStatus | None = None
+        self.status_at = 0.0
+
+
+class Scaler:
+    """Keeps each deployed function at the number of workers its load asks for."""
+
+    def __init__(
+        self,
+        broker: Broker,
+        provider: LocalProvider,
+        *,
+        tick_s: float = 0.1,
+        metrics: ScalerMetrics | None = None,
+    ) -> None:
+        self.broker = broker
+        self.provider = provider
+        self.tick_s = tick_s
+        self.metrics = metrics or ScalerMetrics()
+        self.functions: dict[str, _Tracked] = {}
+        self._wake = anyio.Event()
+        self._group: TaskGroup | None = None
+        self._status: Bucket | None = None
+        self._versions: dict[int, str] = {}
+
+    async def serve(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        registry = await Registry.open(self.broker)
+        self._status = await self.broker.bucket(STATUS_BUCKET)
+        directory = await WorkerDirectory.open(self.broker)
+        await self._refresh(registry)
+        try:
+            async with anyio.create_task_group() as group:
+                self._group = group
+                group.start_soon(self._follow_workers, directory)
+                task_status.started()
+                await self._run(registry)
+        finally:
+            with anyio.CancelScope(shield=True):
+                for tracked in self.functions.values():
+                    await self._unwatch(tracked)
+
+    def wake(self) -> None:
+        """Tick now rather than at the next interval."""
+        self._wake.set()
+
+    async def _run(self, registry: Registry) -> None:
+        refresh_at = time.monotonic() + _SPECS_EVERY_S
+        while True:
+            with anyio.move_on_after(self.tick_s):
+                await self._wake.wait()
+            self._wake = anyio.Event()
+            if time.monotonic() >= refresh_at:
+                await self._refresh(registry)
+                refresh_at = time.monotonic() + _SPECS_EVERY_S
+            for tracked in list(self.functions.values()):
+                await self._tick(tracked)
+
+    async def _refresh(self, registry: Registry) -> None:
+        for spec in await registry.all():
+            tracked = self.functions.get(spec.qualname)
+            if tracked is None:
+                self.functions[spec.qualname] = _Tracked(spec)
+            elif tracked.spec.version != spec.version:
+                tracked.spec = spec
+                tracked.window = PeakWindow(spec.options.scaling.keep_warm_s)
+                self._retire_old_versions(spec)
+
+    def _retire_old_versions(self, spec: FunctionSpec) -> None:
+        for worker in self.provider.workers(spec.qualname):
+            known = self._versions.get(worker.pid)
+            if known is not None and known != spec.version and not worker.stopping:
+                log.info("new version deployed; retiring a worker", function=spec.qualname,
+                         pid=worker.pid, old=known, new=spec.version)  # fmt: skip
+                self._stop(worker)
+
+    # -- one function, one tick -------------------------------------------------------
+
+    async def _tick(self, tracked: _Tracked) -> None:
+        spec = tracked.spec
+        backlog = await self.broker.backlog(spec.app, spec.name)
+        oldest_s = await self.broker.oldest_age_s(spec.app, spec.name) if backlog.total else 0.0
+        workers = [w for w in self.provider.workers(spec.qualname) if not w.stopping]
+        load = _load(backlog, oldest_s, workers)
+        policy = spec.options.scaling
+        peak = tracked.window.record(time.monotonic(), target_workers(load, policy)[0])
+        decision = decide(load, policy, recent_peak=peak)
+        if decision.desired != load.workers:
+            await self._apply(tracked, workers, load, decision)
+        await self._watch_at_zero(tracked, decision.desired)
+        self._record(tracked, load, decision)
+        await self._publish_status(tracked, load, decision)
+
+    async def _apply(
+        self,
+        tracked: _Tracked,
+        workers: list[WorkerProcess],
+        load: FunctionLoad,
+        decision: Decision,
+    ) -> None:
+        spec = tracked.spec
+        log.info(
+            "scaling",
+            function=spec.qualname,
+            reason=decision.reason,
+            backlog=load.backlog,
+            oldest_age_s=round(load.oldest_age_s, 3),
+            workers_before=load.workers,
+            workers_after=decision.desired,
+        )
+        direction = "up" if decision.desired > load.workers else "down"
+        self.metrics.decisions.labels(function=spec.qualname, direction=direction).inc()
+        for _ in range(decision.desired - load.workers):
+            await self.provider.start(spec.qualname, gpu=spec.options.gpu)
+        for worker in _stop_order(workers)[: max(0, load.workers - decision.desired)]:
+            self._stop(worker)
+
+    def _stop(self, worker: WorkerProcess) -> None:
+        worker.stopping = True  # at once, so that the next tick no longer counts it
+        assert self._group is not None
+        self._group.start_soon(self.provider.stop, worker)
+
+    async def _watch_at_zero(self, tracked: _Tracked, desired: int) -> None:
+        spec = tracked.spec
+        if desired == 0 and tracked.wake is None:
+            tracked.wake = await self.broker.watch_subject(
+                call_subject(spec.app, spec.name), self.wake
+            )
+        elif desired > 0:
+            await self._unwatch(tracked)
+
+    async def _unwatch(self, tracked: _Tracked) -> None:
+        if tracked.wake is not None:
+            await tracked.wake.stop()
+            tracked.wake = None
+
+    def _record(self, tracked: _Tracked, load: FunctionLoad, decision: Decision) -> None:
+        name = tracked.spec.qualname
+        if decision.desired != load.workers:
+            tracked.last = decision
+            tracked.decided_unix_s = time.time()
+        self.metrics.backlog.labels(function=name).set(load.backlog)
+        self.metrics.oldest_age.labels(function=name).set(load.oldest_age_s)
+        for state in ("starting", "idle", "busy"):
+            self.metrics.workers.labels(function=name, state=state).set(getattr(load, state))
+
+    async def _publish_status(
+        self, tracked: _Tracked, load: FunctionLoad, decision: Decision
+    ) -> None:
+        status = FunctionStatus(
+            function=tracked.spec.qualname,
+            version=tracked.spec.version,
+            backlog=load.backlog,
+            oldest_age_s=round(load.oldest_age_s, 3),
+            starting=load.starting,
+            idle=load.idle,
+            busy=load.busy,
+            desired=decision.desired,
+            reason=tracked.last.reason,
+            decided_unix_s=tracked.decided_unix_s,
+            updated_unix_s=0.0,
+        )
+        fresh = time.monotonic() - tracked.status_at < _STATUS_EVERY_S
+        if fresh and status == tracked.status:
+            return
+        tracked.status, tracked.status_at = status, time.monotonic()
+        stamped = msgspec.structs.replace(status, updated_unix_s=time.time())
+        assert self._status is not None
+        await self._status.put(tracked.spec.qualname, msgspec.json.encode(stamped))
+
+    # -- workers announcing themselves --------------------------------------------------
+
+    async def _follow_workers(self, directory: WorkerDirectory) -> None:
+        async for info in directory.announcements():
+            self._versions[info.pid] = info.version
+            if info.state != "ready":
+                continue
+            worker = self.provider.mark_ready(info.pid, host=info.host)
+            if worker is not None and worker.ready_at is not None and not worker.observed:
+                worker.observed = True
+                self.metrics.observe_cold_start(info.function, info.cold_start_ms)
+                self.wake()
+
+
+def _load(backlog: Backlog, oldest_s: float, workers: list[WorkerProcess]) -> FunctionLoad:
+    ready = sum(1 for w in workers if w.state == "ready")
+    busy = min(ready, backlog.num_ack_pending)
+    return FunctionLoad(
+        backlog=backlog.total,
+        oldest_age_s=oldest_s,
+        starting=len(workers) - ready,
+        idle=ready - busy,
+        busy=busy,
+    )
+
+
+def _stop_order(workers: list[WorkerProcess]) -> list[WorkerProcess]:
+    """Stop ready workers before starting ones, the newest first."""
+    return sorted(workers, key=lambda w: (w.state != "ready", -w.spawned_at))

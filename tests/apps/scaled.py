@@ -1,0 +1,20 @@
+"""Functions the scaling tests run from zero with forked workers."""
+
+from __future__ import annotations
+
+import time
+
+from runtime import App, Context, Scaling
+
+app = App("scaled")
+
+
+@app.function(timeout_s=30, scaling=Scaling(max_workers=2, target_backlog=4, keep_warm_s=1))
+def hello(ctx: Context, name: str) -> str:
+    return f"hello {name}"
+
+
+@app.function(timeout_s=30, scaling=Scaling(max_workers=4, target_backlog=2, keep_warm_s=1))
+def slow(ctx: Context, seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds

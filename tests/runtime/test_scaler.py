@@ -1,0 +1,134 @@
+"""Scaling from zero and back with forked workers, a real nats-server and the real scaler."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import AsyncIterator, Callable
+
+import anyio
+import pytest
+
+from broker import Broker
+from runtime import Call
+from runtime.provider import LocalProvider, WorkerProcess
+from runtime.scaler import Scaler
+from tests.apps import scaled
+from tests.stack import Stack, poll
+
+
+class Running:
+    """A provider and a scaler serving in the background of one test."""
+
+    def __init__(self, provider: LocalProvider, scaler: Scaler) -> None:
+        self.provider = provider
+        self.scaler = scaler
+
+    def workers(self, fn: str) -> list[WorkerProcess]:
+        return self.provider.workers(f"scaled.{fn}")
+
+
+@pytest.fixture
+async def running(scaled_stack: Stack) -> AsyncIterator[Running]:
+    provider = LocalProvider(scaled_stack.session.settings, stop_grace_s=10)
+    scaler = Scaler(scaled_stack.session.broker, provider)
+    ready = asyncio.Event()
+
+    async def serve() -> None:
+        async with anyio.create_task_group() as group:
+            await group.start(provider.serve)
+            await group.start(scaler.serve)
+            ready.set()
+
+    task = asyncio.ensure_future(serve())
+    await asyncio.wait({task, asyncio.ensure_future(ready.wait())}, return_when="FIRST_COMPLETED")
+    try:
+        yield Running(provider, scaler)
+    finally:
+        task.cancel()
+        with anyio.CancelScope(shield=True), anyio.fail_after(30):
+            await asyncio.gather(task, return_exceptions=True)
+
+
+async def _delivered(broker: Broker) -> bool:
+    return (await broker.backlog("scaled", "slow")).num_ack_pending > 0
+
+
+async def _all_exit(workers: list[WorkerProcess]) -> None:
+    with anyio.fail_after(15):
+        for worker in workers:
+            await worker.exited.wait()
+
+
+async def _peak(sample: Callable[[], int], until: anyio.Event) -> int:
+    """The highest value of `sample()` until `until` is set (sampled every 20 ms)."""
+    peak = 0
+    while not until.is_set():
+        peak = max(peak, sample())
+        with anyio.move_on_after(0.02):
+            await until.wait()
+    return peak
+
+
+async def test_first_call_starts_a_worker_then_it_scales_to_zero(
+    running: Running, scaled_stack: Stack
+) -> None:
+    assert running.workers("hello") == []
+    value, result = await scaled_stack.session.call_result("scaled", "hello", ("zero",), {})
+    assert value == "hello zero"
+    assert {"fork", "boot", "connect", "fetch", "unpickle", "first_run"} <= set(
+        result.cold_start_ms
+    )
+    workers = running.workers("hello")
+    assert len(workers) == 1
+    assert running.scaler.functions["scaled.hello"].last.reason == "activate: 1 waiting, no worker"
+    await _all_exit(workers)  # keep_warm_s=1: back to zero
+    assert workers[0].returncode == 0
+    assert running.workers("hello") == []
+
+
+async def test_a_burst_scales_out_then_back_to_zero(running: Running) -> None:
+    done = anyio.Event()
+    peak = 0
+
+    async def watch() -> None:
+        nonlocal peak
+        peak = await _peak(lambda: len(running.workers("slow")), done)
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(watch)
+        results = [r async for r in scaled.slow.map.aio([0.3] * 24)]
+        done.set()
+    assert results == [0.3] * 24
+    assert peak == 4
+    await _all_exit(running.workers("slow"))
+
+
+async def test_draining_a_worker_loses_no_call(running: Running) -> None:
+    calls: list[Call[float]] = [await scaled.slow.spawn.aio(0.4) for _ in range(12)]
+    await running.provider.wait_until(
+        lambda ws: sum(w.qualname == "scaled.slow" and w.state == "ready" for w in ws) >= 2, 30
+    )
+    victim = running.workers("slow")[0]
+    await running.provider.stop(victim)
+    assert victim.returncode == 0
+    results = [await call.get_aio(timeout_s=30) for call in calls]
+    assert results == [0.4] * 12
+    await _all_exit(running.workers("slow"))
+
+
+async def test_a_call_on_a_killed_worker_is_delivered_again(
+    running: Running, scaled_stack: Stack
+) -> None:
+    pending = asyncio.ensure_future(scaled_stack.session.call_result("scaled", "slow", (1.0,), {}))
+    broker = scaled_stack.session.broker
+    await poll(lambda: _delivered(broker), timeout_s=30)
+    [victim] = running.workers("slow")
+    os.kill(victim.pid, signal.SIGKILL)
+    with anyio.fail_after(30):
+        value, result = await pending
+    assert value == 1.0
+    assert result.attempts == 2
+    assert result.worker != f"{running.provider.host}-{victim.pid}"
+    await _all_exit(running.workers("slow"))
