@@ -16,6 +16,8 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from broker.batching import batch_wait_s
+
 __all__ = ["Delivery", "PullFeed"]
 
 _REQUEST_EXPIRES_S = 10.0
@@ -84,13 +86,13 @@ class PullFeed:
             left.append(self._queue.get_nowait())
         return left
 
-    async def next_batch(self, max_n: int, max_delay_s: float, idle_s: float) -> list[Delivery]:
-        """Up to `max_n` messages: wait `idle_s` for the first, then `max_delay_s` for more.
+    async def next_batch(
+        self, max_n: int, max_delay_s: float, idle_s: float, preferred: tuple[int, ...] = ()
+    ) -> list[Delivery]:
+        """Up to `max_n` messages: wait `idle_s` for the first, then form a batch.
 
-        The wait for more is skipped when the server said nothing else was pending and
-        nothing else arrived: at low load a lone call runs at once, while under load
-        calls queue up behind the running batch and the next batch fills by itself.
-        Returns an empty list when nothing arrived within `idle_s`.
+        How long to wait for more is `batch_wait_s` (at most `max_delay_s` after the
+        first arrived). Returns an empty list when nothing arrived within `idle_s`.
         """
         await self._top_up()
         try:
@@ -99,19 +101,28 @@ class PullFeed:
             self._expire_lost_requests()
             return []
         batch = [first, *self._take_ready(max_n - 1)]
-        if batch[-1].num_pending == 0 and self._queue.empty():
-            await self._top_up()
-            return batch
-        deadline = first.received_at + max_delay_s
-        while len(batch) < max_n and (remaining := deadline - time.monotonic()) > 0:
+        while (wait_s := self._wait_s(batch, max_n, max_delay_s, preferred)) > 0:
             await self._top_up()
             try:
-                batch.append(await asyncio.wait_for(self._queue.get(), remaining))
+                batch.append(await asyncio.wait_for(self._queue.get(), wait_s))
             except TimeoutError:
                 break
             batch.extend(self._take_ready(max_n - len(batch)))
         await self._top_up()
         return batch
+
+    def _wait_s(
+        self, batch: list[Delivery], max_n: int, max_delay_s: float, preferred: tuple[int, ...]
+    ) -> float:
+        return batch_wait_s(
+            len(batch),
+            max_size=max_n,
+            waited_s=time.monotonic() - batch[0].received_at,
+            max_delay_s=max_delay_s,
+            server_pending=batch[-1].num_pending,
+            queued=self._queue.qsize(),
+            preferred=preferred,
+        )
 
     def _take_ready(self, limit: int) -> list[Delivery]:
         taken: list[Delivery] = []

@@ -122,25 +122,40 @@ class Executor:
     # -- batched ---------------------------------------------------------------
 
     async def _run_batch(self, calls: Sequence[Invocation]) -> list[Outcome | None]:
+        """One call with every input; a failing batch is run input by input to find the culprit.
+
+        A batched function may also return an exception in place of one item's result:
+        that item fails, the others succeed.
+        """
         outcomes: list[Outcome | None] = [None] * len(calls)
-        items, positions = [], []
+        positions = []
         for index, call in enumerate(calls):
             if len(call.args) != 1 or call.kwargs:
                 outcomes[index] = Outcome(error=_batch_arity_error(self.ctx.function))
             else:
-                items.append(call.args[0])
                 positions.append(index)
-        if items:
-            ctx = self.ctx.for_call(calls[positions[0]].call_id, calls[positions[0]].attempt)
-            batch = Invocation(call_id=ctx.call_id, attempt=ctx.attempt, args=(items,), kwargs={})
-            [result] = (
-                await self._run_threads([batch])
-                if not self.is_async
-                else (await self._run_async([batch]))
-            )
-            for offset, index in enumerate(positions):
-                outcomes[index] = _split(result, offset, len(items))
+        if not positions:
+            return outcomes
+        [result] = await self._dispatch([_as_batch([calls[i] for i in positions])])
+        failed = result is not None and result.error is not None
+        if failed and len(positions) > 1 and not self.poisoned:
+            return await self._run_alone(calls, positions, outcomes)
+        for offset, index in enumerate(positions):
+            outcomes[index] = _split(result, offset, len(positions))
         return outcomes
+
+    async def _run_alone(
+        self, calls: Sequence[Invocation], positions: list[int], outcomes: list[Outcome | None]
+    ) -> list[Outcome | None]:
+        """Run each input as a batch of its own, so that one bad input fails alone."""
+        singles = [_as_batch([calls[i]]) for i in positions]
+        results = await self._dispatch(singles)
+        for index, result in zip(positions, results, strict=True):
+            outcomes[index] = _split(result, 0, 1)
+        return outcomes
+
+    async def _dispatch(self, calls: Sequence[Invocation]) -> list[Outcome | None]:
+        return await (self._run_async(calls) if self.is_async else self._run_threads(calls))
 
     # -- async functions -------------------------------------------------------
 
@@ -244,7 +259,15 @@ class Executor:
         return Outcome(value=value, run_ms=_ms(started))
 
 
+def _as_batch(calls: Sequence[Invocation]) -> Invocation:
+    """One invocation of a batched function with the inputs of `calls` (named for the first)."""
+    first = calls[0]
+    items = [call.args[0] for call in calls]
+    return Invocation(call_id=first.call_id, attempt=first.attempt, args=(items,), kwargs={})
+
+
 def _split(result: Outcome | None, offset: int, count: int) -> Outcome | None:
+    """Item `offset`'s outcome from a batch's outcome."""
     if result is None or result.error is not None:
         return result
     values = result.value
@@ -257,7 +280,10 @@ def _split(result: Outcome | None, offset: int, count: int) -> Outcome | None:
             ),
             run_ms=result.run_ms,
         )
-    return Outcome(value=values[offset], run_ms=result.run_ms)
+    value = values[offset]
+    if isinstance(value, BaseException):
+        return Outcome(error=error_info(value), run_ms=result.run_ms)
+    return Outcome(value=value, run_ms=result.run_ms)
 
 
 def _batch_arity_error(function: str) -> ErrorInfo:

@@ -21,13 +21,20 @@ class InvalidOption(ValueError):
 class Batching(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Dynamic batching: the worker hands the function a list of up to `max_size` inputs.
 
-    The first call of a batch waits at most `max_delay_ms` for others to join it.
+    The first call of a batch waits at most `max_delay_ms` for others to join it, and
+    not at all when nothing else is waiting. A batch of one of the `preferred_sizes`
+    runs as soon as it is formed and no more calls are queued locally.
     """
 
     max_size: int = 32
     max_delay_ms: float = 5.0
+    preferred_sizes: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
+        if any(not 1 <= size <= self.max_size for size in self.preferred_sizes):
+            raise InvalidOption(
+                f"Batching(preferred_sizes={self.preferred_sizes}): each must be 1 to max_size"
+            )
         if not 1 <= self.max_size <= 4096:
             raise InvalidOption(f"Batching(max_size={self.max_size}): use 1 to 4096")
         if not 0 <= self.max_delay_ms <= 60_000:

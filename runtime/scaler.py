@@ -230,6 +230,7 @@ class Scaler:
     async def _follow_workers(self, directory: WorkerDirectory) -> None:
         async for info in directory.announcements():
             self._versions[info.pid] = info.version
+            self.metrics.batch_sizes.report(info.worker_id, info.function, info.batch_sizes)
             if info.state != "ready":
                 continue
             worker = self.provider.mark_ready(info.pid, host=info.host)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import socket
 import time
+from collections import Counter
 
 import anyio
 import msgspec
@@ -79,6 +80,7 @@ class Worker:
         self.exit_code = 0
         self.providers: dict[str, list[str]] = {}
         self.cold_start_ms: dict[str, float] = dict(self.boot.phases_ms())
+        self.batch_sizes: Counter[int] = Counter()
 
     def stop(self) -> None:
         self._stopping.set()
@@ -147,7 +149,8 @@ class Worker:
 
     async def _heartbeat(self, directory: WorkerDirectory, info: WorkerInfo) -> None:
         while True:
-            await directory.beat(info)
+            batches = dict(self.batch_sizes)
+            await directory.beat(msgspec.structs.replace(info, batch_sizes=batches))
             await anyio.sleep(HEARTBEAT_S)
 
     async def _prepare(
@@ -204,9 +207,11 @@ class Worker:
         batching = spec.options.batching
         max_n = batching.max_size if batching else max(32, spec.options.concurrency)
         max_delay_s = batching.max_delay_ms / 1000 if batching else 0.0
+        preferred = batching.preferred_sizes if batching else ()
         while not self._stopping.is_set():
-            batch = await feed.next_batch(max_n, max_delay_s, idle_s=0.25)
+            batch = await feed.next_batch(max_n, max_delay_s, idle_s=0.25, preferred=preferred)
             if batch:
+                self.batch_sizes[len(batch)] += 1
                 await handler.handle(batch, executor, broken)
             if executor is not None and executor.poisoned:
                 self.log.error("a call overran its timeout in a thread; replacing this worker")

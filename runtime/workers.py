@@ -28,6 +28,7 @@ class WorkerInfo(msgspec.Struct, frozen=True, kw_only=True):
     pid: int = 0
     started_unix_s: float = 0.0
     cold_start_ms: dict[str, float] = {}
+    batch_sizes: dict[int, int] = {}  # batches run so far, by size
 
 
 class WorkerDirectory:

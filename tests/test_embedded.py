@@ -107,6 +107,7 @@ def test_autan_up_serves_the_bundled_functions_air_gapped(tmp_path: Path) -> Non
         workers_ready = time.monotonic()
         while time.monotonic() - workers_ready < AIR_GAP_S:
             assert json.loads(_autan("invoke", "demo.echo", '"still here"', url=url))
+        assert 'autan_batch_size_count{function="demo.embed"}' in _metrics(metrics_port)
         os.kill(_child_of(stack.pid), signal.SIGINT)
         assert stack.wait(timeout=60) == 0
     finally:
@@ -136,9 +137,13 @@ def _check_calls(url: str) -> None:
     _check_python_api(url)
 
 
-def _check_metrics(port: int) -> None:
+def _metrics(port: int) -> str:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
-        text = response.read().decode()
+        return str(response.read().decode())
+
+
+def _check_metrics(port: int) -> None:
+    text = _metrics(port)
     states = re.findall(r'^autan_workers\{function="demo\.embed",state="\w+"\} (\S+)$', text, re.M)
     assert sum(float(value) for value in states) == 1.0, text
     assert 'autan_cold_start_seconds_count{function="demo.embed",phase="sessions"} 1.0' in text

@@ -64,3 +64,15 @@ def batch_sizes(ctx: Context, items: list[int]) -> list[tuple[int, int]]:
 @app.function(timeout_s=10)
 def unencodable(ctx: Context, value: int) -> object:
     return object()
+
+
+@app.function(timeout_s=10, batching=Batching(max_size=16, max_delay_ms=50))
+def inverse(ctx: Context, items: list[float]) -> list[float]:
+    """Raises for the whole batch when any input is 0: the runtime isolates the bad one."""
+    return [1 / item for item in items]
+
+
+@app.function(timeout_s=10, batching=Batching(max_size=16, max_delay_ms=50))
+def checked(ctx: Context, items: list[int]) -> list[int | Exception]:
+    """Marks bad inputs itself by returning an exception in their place."""
+    return [ValueError(f"{item} is negative") if item < 0 else item * 2 for item in items]

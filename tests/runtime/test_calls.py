@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Coroutine
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -126,3 +130,30 @@ async def test_unencodable_argument_fails_before_publishing(stack: Stack) -> Non
 async def _stored_calls(stack: Stack) -> int:
     info = await stack.session.broker.js.stream_info(CALLS_STREAM)
     return int(info.state.last_seq)
+
+
+async def _gather(calls: list[Coroutine[Any, Any, Any]]) -> list[Any]:
+    return await asyncio.gather(*calls, return_exceptions=True)
+
+
+async def test_one_bad_input_fails_only_its_call(stack: Stack) -> None:
+    inputs = [1.0, 2.0, 0.0, 4.0, 5.0, 0.0, 8.0]
+    results = await _gather([sample.inverse.remote.aio(x) for x in inputs])
+    good = [r for r in results if not isinstance(r, BaseException)]
+    bad = [r for r in results if isinstance(r, RemoteError)]
+    assert good == [1.0, 0.5, 0.25, 0.2, 0.125]
+    assert [e.type for e in bad] == ["ZeroDivisionError", "ZeroDivisionError"]
+
+
+async def test_a_batched_function_can_fail_one_item(stack: Stack) -> None:
+    results = await _gather([sample.checked.remote.aio(x) for x in [3, -1, 5]])
+    assert results[0] == 6
+    assert results[2] == 10
+    assert isinstance(results[1], RemoteError)
+    assert results[1].type == "ValueError"
+    assert results[1].remote_message == "-1 is negative"
+
+
+async def test_many_concurrent_callers_each_get_their_own_result(stack: Stack) -> None:
+    results = await _gather([sample.batch_sizes.remote.aio(i) for i in range(200)])
+    assert [item for item, _ in results] == list(range(200))
