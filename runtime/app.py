@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 import typing
 from collections.abc import Callable, Coroutine, Mapping
-from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar, overload
+from typing import Any, Concatenate, Literal, ParamSpec, Protocol, TypeVar, overload
 
 from runtime.context import Context
 from runtime.handles import BatchedFunction, Function, FunctionOptions
@@ -81,7 +81,7 @@ class App:
         scaling: Scaling | None = ...,
         retries: Retries | None = ...,
         timeout_s: float = ...,
-        gpu: bool = ...,
+        gpu: bool | Literal["auto"] = ...,
         concurrency: int = ...,
         setup: Callable[[Context], Any] | None = ...,
         name: str | None = ...,
@@ -96,7 +96,7 @@ class App:
         scaling: Scaling | None = ...,
         retries: Retries | None = ...,
         timeout_s: float = ...,
-        gpu: bool = ...,
+        gpu: bool | Literal["auto"] = ...,
         concurrency: int = ...,
         setup: Callable[[Context], Any] | None = ...,
         name: str | None = ...,
@@ -110,7 +110,7 @@ class App:
         scaling: Scaling | None = None,
         retries: Retries | None = None,
         timeout_s: float = 60.0,
-        gpu: bool = False,
+        gpu: bool | Literal["auto"] = False,
         concurrency: int = 1,
         setup: Callable[[Context], Any] | None = None,
         name: str | None = None,

@@ -142,7 +142,8 @@ async def _upload(
     for name, (path, digest) in models.items():
         upload = await artifacts.put_file(path)
         uploaded += digest.size_bytes if upload.uploaded else 0
-        entries.append(ModelEntry(name, digest.hex, digest.size_bytes, path.name))
+        optimization = handle.options.models[name].optimization
+        entries.append(ModelEntry(name, digest.hex, digest.size_bytes, path.name, optimization))
     artifact = package(handle)
     upload = await artifacts.put_bytes(artifact)
     uploaded += len(artifact) if upload.uploaded else 0

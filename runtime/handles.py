@@ -6,7 +6,7 @@ import asyncio
 import inspect
 import threading
 from collections.abc import AsyncGenerator, Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, TypeVar
 
 import msgspec
 
@@ -33,12 +33,14 @@ class FunctionOptions(msgspec.Struct, frozen=True, kw_only=True):
     scaling: Scaling = Scaling()
     retries: Retries = Retries()
     timeout_s: float = 60.0
-    gpu: bool = False
+    gpu: bool | Literal["auto"] = False
     concurrency: int = 1
 
     def validate(self) -> None:
         if not 0 < self.timeout_s <= 7 * 24 * 3600:
             raise InvalidOption(f"timeout_s={self.timeout_s}: use a positive number of seconds")
+        if self.gpu not in (True, False, "auto"):
+            raise InvalidOption(f"gpu={self.gpu!r}: use True, False or 'auto'")
         if not 1 <= self.concurrency <= 1024:
             raise InvalidOption(f"concurrency={self.concurrency}: use 1 to 1024")
         for key, model in self.models.items():
@@ -80,10 +82,15 @@ class _Handle:
         """The context `.local()` uses: models loaded in this process, setup run once."""
         with self._local_lock:
             if self._local_ctx is None:
-                from runtime.models import load_models
+                from runtime.models import ModelFile, load_models
 
-                paths = {k: _path(m) for k, m in self.options.models.items()}
-                ctx = Context(function=self.qualname, models=load_models(paths))
+                files = {
+                    k: ModelFile(_path(m), optimization=m.optimization)
+                    for k, m in self.options.models.items()
+                }
+                ctx = Context(
+                    function=self.qualname, models=load_models(files, gpu=self.options.gpu)
+                )
                 ctx.state = self.setup(ctx) if self.setup else None
                 self._local_ctx = ctx
             return self._local_ctx

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import cloudpickle
@@ -16,6 +15,7 @@ import msgspec
 
 from runtime.context import Context
 from runtime.errors import ArtifactRejected
+from runtime.models import ModelFile
 from runtime.spec import FunctionSpec, Manifest, python_version
 from storage import ArtifactStore, Digest, DiskCache, IntegrityError, ObjectNotFound
 
@@ -28,7 +28,7 @@ class Loaded(msgspec.Struct):
     manifest: Manifest
     fn: Callable[..., Any]
     setup: Callable[[Context], Any] | None
-    model_paths: dict[str, Path]
+    models: dict[str, ModelFile]
     timings_ms: dict[str, float]
 
 
@@ -43,8 +43,12 @@ async def fetch_function(
     started = time.perf_counter()
     try:
         data = await artifacts.get_bytes(Digest(manifest.artifact, manifest.artifact_bytes))
-        model_paths = {
-            m.name: await artifacts.fetch(Digest(m.digest, m.size_bytes), cache)
+        models = {
+            m.name: ModelFile(
+                await artifacts.fetch(Digest(m.digest, m.size_bytes), cache),
+                digest=m.digest,
+                optimization=m.optimization,
+            )
             for m in manifest.models
         }
     except IntegrityError as exc:
@@ -53,7 +57,7 @@ async def fetch_function(
     started = time.perf_counter()
     fn, setup = cloudpickle.loads(data)
     timings["unpickle"] = _ms_since(started)
-    return Loaded(manifest, fn, setup, model_paths, timings)
+    return Loaded(manifest, fn, setup, models, timings)
 
 
 async def _manifest(spec: FunctionSpec, artifacts: ArtifactStore, key: bytes) -> Manifest:

@@ -95,17 +95,27 @@ class Model(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """
 
     path: str
+    optimization: str = "all"
 
     @classmethod
-    def file(cls, location: str | Path) -> Model:
-        """Resolve `location` now; a missing file is an error at decoration time."""
+    def file(cls, location: str | Path, *, optimization: str = "all") -> Model:
+        """Resolve `location` now; a missing file is an error at decoration time.
+
+        `optimization`: ONNX Runtime's graph optimization level, "all" (default),
+        "extended", "basic" or "none".
+        """
+        if optimization not in ("all", "extended", "basic", "none"):
+            raise InvalidOption(
+                f"Model.file(optimization={optimization!r}): use 'all', 'extended', "
+                "'basic' or 'none'"
+            )
         path = _resolve(str(location))
         if not path.is_file():
             raise InvalidOption(
                 f"model file {location!s} not found (looked at {path}); give a path to an "
                 "existing .onnx file or 'package.module:resource.onnx'"
             )
-        return cls(path=str(path))
+        return cls(path=str(path), optimization=optimization)
 
     @property
     def filename(self) -> str:

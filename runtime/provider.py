@@ -148,7 +148,7 @@ class LocalProvider:
             self._notify()
         return worker
 
-    async def start(self, qualname: str, *, gpu: bool = False) -> WorkerProcess:
+    async def start(self, qualname: str, *, gpu: bool | str = False) -> WorkerProcess:
         """Start one worker of `qualname`; returns once its process exists."""
         threads = max(1, self.cores // (len(self.workers()) + 1))
         device = self._pick_device() if gpu else None

@@ -245,6 +245,7 @@ def _load(backlog: Backlog, oldest_s: float, workers: list[WorkerProcess]) -> Fu
     busy = min(ready, backlog.num_ack_pending)
     return FunctionLoad(
         backlog=backlog.total,
+        waiting=backlog.num_pending,
         oldest_age_s=oldest_s,
         starting=len(workers) - ready,
         idle=ready - busy,

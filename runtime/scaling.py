@@ -2,7 +2,7 @@
 
     wanted  = ceil(backlog / target_backlog), at least 1 when anything waits
     up      at once to `wanted` (a burst starts every worker it needs in one step),
-            plus one when the oldest call has waited `stall_s` with every worker taken
+            plus one when calls still wait undelivered, the oldest `STALL_S` old, every worker taken
     down    only to the highest `wanted` seen over the last `keep_warm_s` (so a noisy
             backlog never flaps), never below `min_warm`; at zero after `keep_warm_s` idle
 
@@ -35,6 +35,7 @@ class FunctionLoad(msgspec.Struct, frozen=True, kw_only=True):
     """One function's state at one tick."""
 
     backlog: int  # calls waiting or running: consumer num_pending + num_ack_pending
+    waiting: int = 0  # of which not yet delivered to any worker (num_pending)
     oldest_age_s: float = 0.0  # age of the oldest call not yet finished
     starting: int = 0
     idle: int = 0
@@ -95,8 +96,10 @@ def decide(load: FunctionLoad, policy: Scaling, *, recent_peak: int) -> Decision
 
 
 def _stalled(load: FunctionLoad, policy: Scaling, current: int) -> bool:
+    # Only calls not yet delivered count: a long call in progress is not a stall.
     return (
-        load.oldest_age_s >= STALL_S
+        load.waiting > 0
+        and load.oldest_age_s >= STALL_S
         and load.starting == 0
         and load.idle == 0
         and 0 < current < policy.max_workers

@@ -25,6 +25,7 @@ class ModelEntry(msgspec.Struct, frozen=True):
     digest: str
     size_bytes: int
     filename: str
+    optimization: str = "all"
 
 
 class Manifest(msgspec.Struct, frozen=True, kw_only=True):

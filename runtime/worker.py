@@ -176,10 +176,11 @@ class Worker:
 
         started = time.perf_counter()
         models = load_models(
-            loaded.model_paths,
+            loaded.models,
             gpu=spec.options.gpu,
             device_id=self.device_id,
             intra_op_threads=self.intra_op_threads,
+            cache_dir=self.settings.cache_dir / "optimized",
         )
         self.providers = {name: list(m.providers) for name, m in models.items()}
         self.cold_start_ms["sessions"] = _ms_since(started)

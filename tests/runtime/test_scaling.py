@@ -47,10 +47,24 @@ WARM = Scaling(min_warm=1, max_workers=4, target_backlog=16, keep_warm_s=60)
         (FunctionLoad(backlog=5, busy=4), POLICY, 4, 4, "steady"),
         (FunctionLoad(backlog=5, busy=4), POLICY, 2, 2, "idle"),
         # stalled: the oldest call has waited with every worker busy
-        (FunctionLoad(backlog=3, oldest_age_s=STALL_S, busy=1), POLICY, 1, 2, "stalled"),
-        (FunctionLoad(backlog=3, oldest_age_s=STALL_S, busy=4), POLICY, 4, 4, "steady"),
-        (FunctionLoad(backlog=3, oldest_age_s=STALL_S, busy=1, idle=1), POLICY, 2, 2, "steady"),
-        (FunctionLoad(backlog=3, oldest_age_s=STALL_S, busy=1, starting=1), POLICY, 2, 2, "steady"),
+        (FunctionLoad(backlog=3, waiting=2, oldest_age_s=STALL_S, busy=1), POLICY, 1, 2, "stalled"),
+        (FunctionLoad(backlog=3, waiting=2, oldest_age_s=STALL_S, busy=4), POLICY, 4, 4, "steady"),
+        (
+            FunctionLoad(backlog=3, waiting=2, oldest_age_s=STALL_S, busy=1, idle=1),
+            POLICY,
+            2,
+            2,
+            "steady",
+        ),
+        (
+            FunctionLoad(backlog=3, waiting=2, oldest_age_s=STALL_S, busy=1, starting=1),
+            POLICY,
+            2,
+            2,
+            "steady",
+        ),
+        # a long call in progress, none waiting: not a stall
+        (FunctionLoad(backlog=1, waiting=0, oldest_age_s=30.0, busy=1), POLICY, 1, 1, "steady"),
         # the worker added for a stall stays for the window, then goes
         (FunctionLoad(backlog=3, busy=1, idle=1), POLICY, 2, 2, "steady"),
         (FunctionLoad(backlog=3, busy=1, idle=1), POLICY, 1, 1, "idle"),
