@@ -24,7 +24,7 @@ from tokenizers import Tokenizer
 
 from functions.app import app
 from functions.package_data import read_text
-from runtime import Batching, Context, Model
+from runtime import Batching, Context, Model, pad_batch
 
 __all__ = ["DIMENSION", "MAX_TOKENS", "build_tokenizer", "embed", "encode_feeds", "pool"]
 
@@ -42,10 +42,10 @@ _TOKENIZER_JSON: str = read_text(
 
 
 def build_tokenizer() -> Tokenizer:
-    """The model's WordPiece tokenizer: truncated to `MAX_TOKENS`, batches padded with [PAD]."""
+    """The model's WordPiece tokenizer, truncated to `MAX_TOKENS` (batches are padded apart)."""
     tokenizer = Tokenizer.from_str(_TOKENIZER_JSON)
     tokenizer.enable_truncation(max_length=MAX_TOKENS)
-    tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")
+    tokenizer.no_padding()  # the JSON pads every text to 128 tokens; batches use pad_batch
     return tokenizer
 
 
@@ -60,8 +60,7 @@ def encode_feeds(tokenizer: Tokenizer, texts: Sequence[str]) -> dict[str, npt.ND
     Public so that a benchmark can time `session.run` alone on exactly what `embed` feeds it.
     """
     encodings = tokenizer.encode_batch(list(texts))
-    ids = np.array([e.ids for e in encodings], dtype=np.int64)
-    mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
+    ids, mask = pad_batch([e.ids for e in encodings], pad_value=0)  # 0 is [PAD]
     return {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
 
 

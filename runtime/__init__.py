@@ -32,6 +32,7 @@ from runtime.errors import (
 from runtime.handles import BatchedFunction, Call, Function
 from runtime.options import Batching, InvalidOption, Model, Retries, Scaling
 from runtime.settings import Settings
+from runtime.tensors import pad_batch, stack_batch
 
 __all__ = [
     "App",
@@ -54,4 +55,6 @@ __all__ = [
     "Scaling",
     "Settings",
     "UnencodableValue",
+    "pad_batch",
+    "stack_batch",
 ]

@@ -21,6 +21,8 @@ os.environ["ORT_DISABLE_TELEMETRY"] = "1"
 import numpy as np
 import numpy.typing as npt
 
+from runtime.tensors import pad_batch, stack_batch
+
 __all__ = [
     "GpuChoice",
     "ModelFile",
@@ -78,6 +80,10 @@ class ModelHandle:
             i.name: list(i.shape) for i in session.get_inputs()
         }
         self.providers: tuple[str, ...] = tuple(session.get_providers())
+
+    # Helpers to form a batch's inputs: ctx.models["encoder"].pad([...]) and .stack([...]).
+    pad = staticmethod(pad_batch)
+    stack = staticmethod(stack_batch)
 
     def run(
         self, feeds: Mapping[str, npt.NDArray[Any]], outputs: Sequence[str] | None = None

@@ -10,6 +10,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from runtime.models import ModelFile, NoGpuProvider, load_models, onnxruntime_conflict
+from runtime.tensors import pad_batch, stack_batch
 from storage import Digest
 
 
@@ -66,3 +67,15 @@ def test_gpu_auto_falls_back_to_the_cpu_and_says_so(tmp_path: Path) -> None:
 
 def test_one_onnxruntime_wheel_is_installed() -> None:
     assert onnxruntime_conflict() is None
+
+
+def test_pad_batch_pads_and_masks() -> None:
+    ids, mask = pad_batch([[5, 6, 7], [8], [9, 10]], pad_value=-1, max_length=2)
+    assert ids.tolist() == [[5, 6], [8, -1], [9, 10]]
+    assert mask.tolist() == [[1, 1], [1, 0], [1, 1]]
+
+
+def test_stack_batch_says_what_to_do_with_ragged_inputs() -> None:
+    assert stack_batch([np.zeros(3), np.ones(3)]).shape == (2, 3)
+    with pytest.raises(ValueError, match=r"pad them first \(pad_batch\)"):
+        stack_batch([np.zeros(3), np.ones(4)])
