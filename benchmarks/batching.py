@@ -1,0 +1,157 @@
+"""Dynamic batching: throughput through the runtime against raw session.run, and latency.
+
+1. `batching.mlp` (384 -> 1024 -> 384, Batching(max_size=32)): 4,096 single-row calls in
+   flight through one worker, against raw `session.run` at batch 32 in this process (same
+   intra-op threads). Goal: at least 0.8 of the raw rows/s.
+2. Low load: sequential single calls of `batching.mlp`, p50. Goal: at most max_delay_ms + 2.
+3. `embed` with batching against without (one worker each, texts in flight). Goal: >= 3x.
+
+    python -m benchmarks.batching [--quick] [--threads N]
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ["ORT_DISABLE_TELEMETRY"] = "1"
+
+import argparse
+import asyncio
+import time
+from typing import Any
+
+import numpy as np
+
+from benchmarks.batching_app import MLP_PATH, app, embed_batched, embed_single, mlp
+from benchmarks.harness import Stack, running_stack
+from benchmarks.report import Goal, print_goal, print_table, summarize, write_json
+from benchmarks.rounds import alternate
+from runtime.models import load_models
+
+ROWS = 4096
+RAW_BATCH = 32
+MAX_DELAY_MS = 5.0
+TEXTS = [f"sentence number {i} about a guitar played on a stage" for i in range(64)]
+
+
+async def _through_runtime(rows: list[Any]) -> float:
+    started = time.perf_counter()
+    results = [r async for r in mlp.map.aio(rows, window=len(rows))]
+    assert len(results) == len(rows)
+    return len(rows) / (time.perf_counter() - started)
+
+
+def _raw(session: Any, rows: np.ndarray[Any, Any]) -> float:
+    started = time.perf_counter()
+    for start in range(0, len(rows), RAW_BATCH):
+        session.run({"x": rows[start : start + RAW_BATCH]})
+    return len(rows) / (time.perf_counter() - started)
+
+
+async def _low_load_ms(row: Any, calls: int) -> list[int]:
+    samples = []
+    for _ in range(calls):
+        started = time.perf_counter_ns()
+        await mlp.remote.aio(row)
+        samples.append(time.perf_counter_ns() - started)
+    return samples
+
+
+async def _texts_per_s(handle: Any, texts: list[str]) -> float:
+    started = time.perf_counter()
+    results = [r async for r in handle.map.aio(texts, window=len(texts))]
+    assert len(results) == len(texts)
+    return len(texts) / (time.perf_counter() - started)
+
+
+async def _mlp_figures(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
+    await stack.start_worker("batching.mlp", threads=args.threads)
+    rows_n = ROWS // 4 if args.quick else ROWS
+    rows = np.random.default_rng(0).standard_normal((rows_n, 384)).astype(np.float32)
+    session = load_models({"mlp": MLP_PATH}, intra_op_threads=args.threads)["mlp"]
+    await _through_runtime(list(rows[:256]))  # warm up both sides
+    _raw(session, rows)
+    results = await alternate(
+        {
+            "ours": lambda: _through_runtime(list(rows)),
+            "raw": lambda: asyncio.to_thread(_raw, session, rows),
+        },
+        args.rounds,
+    )
+    latency = summarize(await _low_load_ms(rows[0], 200 if args.quick else 1000))
+    return {"rows": rows_n, "rates": {k: float(np.median(v)) for k, v in results.items()},
+            "low_load": latency}  # fmt: skip
+
+
+async def _embed_figures(stack: Stack, args: argparse.Namespace) -> dict[str, float]:
+    await stack.start_worker("batching.embed_batched", threads=args.threads)
+    await stack.start_worker("batching.embed_single", threads=args.threads)
+    texts = TEXTS[:32] if args.quick else TEXTS * 4
+    await _texts_per_s(embed_batched, texts[:16])
+    await _texts_per_s(embed_single, texts[:16])
+    results = await alternate(
+        {
+            "batched": lambda: _texts_per_s(embed_batched, texts),
+            "single": lambda: _texts_per_s(embed_single, texts),
+        },
+        args.rounds,
+    )
+    return {k: float(np.median(v)) for k, v in results.items()}
+
+
+def _report(figures: dict[str, Any], embed: dict[str, float], args: argparse.Namespace) -> None:
+    rates = figures["rates"]
+    ratio = rates["ours"] / rates["raw"]
+    print_table(
+        f"batching.mlp: {figures['rows']} single-row calls in flight, 1 worker, "
+        f"{args.threads} intra-op thread(s), medians of {args.rounds} rounds",
+        ["path", "rows/s"],
+        [
+            ["ours   mlp.map.aio(rows), Batching(max_size=32)", f"{rates['ours']:.0f}"],
+            [f"floor  session.run, batch {RAW_BATCH}, this process", f"{rates['raw']:.0f}"],
+        ],
+    )
+    goals = [Goal("ours >= 0.8 x raw rows/s", ratio, ratio >= 0.8)]
+    low = figures["low_load"]
+    print(f"low load: p50 {low.p50_ms:.3f} ms, p99 {low.p99_ms:.3f} ms (one call in flight)")
+    goals.append(Goal(f"p50 at low load <= {MAX_DELAY_MS + 2:g} ms", low.p50_ms,
+                      low.p50_ms <= MAX_DELAY_MS + 2))  # fmt: skip
+    speedup = embed["batched"] / embed["single"]
+    print_table(
+        "embed: texts in flight, one worker each",
+        ["path", "texts/s"],
+        [["with Batching(max_size=32)", f"{embed['batched']:.1f}"],
+         ["without batching", f"{embed['single']:.1f}"]],
+    )  # fmt: skip
+    goals.append(Goal("embed with batching >= 3x without", speedup, speedup >= 3))
+    for goal in goals:
+        print_goal(goal)
+    path = write_json("batching", {"mlp": figures, "embed": embed, "goals": goals,
+                                   "config": vars(args)})  # fmt: skip
+    print(f"written: {path}")
+
+
+async def _main(args: argparse.Namespace) -> None:
+    async with running_stack() as stack:
+        await stack.deploy("benchmarks.batching_app")
+        app.sessions.configure(stack.settings)
+        try:
+            figures = await _mlp_figures(stack, args)
+            embed = await _embed_figures(stack, args)
+        finally:
+            await app.sessions.aclose()
+    _report(figures, embed, args)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer rows and rounds")
+    parser.add_argument("--threads", type=int, default=1, help="intra-op threads, both sides")
+    parser.add_argument("--rounds", type=int, default=0)
+    args = parser.parse_args()
+    args.rounds = args.rounds or (2 if args.quick else 5)
+    asyncio.run(_main(args))
+
+
+if __name__ == "__main__":
+    main()
