@@ -3,7 +3,7 @@
 Only this package imports `nats`; its errors are translated into `broker.errors`.
 """
 
-from broker.connection import Backlog, Broker, ConsumerPolicy, StreamLimits, Submission, Watch
+from broker.connection import Broker, Submission, Watch
 from broker.consumer import Delivery, PullFeed
 from broker.errors import (
     BrokerError,
@@ -33,6 +33,7 @@ from broker.messages import (
     encode_value,
 )
 from broker.replies import Reply
+from broker.streams import Backlog, ConsumerPolicy, Source, StreamLimits, calls_source
 from broker.subjects import (
     CALLS_STREAM,
     CONFIG_BUCKET,
@@ -67,6 +68,7 @@ __all__ = [
     "QueueFull",
     "Reply",
     "Result",
+    "Source",
     "StoredRef",
     "StreamConflict",
     "StreamLimits",
@@ -75,6 +77,7 @@ __all__ = [
     "UnencodableValue",
     "Watch",
     "call_subject",
+    "calls_source",
     "consumer_name",
     "decode_call",
     "decode_result",

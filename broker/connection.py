@@ -1,14 +1,12 @@
-"""The connection to NATS and JetStream: streams, consumers, buckets, calls out and in."""
+"""The connection to NATS and JetStream: buckets, calls out and results back in."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import json
-import time
 from collections.abc import Callable
 
-import msgspec
 import nats
 import nats.errors
 import nats.js.errors
@@ -18,19 +16,12 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext, api
 
-from broker.consumer import PullFeed
-from broker.errors import (
-    BrokerError,
-    BrokerUnavailable,
-    PublishRejected,
-    QueueFull,
-    StreamConflict,
-)
+from broker.errors import BrokerError, BrokerUnavailable, PublishRejected, QueueFull
 from broker.kv import Bucket
 from broker.replies import Reply, ReplyMux
-from broker.subjects import CALLS_STREAM, CALLS_SUBJECTS, call_subject, consumer_name
+from broker.streams import StreamAdmin
 
-__all__ = ["Backlog", "Broker", "ConsumerPolicy", "StreamLimits", "Submission", "Watch"]
+__all__ = ["Broker", "Submission", "Watch"]
 
 log = structlog.get_logger("autan.broker")
 
@@ -38,36 +29,7 @@ log = structlog.get_logger("autan.broker")
 _QUEUE_FULL_CODES = {10077, 10078, 10047}
 
 
-class StreamLimits(msgspec.Struct, frozen=True):
-    """Limits of the calls stream. Discard-new: a full stream refuses, never drops."""
-
-    max_bytes: int = 1 << 30
-    max_msgs: int = 1_000_000
-    max_msg_bytes: int = 1 << 20
-    duplicate_window_s: float = 120.0
-    replicas: int = 1
-
-
-class ConsumerPolicy(msgspec.Struct, frozen=True):
-    """How JetStream hands one function's calls to its workers."""
-
-    ack_wait_s: float = 60.0
-    max_ack_pending: int = 10_000
-
-
-class Backlog(msgspec.Struct, frozen=True):
-    """What waits for a function: not yet delivered, delivered but not acked, pull waiters."""
-
-    num_pending: int
-    num_ack_pending: int
-    num_waiting: int
-
-    @property
-    def total(self) -> int:
-        return self.num_pending + self.num_ack_pending
-
-
-class Broker:
+class Broker(StreamAdmin):
     """One NATS connection with its JetStream context and one reply inbox."""
 
     def __init__(self, nc: NatsClient, url: str) -> None:
@@ -120,101 +82,6 @@ class Broker:
     async def flush(self) -> None:
         await self.nc.flush()
 
-    # -- streams and consumers -------------------------------------------------
-
-    async def ensure_calls_stream(self, limits: StreamLimits) -> None:
-        """Create the work-queue stream of calls, or check that the existing one fits."""
-        config = api.StreamConfig(
-            name=CALLS_STREAM,
-            subjects=[CALLS_SUBJECTS],
-            retention=api.RetentionPolicy.WORK_QUEUE,
-            storage=api.StorageType.FILE,
-            discard=api.DiscardPolicy.NEW,
-            max_bytes=limits.max_bytes,
-            max_msgs=limits.max_msgs,
-            max_msg_size=limits.max_msg_bytes,
-            duplicate_window=limits.duplicate_window_s,
-            num_replicas=limits.replicas,
-        )
-        try:
-            info = await self.js.stream_info(CALLS_STREAM)
-        except nats.js.errors.NotFoundError:
-            await self._add_stream(config)
-            return
-        except nats.errors.TimeoutError as exc:
-            raise BrokerUnavailable(f"JetStream at {self.url} did not answer") from exc
-        if info.config.retention != api.RetentionPolicy.WORK_QUEUE:
-            raise StreamConflict(
-                f"stream {CALLS_STREAM} exists with retention {info.config.retention}; "
-                "Autan needs a work-queue stream: delete it (nats stream rm) and restart"
-            )
-
-    async def _add_stream(self, config: api.StreamConfig) -> None:
-        try:
-            await self.js.add_stream(config)
-        except nats.js.errors.ServiceUnavailableError as exc:
-            raise BrokerUnavailable(
-                f"JetStream is not enabled on {self.url}: start nats-server with -js"
-            ) from exc
-        except nats.js.errors.BadRequestError as exc:
-            raise StreamConflict(
-                f"cannot create stream {CALLS_STREAM} for {CALLS_SUBJECTS}: {exc.description}"
-            ) from exc
-
-    async def ensure_consumer(self, app: str, fn: str, subject: str, policy: ConsumerPolicy) -> str:
-        """The durable pull consumer of one function, created or updated to `policy`."""
-        durable = consumer_name(app, fn)
-        config = api.ConsumerConfig(
-            durable_name=durable,
-            filter_subject=subject,
-            ack_policy=api.AckPolicy.EXPLICIT,
-            deliver_policy=api.DeliverPolicy.ALL,
-            ack_wait=policy.ack_wait_s,
-            max_ack_pending=policy.max_ack_pending,
-            max_waiting=512,
-            inactive_threshold=None,
-        )
-        await self.js.add_consumer(CALLS_STREAM, config)
-        return durable
-
-    async def backlog(self, app: str, fn: str) -> Backlog:
-        try:
-            info = await self.js.consumer_info(CALLS_STREAM, consumer_name(app, fn))
-        except nats.errors.TimeoutError as exc:
-            raise BrokerUnavailable(f"JetStream at {self.url} did not answer") from exc
-        return Backlog(
-            num_pending=info.num_pending or 0,
-            num_ack_pending=info.num_ack_pending or 0,
-            num_waiting=info.num_waiting or 0,
-        )
-
-    async def oldest_age_s(self, app: str, fn: str) -> float:
-        """Seconds since the oldest call of `app.fn` still in the stream was stored (0: none)."""
-        try:
-            oldest = await self.js.get_msg(
-                CALLS_STREAM, seq=1, subject=call_subject(app, fn), next=True
-            )
-        except nats.js.errors.NotFoundError:
-            return 0.0
-        except nats.errors.TimeoutError as exc:
-            raise BrokerUnavailable(f"JetStream at {self.url} did not answer") from exc
-        if oldest.time is None:
-            return 0.0
-        return max(0.0, time.time() - oldest.time.timestamp())
-
-    async def pull(self, app: str, fn: str, *, window: int) -> PullFeed:
-        """A feed of the function's calls; `feed.ack_wait_s` is the consumer's ack deadline."""
-        info = await self.js.consumer_info(CALLS_STREAM, consumer_name(app, fn))
-        feed = PullFeed(
-            self.nc,
-            CALLS_STREAM,
-            consumer_name(app, fn),
-            window=window,
-            ack_wait_s=float(info.config.ack_wait or 30.0),
-        )
-        await feed.start()
-        return feed
-
     async def watch_subject(self, subject: str, on_message: Callable[[], None]) -> Watch:
         """Call `on_message` for each message published on `subject` (core NATS, no copy)."""
 
@@ -242,9 +109,11 @@ class Broker:
 
     # -- publishing ----------------------------------------------------------------
 
-    async def publish(self, subject: str, data: bytes) -> None:
+    async def publish(
+        self, subject: str, data: bytes, headers: dict[str, str] | None = None
+    ) -> None:
         """Core NATS publish (fire and forget), e.g. a result to a caller's inbox."""
-        await self.nc.publish(subject, data)
+        await self.nc.publish(subject, data, headers=headers)
 
     async def submit(
         self, subject: str, msg_id: str, data: bytes, *, expect_result: bool = False

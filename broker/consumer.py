@@ -26,11 +26,21 @@ _REQUEST_EXPIRES_S = 10.0
 class Delivery:
     """One delivered message: its bytes, how often it was delivered, and its acks."""
 
-    __slots__ = ("_msg", "data", "num_delivered", "num_pending", "received_at", "stored_unix_s")
+    __slots__ = (
+        "_msg",
+        "data",
+        "num_delivered",
+        "num_pending",
+        "received_at",
+        "stored_unix_s",
+        "stream_seq",
+        "subject",
+    )
 
     def __init__(self, msg: Msg) -> None:
         self._msg = msg
         self.data: bytes = msg.data
+        self.subject: str = msg.subject
         self.received_at = time.monotonic()
         # The ack subject carries the metadata: $JS.ACK.<stream>.<consumer>.<delivered>.
         # <stream seq>.<consumer seq>.<ns timestamp>.<pending> (v2 adds domain and account
@@ -38,6 +48,7 @@ class Delivery:
         tokens = msg.reply.split(".")
         base = 2 if len(tokens) == 9 else 4
         self.num_delivered = int(tokens[base + 2])
+        self.stream_seq = int(tokens[base + 3])
         self.stored_unix_s = int(tokens[base + 5]) / 1e9
         self.num_pending = int(tokens[base + 6])
 

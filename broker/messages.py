@@ -68,6 +68,7 @@ class CallMsg(msgspec.Struct, frozen=True, tag="call"):
     record: bool = False
     created_unix_s: float = 0.0
     timeout_s: float | None = None
+    subject: str = ""  # for a call made by a trigger: the subject of the message
 
 
 class ErrorInfo(msgspec.Struct, frozen=True):

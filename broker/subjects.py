@@ -11,6 +11,9 @@ __all__ = [
     "call_subject",
     "consumer_name",
     "function_key",
+    "subject_covers",
+    "subjects_overlap",
+    "trigger_stream_name",
 ]
 
 CALLS_STREAM = "AUTAN_CALLS"
@@ -33,3 +36,40 @@ def consumer_name(app: str, fn: str) -> str:
 def function_key(app: str, fn: str) -> str:
     """The registry key of one function: `<app>.<fn>`."""
     return f"{app}.{fn}"
+
+
+def trigger_stream_name(app: str, fn: str) -> str:
+    """The stream created for a trigger no existing stream captures."""
+    return f"AUTAN_TRIGGER_{app}_{fn}".replace(".", "_").replace("-", "_").upper()
+
+
+def subject_covers(pattern: str, subject: str) -> bool:
+    """Whether every subject that `subject` matches is matched by `pattern` too.
+
+    >>> subject_covers("uploads.>", "uploads.images.*")
+    True
+    """
+    wanted, given = pattern.split("."), subject.split(".")
+    for index, token in enumerate(wanted):
+        if token == ">":
+            return len(given) > index
+        if index >= len(given) or given[index] == ">":
+            return False
+        if token != "*" and token != given[index]:
+            return False
+    return len(given) == len(wanted)
+
+
+def subjects_overlap(a: str, b: str) -> bool:
+    """Whether some subject is matched by both `a` and `b`."""
+    left, right = a.split("."), b.split(".")
+    for index in range(max(len(left), len(right))):
+        x = left[index] if index < len(left) else None
+        y = right[index] if index < len(right) else None
+        if x == ">" or y == ">":
+            return x is not None and y is not None
+        if x is None or y is None:
+            return False
+        if x != "*" and y != "*" and x != y:
+            return False
+    return True

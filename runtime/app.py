@@ -85,6 +85,8 @@ class App:
         concurrency: int = ...,
         setup: Callable[[Context], Any] | None = ...,
         name: str | None = ...,
+        on: str | None = ...,
+        emit: str | None = ...,
     ) -> Callable[[Callable[[Context, list[T]], list[U]]], BatchedFunction[T, U]]: ...
 
     @overload
@@ -100,6 +102,8 @@ class App:
         concurrency: int = ...,
         setup: Callable[[Context], Any] | None = ...,
         name: str | None = ...,
+        on: str | None = ...,
+        emit: str | None = ...,
     ) -> _Decorator: ...
 
     def function(
@@ -114,11 +118,15 @@ class App:
         concurrency: int = 1,
         setup: Callable[[Context], Any] | None = None,
         name: str | None = None,
+        on: str | None = None,
+        emit: str | None = None,
     ) -> Callable[[Callable[..., Any]], Any]:
         """Declare a function of this app; options are checked here, not at the first call.
 
         The function takes a `Context` first. With `batching`, it takes a list of inputs and
-        returns a list of results of the same length; callers still pass one input.
+        returns a list of results of the same length; callers still pass one input. With
+        `on="uploads.>"`, every message published on a matching subject is a call whose one
+        argument is the message's bytes; `emit="subject"` publishes every result there.
         """
         options = FunctionOptions(
             models=dict(models or {}),
@@ -128,6 +136,8 @@ class App:
             timeout_s=float(timeout_s),
             gpu=gpu,
             concurrency=concurrency,
+            on=on,
+            emit=emit,
         )
         options.validate()
 

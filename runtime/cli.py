@@ -60,6 +60,14 @@ def _parser() -> argparse.ArgumentParser:
     invoke.add_argument("--file", type=Path, help="pass this file's bytes as the argument")
     invoke.add_argument("--kwargs", help="keyword arguments as a JSON object")
 
+    trigger = commands.add_parser("trigger", help="message triggers (functions with on=)")
+    trigger_commands = trigger.add_subparsers(dest="trigger_command", required=True)
+    replay = trigger_commands.add_parser("replay", help="deliver a trigger's past events again")
+    replay.add_argument("function", metavar="APP.FN")
+    since = replay.add_mutually_exclusive_group(required=True)
+    since.add_argument("--since", type=_duration_s, help="how far back: 30s, 10m, 2h, 1d")
+    since.add_argument("--from-seq", type=int, help="the first stream sequence to deliver")
+
     commands.add_parser("ls", help="list deployed functions, versions and workers")
     commands.add_parser("status", help="backlog, workers and the last scaling decision")
 
@@ -124,6 +132,10 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
             return 0
         case "ls":
             return await commands.ls(settings)
+        case "trigger":
+            return await commands.replay(
+                settings, args.function, since_s=args.since, from_seq=args.from_seq
+            )
         case "worker":
             return await commands.worker(
                 settings,
@@ -133,6 +145,16 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
                 boot=_boot(args.started_unix_s),
             )
     raise AssertionError(args.command)
+
+
+def _duration_s(text: str) -> float:
+    """`30s`, `10m`, `2h`, `1d` (or plain seconds) in seconds."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    number, unit = (text[:-1], text[-1]) if text and text[-1] in units else (text, "s")
+    try:
+        return float(number) * units[unit]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: write a duration like 30s, 10m, 2h") from None
 
 
 def _boot(main_unix_s: float) -> Boot:

@@ -22,7 +22,7 @@ from runtime.worker import Boot, Worker
 from runtime.workers import WorkerDirectory
 from storage import ArtifactStore
 
-__all__ = ["deploy", "invoke", "ls", "serve", "status", "up", "worker"]
+__all__ = ["deploy", "invoke", "ls", "replay", "serve", "status", "up", "worker"]
 
 log = structlog.get_logger("autan")
 
@@ -64,6 +64,24 @@ async def invoke(settings: Settings, qualname: str, value: Any, kwargs: dict[str
         await session.close()
 
 
+async def replay(
+    settings: Settings, qualname: str, *, since_s: float | None, from_seq: int | None
+) -> int:
+    """Deliver the past events of a trigger again (at least once, from the given point)."""
+    app, fn = _split(qualname)
+    session = await Session.open(settings, name="autan-replay")
+    try:
+        spec = await session.registry.get(app, fn, cached=False)
+        if spec.trigger is None:
+            raise ValueError(f"{qualname} has no trigger (on=...): nothing to replay")
+        await session.broker.replay(spec.trigger, since_s=since_s, from_seq=from_seq)
+    finally:
+        await session.close()
+    start = f"sequence {from_seq}" if from_seq is not None else f"the last {since_s:g} s"
+    print(f"{qualname}: events of {spec.trigger.stream} from {start} will be delivered again")
+    return 0
+
+
 async def ls(settings: Settings) -> int:
     session = await Session.open(settings, name="autan-ls")
     try:
@@ -72,7 +90,7 @@ async def ls(settings: Settings) -> int:
         alive = await workers.alive()
         print(f"{'FUNCTION':<24} {'VERSION':<18} {'WORKERS':>7} {'BACKLOG':>7}  PROVIDERS")
         for spec in sorted(specs, key=lambda s: s.qualname):
-            backlog = await session.broker.backlog(spec.app, spec.name)
+            backlog = await session.broker.backlog(spec.source)
             mine = [w for w in alive if w.function == spec.qualname]
             providers = sorted({p for w in mine for p in w.providers})
             print(

@@ -20,7 +20,7 @@ class Context:
     `ctx.state` holds what the function's `setup` hook returned (None without one).
     """
 
-    __slots__ = ("attempt", "call_id", "function", "log", "models", "state")
+    __slots__ = ("attempt", "call_id", "function", "log", "models", "state", "subject")
 
     def __init__(
         self,
@@ -31,6 +31,7 @@ class Context:
         call_id: str = "",
         attempt: int = 1,
         log: structlog.typing.FilteringBoundLogger | None = None,
+        subject: str = "",
     ) -> None:
         self.function = function
         self.models = models
@@ -38,8 +39,9 @@ class Context:
         self.call_id = call_id
         self.attempt = attempt
         self.log = log or structlog.get_logger(function=function)
+        self.subject = subject  # the subject a triggering message was published on
 
-    def for_call(self, call_id: str, attempt: int) -> Context:
+    def for_call(self, call_id: str, attempt: int, subject: str = "") -> Context:
         """A copy bound to one call (cheap: models and state are shared)."""
         return Context(
             function=self.function,
@@ -48,4 +50,5 @@ class Context:
             call_id=call_id,
             attempt=attempt,
             log=self.log.bind(call_id=call_id),
+            subject=subject,
         )

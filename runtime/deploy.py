@@ -23,7 +23,7 @@ import cloudpickle
 import msgspec
 import structlog
 
-from broker import Broker, ConsumerPolicy, call_subject
+from broker import Broker, ConsumerPolicy, Source, StreamLimits
 from runtime.app import App
 from runtime.errors import DeployError
 from runtime.handles import BatchedFunction, Function
@@ -105,6 +105,7 @@ async def _deploy_one(handle: Handle, target: _Target) -> DeployResult:
         deployed_unix_s=time.time(),
     )
     await artifacts.store.put(spec.manifest_key, manifest.sign(key))
+    spec = msgspec.structs.replace(spec, trigger=await _trigger(handle, target))
     await _ensure_consumer(broker, spec, target.consumer)
     await registry.put(spec)
     log.info("deployed", function=handle.qualname, version=version, uploaded_bytes=uploaded)
@@ -119,8 +120,17 @@ async def _unchanged(current: FunctionSpec | None, version: str, artifacts: Arti
 
 
 async def _ensure_consumer(broker: Broker, spec: FunctionSpec, policy: ConsumerPolicy) -> None:
-    subject = call_subject(spec.app, spec.name)
-    await broker.ensure_consumer(spec.app, spec.name, subject, policy)
+    await broker.ensure_consumer(spec.source, policy)
+
+
+async def _trigger(handle: Handle, target: _Target) -> Source | None:
+    """For `on=` functions: the stream capturing the subject, found or created."""
+    subject = handle.options.on
+    if subject is None:
+        return None
+    return await target.broker.ensure_trigger_source(
+        handle.app.name, handle.name, subject, StreamLimits()
+    )
 
 
 async def _model_digests(handle: Handle) -> dict[str, tuple[Path, Digest]]:

@@ -34,6 +34,7 @@ class Invocation(msgspec.Struct, frozen=True):
     attempt: int
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
+    subject: str = ""  # for calls made by a trigger: where the message was published
 
 
 class Outcome(msgspec.Struct, frozen=True):
@@ -176,7 +177,7 @@ class Executor:
 
     async def _call_async(self, call: Invocation) -> Outcome:
         started = time.perf_counter()
-        ctx = self.ctx.for_call(call.call_id, call.attempt)
+        ctx = self.ctx.for_call(call.call_id, call.attempt, call.subject)
         try:
             with anyio.fail_after(self.timeout_s):
                 value = await self.fn(ctx, *call.args, **call.kwargs)
@@ -251,7 +252,7 @@ class Executor:
 
     def _call_sync(self, call: Invocation) -> Outcome:
         started = time.perf_counter()
-        ctx = self.ctx.for_call(call.call_id, call.attempt)
+        ctx = self.ctx.for_call(call.call_id, call.attempt, call.subject)
         try:
             value = self.fn(ctx, *call.args, **call.kwargs)
         except Exception as exc:

@@ -7,11 +7,13 @@ back with its backoff delay; a refused artifact fails every call with the reason
 
 from __future__ import annotations
 
+import base64
 import time
 from collections.abc import Sequence
 from typing import Any
 
 import anyio
+import msgspec
 
 from broker import (
     RESULTS_BUCKET,
@@ -19,6 +21,7 @@ from broker import (
     Delivery,
     ErrorInfo,
     Failure,
+    Inline,
     KeyExists,
     Result,
     Success,
@@ -63,7 +66,7 @@ class CallHandler:
     ) -> None:
         runnable: list[tuple[Delivery, CallMsg, Invocation]] = []
         for delivery in batch:
-            call = decode_call(delivery.data)
+            call = self._call_of(delivery)
             if broken is not None:
                 await self._fail(delivery, call, broken)
             elif delivery.num_delivered > self.spec.options.retries.max_attempts + (
@@ -74,6 +77,20 @@ class CallHandler:
                 runnable.append((delivery, call, await self._invocation(delivery, call)))
         if runnable and executor is not None:
             await self._run(runnable, executor)
+
+    def _call_of(self, delivery: Delivery) -> CallMsg:
+        """The call a delivery carries; a trigger's message is the one argument of a call."""
+        if not self.spec.options.on:
+            return decode_call(delivery.data)
+        source = self.spec.source
+        return CallMsg(
+            call_id=f"{source.stream}-{delivery.stream_seq}",
+            app=self.spec.app,
+            fn=self.spec.name,
+            payload=Inline(encode_value(((delivery.data,), {}))),
+            created_unix_s=delivery.stored_unix_s,
+            subject=delivery.subject,
+        )
 
     async def keep_alive(self, ack_wait_s: float) -> None:
         """Tell JetStream that running calls are still running, so none is redelivered."""
@@ -97,7 +114,11 @@ class CallHandler:
     async def _invocation(self, delivery: Delivery, call: CallMsg) -> Invocation:
         args, kwargs = decode_value(await self.session.load(call.payload))
         return Invocation(
-            call_id=call.call_id, attempt=delivery.num_delivered, args=tuple(args), kwargs=kwargs
+            call_id=call.call_id,
+            attempt=delivery.num_delivered,
+            args=tuple(args),
+            kwargs=kwargs,
+            subject=call.subject,
         )
 
     async def _settle(self, delivery: Delivery, call: CallMsg, outcome: Outcome | None) -> None:
@@ -107,11 +128,15 @@ class CallHandler:
         if outcome.error is not None:
             await self._failed_attempt(delivery, call, outcome.error)
             return
+        emit = self.spec.options.emit
         try:
             data = encode_value(outcome.value)
+            emitted = emitted_bytes(outcome.value) if emit else b""
         except UnencodableValue as exc:
             await self._fail(delivery, call, error_info(exc))
             return
+        if emit:
+            await self._emit(emit, call, emitted)
         result = Success(
             call_id=call.call_id,
             payload=await self.session.offload(f"results/{call.call_id}", data),
@@ -121,6 +146,10 @@ class CallHandler:
             cold_start_ms=self._take_cold_start(outcome),
         )
         await self._deliver(delivery, call, result)
+
+    async def _emit(self, subject: str, call: CallMsg, data: bytes) -> None:
+        headers = {"Autan-Call-Id": call.call_id, "Autan-Function": self.spec.qualname}
+        await self.session.broker.publish(subject, data, headers=headers)
 
     def _timings(self, call: CallMsg, outcome: Outcome) -> dict[str, float]:
         timings = {"run": round(outcome.run_ms, 3)}
@@ -187,3 +216,26 @@ def _lost_error(deliveries: int) -> ErrorInfo:
         message=f"the call was delivered {deliveries} times and no worker finished it "
         "(workers crashed or were killed while running it)",
     )
+
+
+def emitted_bytes(value: Any) -> bytes:
+    """What `emit` publishes for a result: bytes as they are, str as UTF-8, others as JSON.
+
+    So the next function in a chain (`on=` the same subject) receives plain bytes.
+    """
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode()
+    try:
+        return msgspec.json.encode(value, enc_hook=_to_json)
+    except (TypeError, NotImplementedError) as exc:
+        raise UnencodableValue(f"cannot emit the result as JSON: {exc}") from exc
+
+
+def _to_json(value: Any) -> Any:
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode()
+    raise NotImplementedError(f"cannot emit a value of type {type(value).__qualname__}")

@@ -35,10 +35,14 @@ class FunctionOptions(msgspec.Struct, frozen=True, kw_only=True):
     timeout_s: float = 60.0
     gpu: bool | Literal["auto"] = False
     concurrency: int = 1
+    on: str | None = None  # a NATS subject: every message published there is a call
+    emit: str | None = None  # publish each result (of any call) to this subject
 
     def validate(self) -> None:
         if not 0 < self.timeout_s <= 7 * 24 * 3600:
             raise InvalidOption(f"timeout_s={self.timeout_s}: use a positive number of seconds")
+        _check_subject("on", self.on, wildcards=True)
+        _check_subject("emit", self.emit, wildcards=False)
         if self.gpu not in (True, False, "auto"):
             raise InvalidOption(f"gpu={self.gpu!r}: use True, False or 'auto'")
         if not 1 <= self.concurrency <= 1024:
@@ -48,6 +52,25 @@ class FunctionOptions(msgspec.Struct, frozen=True, kw_only=True):
                 raise InvalidOption(
                     f"models[{key!r}] is {model!r}: use Model.file('path/to/model.onnx')"
                 )
+
+
+def _check_subject(option: str, subject: str | None, *, wildcards: bool) -> None:
+    if subject is None:
+        return
+    tokens = subject.split(".")
+    allowed = "'*' and a final '>'" if wildcards else "no wildcards"
+    bad = (
+        not subject
+        or any(not t or any(c.isspace() for c in t) for t in tokens)
+        or (not wildcards and any(t in ("*", ">") for t in tokens))
+        or ">" in tokens[:-1]
+        or subject.startswith(("autan.", "$", "_INBOX."))
+    )
+    if bad:
+        raise InvalidOption(
+            f"{option}={subject!r}: give a NATS subject like 'uploads.images' ({allowed}; "
+            "not under autan., $ or _INBOX.)"
+        )
 
 
 class _Handle:

@@ -14,7 +14,7 @@ import msgspec
 import structlog
 from anyio.abc import TaskGroup, TaskStatus
 
-from broker import Backlog, Broker, Bucket, Watch, call_subject
+from broker import Backlog, Broker, Bucket, Watch
 from runtime.metrics import ScalerMetrics
 from runtime.provider import LocalProvider, WorkerProcess
 from runtime.registry import Registry
@@ -135,8 +135,8 @@ class Scaler:
 
     async def _tick(self, tracked: _Tracked) -> None:
         spec = tracked.spec
-        backlog = await self.broker.backlog(spec.app, spec.name)
-        oldest_s = await self.broker.oldest_age_s(spec.app, spec.name) if backlog.total else 0.0
+        backlog = await self.broker.backlog(spec.source)
+        oldest_s = await self.broker.oldest_age_s(spec.source) if backlog.total else 0.0
         workers = [w for w in self.provider.workers(spec.qualname) if not w.stopping]
         load = _load(backlog, oldest_s, workers)
         policy = spec.options.scaling
@@ -180,9 +180,7 @@ class Scaler:
     async def _watch_at_zero(self, tracked: _Tracked, desired: int) -> None:
         spec = tracked.spec
         if desired == 0 and tracked.wake is None:
-            tracked.wake = await self.broker.watch_subject(
-                call_subject(spec.app, spec.name), self.wake
-            )
+            tracked.wake = await self.broker.watch_subject(spec.source.subject, self.wake)
         elif desired > 0:
             await self._unwatch(tracked)
 

@@ -8,6 +8,7 @@ import sys
 
 import msgspec
 
+from broker import Source, calls_source
 from runtime.handles import FunctionOptions
 
 __all__ = ["FunctionSpec", "Manifest", "ModelEntry", "python_version"]
@@ -67,7 +68,13 @@ class FunctionSpec(msgspec.Struct, frozen=True, kw_only=True):
     options: FunctionOptions
     models: tuple[ModelEntry, ...] = ()
     deployed_unix_s: float = 0.0
+    trigger: Source | None = None  # set for functions with `on=`: the stream that feeds them
 
     @property
     def qualname(self) -> str:
         return f"{self.app}.{self.name}"
+
+    @property
+    def source(self) -> Source:
+        """Where this function's calls come from: its trigger stream, or the calls stream."""
+        return self.trigger or calls_source(self.app, self.name)

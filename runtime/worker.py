@@ -97,7 +97,7 @@ class Worker:
             self.cold_start_ms["registry"] = _ms_since(started)
             executor, broken = await self._prepare(session, spec)
             started = time.perf_counter()
-            feed = await session.broker.pull(self.app, self.fn, window=_window(spec))
+            feed = await session.broker.pull(spec.source, window=_window(spec))
             self.cold_start_ms["subscribe"] = _ms_since(started)
             self._mark_ready()
             task_status.started()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from broker import Broker, ConsumerPolicy, QueueFull, StreamLimits, call_subject
+from broker import Broker, ConsumerPolicy, QueueFull, StreamLimits, call_subject, calls_source
 from runtime.embedded import NatsServer, free_port
 
 
@@ -26,7 +26,7 @@ async def small_broker(tmp_path: Path) -> AsyncIterator[Broker]:
 async def test_full_queue_refuses_and_keeps_what_it_accepted(small_broker: Broker) -> None:
     await small_broker.ensure_calls_stream(StreamLimits(max_msgs=5))
     subject = call_subject("app", "fn")
-    await small_broker.ensure_consumer("app", "fn", subject, ConsumerPolicy())
+    await small_broker.ensure_consumer(calls_source("app", "fn"), ConsumerPolicy())
     sequences = [
         await (await small_broker.submit(subject, f"id{i}", b"x")).acked() for i in range(5)
     ]
@@ -36,28 +36,28 @@ async def test_full_queue_refuses_and_keeps_what_it_accepted(small_broker: Broke
     waiting = await small_broker.submit(subject, "id6", b"x", expect_result=True)
     with pytest.raises(QueueFull):
         await waiting.result()
-    backlog = await small_broker.backlog("app", "fn")
+    backlog = await small_broker.backlog(calls_source("app", "fn"))
     assert backlog.num_pending == 5
 
 
 async def test_same_call_id_is_stored_once(small_broker: Broker) -> None:
     await small_broker.ensure_calls_stream(StreamLimits())
     subject = call_subject("app", "fn")
-    await small_broker.ensure_consumer("app", "fn", subject, ConsumerPolicy())
+    await small_broker.ensure_consumer(calls_source("app", "fn"), ConsumerPolicy())
     first = await (await small_broker.submit(subject, "same", b"x")).acked()
     second = await (await small_broker.submit(subject, "same", b"x")).acked()
     assert first == second
-    assert (await small_broker.backlog("app", "fn")).num_pending == 1
+    assert (await small_broker.backlog(calls_source("app", "fn"))).num_pending == 1
 
 
 async def test_pull_feed_batches_and_acks(small_broker: Broker) -> None:
     await small_broker.ensure_calls_stream(StreamLimits())
     subject = call_subject("app", "fn")
-    await small_broker.ensure_consumer("app", "fn", subject, ConsumerPolicy())
+    await small_broker.ensure_consumer(calls_source("app", "fn"), ConsumerPolicy())
     for i in range(40):
         await small_broker.submit(subject, f"m{i}", str(i).encode())
     await small_broker.flush()
-    feed = await small_broker.pull("app", "fn", window=64)
+    feed = await small_broker.pull(calls_source("app", "fn"), window=64)
     received: list[bytes] = []
     while len(received) < 40:
         batch = await feed.next_batch(16, 0.05, idle_s=5)

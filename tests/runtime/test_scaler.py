@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Callable
 import anyio
 import pytest
 
-from broker import Broker
+from broker import Broker, calls_source
 from runtime import Call
 from runtime.provider import LocalProvider, WorkerProcess
 from runtime.scaler import Scaler
@@ -52,7 +52,7 @@ async def running(scaled_stack: Stack) -> AsyncIterator[Running]:
 
 
 async def _delivered(broker: Broker) -> bool:
-    return (await broker.backlog("scaled", "slow")).num_ack_pending > 0
+    return (await broker.backlog(calls_source("scaled", "slow"))).num_ack_pending > 0
 
 
 async def _all_exit(workers: list[WorkerProcess]) -> None:
