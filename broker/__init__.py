@@ -5,6 +5,7 @@ Only this package imports `nats`; its errors are translated into `broker.errors`
 
 from broker.connection import Broker, Submission, Watch
 from broker.consumer import Delivery, PullFeed
+from broker.deadletters import DeadLetterStream, StoredLetter
 from broker.errors import (
     BrokerError,
     BrokerUnavailable,
@@ -18,6 +19,7 @@ from broker.ids import new_call_id
 from broker.kv import Bucket
 from broker.messages import (
     CallMsg,
+    DeadLetter,
     ErrorInfo,
     Failure,
     Inline,
@@ -27,6 +29,7 @@ from broker.messages import (
     Success,
     UnencodableValue,
     decode_call,
+    decode_dead_letter,
     decode_result,
     decode_value,
     encode,
@@ -37,16 +40,19 @@ from broker.streams import Backlog, ConsumerPolicy, Source, StreamLimits, calls_
 from broker.subjects import (
     CALLS_STREAM,
     CONFIG_BUCKET,
+    DLQ_STREAM,
     REGISTRY_BUCKET,
     RESULTS_BUCKET,
     call_subject,
     consumer_name,
+    dlq_subject,
     function_key,
 )
 
 __all__ = [
     "CALLS_STREAM",
     "CONFIG_BUCKET",
+    "DLQ_STREAM",
     "REGISTRY_BUCKET",
     "RESULTS_BUCKET",
     "Backlog",
@@ -56,6 +62,8 @@ __all__ = [
     "Bucket",
     "CallMsg",
     "ConsumerPolicy",
+    "DeadLetter",
+    "DeadLetterStream",
     "Delivery",
     "ErrorInfo",
     "Failure",
@@ -69,6 +77,7 @@ __all__ = [
     "Reply",
     "Result",
     "Source",
+    "StoredLetter",
     "StoredRef",
     "StreamConflict",
     "StreamLimits",
@@ -80,8 +89,10 @@ __all__ = [
     "calls_source",
     "consumer_name",
     "decode_call",
+    "decode_dead_letter",
     "decode_result",
     "decode_value",
+    "dlq_subject",
     "encode",
     "encode_value",
     "function_key",

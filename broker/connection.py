@@ -16,6 +16,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext, api
 
+from broker.deadletters import DeadLetterStream
 from broker.errors import BrokerError, BrokerUnavailable, PublishRejected, QueueFull
 from broker.kv import Bucket
 from broker.replies import Reply, ReplyMux
@@ -38,6 +39,7 @@ class Broker(StreamAdmin):
         self.js: JetStreamContext = nc.jetstream(timeout=5.0)
         self.replies = ReplyMux(nc)
         self._buckets: dict[str, Bucket] = {}
+        self.dead_letters = DeadLetterStream(self.js, url)
         self._errors: _ErrorLog | None = None
 
     @classmethod

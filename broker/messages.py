@@ -14,6 +14,7 @@ import numpy as np
 
 __all__ = [
     "CallMsg",
+    "DeadLetter",
     "ErrorInfo",
     "Failure",
     "Inline",
@@ -23,6 +24,7 @@ __all__ = [
     "Success",
     "UnencodableValue",
     "decode_call",
+    "decode_dead_letter",
     "decode_result",
     "decode_value",
     "encode",
@@ -97,7 +99,23 @@ class Failure(msgspec.Struct, frozen=True, tag="error"):
 
 Result = Success | Failure
 
+
+class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
+    """A call that will not run again by itself: why, after how many attempts, and the call."""
+
+    call_id: str
+    app: str
+    fn: str
+    reason: str  # "failed" (last attempt failed), "expired" (waited past max_age_s), ...
+    error: ErrorInfo
+    attempts: int
+    call: bytes  # the CallMsg as it was published: redrive publishes it again
+    worker: str = ""
+    failed_unix_s: float = 0.0
+
+
 _call_decoder = msgspec.msgpack.Decoder(CallMsg)
+_dead_letter_decoder = msgspec.msgpack.Decoder(DeadLetter)
 _result_decoder = msgspec.msgpack.Decoder(Result)
 
 
@@ -148,7 +166,11 @@ def decode_value(data: bytes) -> Any:
     return _value_decoder.decode(data)
 
 
-def encode(message: CallMsg | Success | Failure) -> bytes:
+def decode_dead_letter(data: bytes) -> DeadLetter:
+    return _dead_letter_decoder.decode(data)
+
+
+def encode(message: CallMsg | Success | Failure | DeadLetter) -> bytes:
     return _envelope_encoder.encode(message)
 
 

@@ -18,6 +18,7 @@ from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext, api
 
 from broker.consumer import PullFeed
+from broker.deadletters import DeadLetterStream
 from broker.errors import BrokerUnavailable, StreamConflict
 from broker.subjects import (
     CALLS_STREAM,
@@ -97,6 +98,7 @@ class StreamAdmin:
             duplicate_window=limits.duplicate_window_s,
             num_replicas=limits.replicas,
         )
+        await DeadLetterStream(self.js, self.url).ensure()
         info = await self._stream_info(CALLS_STREAM)
         if info is None:
             await self._add_stream(config)

@@ -6,10 +6,13 @@ __all__ = [
     "CALLS_STREAM",
     "CALLS_SUBJECTS",
     "CONFIG_BUCKET",
+    "DLQ_STREAM",
+    "DLQ_SUBJECTS",
     "REGISTRY_BUCKET",
     "RESULTS_BUCKET",
     "call_subject",
     "consumer_name",
+    "dlq_subject",
     "function_key",
     "subject_covers",
     "subjects_overlap",
@@ -17,6 +20,8 @@ __all__ = [
 ]
 
 CALLS_STREAM = "AUTAN_CALLS"
+DLQ_STREAM = "AUTAN_DLQ"
+DLQ_SUBJECTS = "autan.dlq.>"
 CALLS_SUBJECTS = "autan.call.>"
 REGISTRY_BUCKET = "autan_functions"
 RESULTS_BUCKET = "autan_results"
@@ -26,6 +31,11 @@ CONFIG_BUCKET = "autan_config"
 def call_subject(app: str, fn: str) -> str:
     """`autan.call.<app>.<fn>`: where calls to one function are published."""
     return f"autan.call.{app}.{fn}"
+
+
+def dlq_subject(app: str, fn: str) -> str:
+    """`autan.dlq.<app>.<fn>`: where a function's dead letters are kept."""
+    return f"autan.dlq.{app}.{fn}"
 
 
 def consumer_name(app: str, fn: str) -> str:

@@ -87,6 +87,7 @@ class App:
         name: str | None = ...,
         on: str | None = ...,
         emit: str | None = ...,
+        max_age_s: float = ...,
     ) -> Callable[[Callable[[Context, list[T]], list[U]]], BatchedFunction[T, U]]: ...
 
     @overload
@@ -104,6 +105,7 @@ class App:
         name: str | None = ...,
         on: str | None = ...,
         emit: str | None = ...,
+        max_age_s: float = ...,
     ) -> _Decorator: ...
 
     def function(
@@ -120,6 +122,7 @@ class App:
         name: str | None = None,
         on: str | None = None,
         emit: str | None = None,
+        max_age_s: float = 6 * 3600.0,
     ) -> Callable[[Callable[..., Any]], Any]:
         """Declare a function of this app; options are checked here, not at the first call.
 
@@ -138,6 +141,7 @@ class App:
             concurrency=concurrency,
             on=on,
             emit=emit,
+            max_age_s=float(max_age_s),
         )
         options.validate()
 

@@ -68,6 +68,17 @@ def _parser() -> argparse.ArgumentParser:
     since.add_argument("--since", type=_duration_s, help="how far back: 30s, 10m, 2h, 1d")
     since.add_argument("--from-seq", type=int, help="the first stream sequence to deliver")
 
+    dlq = commands.add_parser("dlq", help="dead letters: calls that failed for good")
+    dlq_commands = dlq.add_subparsers(dest="dlq_command", required=True)
+    dlq_ls = dlq_commands.add_parser("ls", help="list dead letters")
+    dlq_ls.add_argument("function", nargs="?", metavar="APP.FN")
+    dlq_show = dlq_commands.add_parser("show", help="one dead letter with its error")
+    dlq_show.add_argument("ref", metavar="SEQ|CALL_ID")
+    dlq_redrive = dlq_commands.add_parser("redrive", help="run dead calls again (new call ids)")
+    dlq_redrive.add_argument("ref", metavar="SEQ|CALL_ID|APP.FN|all")
+    dlq_purge = dlq_commands.add_parser("purge", help="delete dead letters")
+    dlq_purge.add_argument("function", nargs="?", metavar="APP.FN")
+
     commands.add_parser("ls", help="list deployed functions, versions and workers")
     commands.add_parser("status", help="backlog, workers and the last scaling decision")
 
@@ -132,6 +143,8 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
             return 0
         case "ls":
             return await commands.ls(settings)
+        case "dlq":
+            return await commands.dlq(settings, args.dlq_command, args)
         case "trigger":
             return await commands.replay(
                 settings, args.function, since_s=args.since, from_seq=args.from_seq

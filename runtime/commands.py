@@ -11,6 +11,7 @@ import msgspec
 import structlog
 
 from broker import CONFIG_BUCKET, Broker, ConsumerPolicy, StreamLimits
+from runtime.deadletters import DeadLetters, Letter
 from runtime.deploy import DeployResult, deploy_app, discover_apps
 from runtime.embedded import NatsServer
 from runtime.metrics import ScalerMetrics
@@ -22,7 +23,7 @@ from runtime.worker import Boot, Worker
 from runtime.workers import WorkerDirectory
 from storage import ArtifactStore
 
-__all__ = ["deploy", "invoke", "ls", "replay", "serve", "status", "up", "worker"]
+__all__ = ["deploy", "dlq", "invoke", "ls", "replay", "serve", "status", "up", "worker"]
 
 log = structlog.get_logger("autan")
 
@@ -80,6 +81,75 @@ async def replay(
     start = f"sequence {from_seq}" if from_seq is not None else f"the last {since_s:g} s"
     print(f"{qualname}: events of {spec.trigger.stream} from {start} will be delivered again")
     return 0
+
+
+async def dlq(settings: Settings, command: str, args: Any) -> int:
+    """`autan dlq ls|show|redrive|purge`."""
+    session = await Session.open(settings, name="autan-dlq")
+    try:
+        letters = DeadLetters(session.broker)
+        match command:
+            case "ls":
+                print(_letters_table(await letters.list(*_optional_split(args.function))))
+            case "show":
+                letter = await letters.find(args.ref)
+                print(msgspec.json.format(msgspec.json.encode(_shown(letter)), indent=2).decode())
+            case "redrive":
+                for letter in await _to_redrive(letters, args.ref):
+                    new_id = await letters.redrive(letter)
+                    print(f"{letter.letter.call_id} -> {new_id}  ({letter.letter.app}."
+                          f"{letter.letter.fn}, was {letter.letter.reason})")  # fmt: skip
+            case "purge":
+                count = await letters.purge(*_optional_split(args.function))
+                print(f"purged {count} dead letter(s)")
+    finally:
+        await session.close()
+    return 0
+
+
+async def _to_redrive(letters: DeadLetters, ref: str) -> list[Letter]:
+    if ref == "all":
+        return await letters.list()
+    if "." in ref and not ref.isdigit():
+        return await letters.list(*_split(ref))
+    return [await letters.find(ref)]
+
+
+def _optional_split(qualname: str | None) -> tuple[str | None, str | None]:
+    return _split(qualname) if qualname else (None, None)
+
+
+def _shown(letter: Letter) -> dict[str, Any]:
+    dead = letter.letter
+    return {
+        "seq": letter.seq,
+        "call_id": dead.call_id,
+        "function": f"{dead.app}.{dead.fn}",
+        "reason": dead.reason,
+        "attempts": dead.attempts,
+        "failed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(dead.failed_unix_s)),
+        "worker": dead.worker,
+        "error": {
+            "type": dead.error.type,
+            "message": dead.error.message,
+            "traceback": dead.error.traceback,
+        },
+        "input_bytes": len(dead.call),
+    }
+
+
+def _letters_table(letters: list[Letter]) -> str:
+    if not letters:
+        return "no dead letters"
+    lines = [f"{'SEQ':>5}  {'CALL ID':<24} {'FUNCTION':<20} {'REASON':<9} {'TRIES':>5}  ERROR"]
+    for item in letters:
+        dead = item.letter
+        error = f"{dead.error.type}: {dead.error.message}"[:60]
+        lines.append(
+            f"{item.seq:>5}  {dead.call_id:<24} {dead.app + '.' + dead.fn:<20} "
+            f"{dead.reason:<9} {dead.attempts:>5}  {error}"
+        )
+    return "\n".join(lines)
 
 
 async def ls(settings: Settings) -> int:

@@ -18,6 +18,7 @@ import msgspec
 from broker import (
     RESULTS_BUCKET,
     CallMsg,
+    DeadLetter,
     Delivery,
     ErrorInfo,
     Failure,
@@ -28,6 +29,7 @@ from broker import (
     UnencodableValue,
     decode_call,
     decode_value,
+    dlq_subject,
     encode,
     encode_value,
 )
@@ -68,15 +70,31 @@ class CallHandler:
         for delivery in batch:
             call = self._call_of(delivery)
             if broken is not None:
-                await self._fail(delivery, call, broken)
+                await self._fail(delivery, call, broken, reason="rejected")
             elif delivery.num_delivered > self.spec.options.retries.max_attempts + (
                 LOST_ATTEMPTS_ALLOWED
             ):
-                await self._fail(delivery, call, _lost_error(delivery.num_delivered))
+                await self._fail(delivery, call, _lost_error(delivery.num_delivered), "lost")
+            elif self._expired(call):
+                await self._fail(delivery, call, self._expired_error(call), reason="expired")
             else:
                 runnable.append((delivery, call, await self._invocation(delivery, call)))
         if runnable and executor is not None:
             await self._run(runnable, executor)
+
+    def _expired(self, call: CallMsg) -> bool:
+        # Trigger events are exempt: replaying old events is deliberate.
+        if self.spec.options.on or not call.created_unix_s:
+            return False
+        return time.time() - call.created_unix_s > self.spec.options.max_age_s
+
+    def _expired_error(self, call: CallMsg) -> ErrorInfo:
+        waited_s = time.time() - call.created_unix_s
+        return ErrorInfo(
+            type="CallExpired",
+            message=f"the call waited {waited_s:.0f} s, past max_age_s="
+            f"{self.spec.options.max_age_s:g}, before a worker could run it",
+        )
 
     def _call_of(self, delivery: Delivery) -> CallMsg:
         """The call a delivery carries; a trigger's message is the one argument of a call."""
@@ -181,9 +199,16 @@ class CallHandler:
             return
         await self._fail(delivery, call, error)
 
-    async def _fail(self, delivery: Delivery, call: CallMsg, error: ErrorInfo) -> None:
+    async def _fail(
+        self, delivery: Delivery, call: CallMsg, error: ErrorInfo, reason: str = "failed"
+    ) -> None:
+        """The call's last word: a Failure to its caller and a dead letter to keep."""
         self.log.warning(
-            "call failed", call_id=call.call_id, error=error.type, message=error.message[:200]
+            "call failed",
+            call_id=call.call_id,
+            reason=reason,
+            error=error.type,
+            message=error.message[:200],
         )
         result = Failure(
             call_id=call.call_id,
@@ -191,23 +216,47 @@ class CallHandler:
             worker=self.worker_id,
             attempts=delivery.num_delivered,
         )
-        await self._deliver(delivery, call, result)
+        letter = DeadLetter(
+            call_id=call.call_id,
+            app=call.app,
+            fn=call.fn,
+            reason=reason,
+            error=error,
+            attempts=delivery.num_delivered,
+            call=encode(call) if self.spec.options.on else delivery.data,
+            worker=self.worker_id,
+            failed_unix_s=time.time(),
+        )
+        await self._deliver(delivery, call, result, letter)
 
-    async def _deliver(self, delivery: Delivery, call: CallMsg, result: Result) -> None:
+    async def _deliver(
+        self, delivery: Delivery, call: CallMsg, result: Result, letter: DeadLetter | None = None
+    ) -> None:
+        """Record (first writer wins), dead-letter, reply, and only then ack."""
         data = encode(result)
-        if call.record:
-            bucket = await self.session.broker.bucket(
-                RESULTS_BUCKET, ttl_s=self.session.settings.result_ttl_s
-            )
-            try:
-                await bucket.create(call.call_id, data)
-            except KeyExists:
-                self.log.info("result already recorded; this one is dropped", call_id=call.call_id)
-                await delivery.ack()
-                return
+        if call.record and not await self._record_first(call, data):
+            await delivery.ack()
+            return
+        if letter is not None:
+            broker = self.session.broker
+            subject = dlq_subject(call.app, call.fn)
+            stored = await broker.submit(subject, f"dlq-{call.call_id}", encode(letter))
+            await stored.acked()
         if call.reply:
             await self.session.broker.publish(call.reply, data)
         await delivery.ack()
+
+    async def _record_first(self, call: CallMsg, data: bytes) -> bool:
+        """Record the result unless one is recorded already (a late or duplicate attempt)."""
+        bucket = await self.session.broker.bucket(
+            RESULTS_BUCKET, ttl_s=self.session.settings.result_ttl_s
+        )
+        try:
+            await bucket.create(call.call_id, data)
+        except KeyExists:
+            self.log.info("result already recorded; this one is dropped", call_id=call.call_id)
+            return False
+        return True
 
 
 def _lost_error(deliveries: int) -> ErrorInfo:

@@ -35,6 +35,7 @@ class FunctionOptions(msgspec.Struct, frozen=True, kw_only=True):
     timeout_s: float = 60.0
     gpu: bool | Literal["auto"] = False
     concurrency: int = 1
+    max_age_s: float = 6 * 3600.0  # a call still waiting after this goes to the dead letters
     on: str | None = None  # a NATS subject: every message published there is a call
     emit: str | None = None  # publish each result (of any call) to this subject
 
@@ -45,6 +46,8 @@ class FunctionOptions(msgspec.Struct, frozen=True, kw_only=True):
         _check_subject("emit", self.emit, wildcards=False)
         if self.gpu not in (True, False, "auto"):
             raise InvalidOption(f"gpu={self.gpu!r}: use True, False or 'auto'")
+        if self.max_age_s <= 0:
+            raise InvalidOption(f"max_age_s={self.max_age_s}: use a positive number of seconds")
         if not 1 <= self.concurrency <= 1024:
             raise InvalidOption(f"concurrency={self.concurrency}: use 1 to 1024")
         for key, model in self.models.items():
