@@ -3,8 +3,13 @@
     python -m benchmarks.echo_latency     # .remote() p50/p99 vs nats-py request/reply (<= 2.0x)
     python -m benchmarks.map_throughput   # .map() calls/s vs JetStream publish + pull (>= 0.5x)
     python -m benchmarks.embed_overhead   # embed .remote() vs session.run alone (< 1 ms added)
+    python -m benchmarks.cold_start       # zero to first result vs a fresh ORT process (<= 0.5x)
+    python -m benchmarks.reaction         # first call at zero -> worker forked (p50 < 100 ms)
+    python -m benchmarks.burst            # 2,000 calls 0 -> 4 -> 0 workers vs one warm worker
 
 Each takes `--quick` and size flags, prints a table with the ratio and the goal, and writes
 `benchmarks/out/<name>.json`. They are not tests: `make bench` runs them, nothing asserts.
-Shared set-up (server, deploy, worker processes) is in `benchmarks.harness`.
+Shared set-up (server, deploy, worker processes) is in `benchmarks.harness`; the scaler and the
+local provider run in the benchmark's process through `benchmarks.fleet`, on the `bench` app
+(`benchmarks.apps`).
 """

@@ -94,11 +94,11 @@ class Stack:
     def nats_url(self) -> str:
         return self.server.url
 
-    async def deploy(self) -> None:
-        """Deploy the bundled `functions` package, as `autan deploy functions/` does."""
+    async def deploy(self, target: str | None = None) -> None:
+        """Deploy `target` (default: the bundled `functions`), as `autan deploy` does."""
         session = await Session.open(self.settings, name="bench-deploy")
         try:
-            await deploy_target(session, self.settings, str(ROOT / "functions"))
+            await deploy_target(session, self.settings, target or str(ROOT / "functions"))
         finally:
             await session.close()
 

@@ -16,6 +16,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext, api
 
+from broker.consumer import PullFeed
 from broker.deadletters import DeadLetterStream
 from broker.errors import BrokerError, BrokerUnavailable, PublishRejected, QueueFull
 from broker.kv import Bucket
@@ -40,6 +41,7 @@ class Broker(StreamAdmin):
         self.replies = ReplyMux(nc)
         self._buckets: dict[str, Bucket] = {}
         self.dead_letters = DeadLetterStream(self.js, url)
+        self._feeds: list[PullFeed] = []
         self._errors: _ErrorLog | None = None
 
     @classmethod
@@ -71,6 +73,7 @@ class Broker(StreamAdmin):
         errors.connected = True
         broker = cls(nc, url)
         broker._errors = errors
+        errors.on_reconnected.append(broker._reconnected)
         await broker.replies.start()
         return broker
 
@@ -80,6 +83,11 @@ class Broker(StreamAdmin):
         await self.replies.stop()
         if not self.nc.is_closed:
             await self.nc.drain()
+
+    def _reconnected(self) -> None:
+        # Pull requests die with the old connection: the feeds ask again.
+        for feed in self._feeds:
+            feed.forget_requests()
 
     async def flush(self) -> None:
         await self.nc.flush()
@@ -244,6 +252,7 @@ class _ErrorLog:
         self.url = url
         self.connected = False
         self._down = False
+        self.on_reconnected: list[Callable[[], None]] = []
 
     async def on_error(self, exc: Exception) -> None:
         if self.connected and not self._down:
@@ -255,6 +264,8 @@ class _ErrorLog:
             log.warning("disconnected from NATS; reconnecting", url=self.url)
 
     async def on_reconnect(self) -> None:
+        for callback in self.on_reconnected:
+            callback()
         if self._down:
             self._down = False
             log.info("reconnected to NATS", url=self.url)

@@ -77,7 +77,7 @@ class PullFeed:
         self._nc = nc
         self.ack_wait_s = ack_wait_s
         self._next_subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"
-        self._window = max(1, window)
+        self.window = max(1, window)
         self._inbox = nc.new_inbox()
         self._queue: asyncio.Queue[Delivery] = asyncio.Queue()
         self._outstanding = 0
@@ -86,6 +86,10 @@ class PullFeed:
 
     async def start(self) -> None:
         self._sub = await self._nc.subscribe(self._inbox, cb=self._on_msg)
+
+    def held(self) -> list[Delivery]:
+        """Delivered here but not yet handed out: their ack deadline runs too."""
+        return list(self._queue._queue)  # type: ignore[attr-defined]
 
     async def stop(self) -> list[Delivery]:
         """Stop receiving; returns the messages received but never handed out."""
@@ -143,12 +147,17 @@ class PullFeed:
 
     async def _top_up(self) -> None:
         held = self._outstanding + self._queue.qsize()
-        if self._sub is None or held > self._window // 2:
+        if self._sub is None or held > self.window // 2:
             return
-        want = self._window - held
+        want = self.window - held
         request = {"batch": want, "expires": int(_REQUEST_EXPIRES_S * 1e9)}
         self._outstanding += want
         await self._nc.publish(self._next_subject, json.dumps(request).encode(), self._inbox)
+
+    def forget_requests(self) -> None:
+        """The connection was re-established: requests made before are gone with it."""
+        self._outstanding = 0
+        self._last_activity = time.monotonic()
 
     def _expire_lost_requests(self) -> None:
         # A request can vanish without a status (server restart, reconnect):

@@ -13,6 +13,14 @@ from broker.errors import BrokerUnavailable, KeyExists, KeyNotFound
 
 __all__ = ["Bucket"]
 
+# What an unreachable or restarting server raises (the KV's own errors are caught first).
+_TRANSIENT = (
+    nats.errors.TimeoutError,
+    nats.errors.NoRespondersError,
+    nats.errors.ConnectionClosedError,
+    nats.js.errors.ServiceUnavailableError,
+)
+
 
 class Bucket:
     """Values by key in one bucket; `create` is first-writer-wins."""
@@ -26,15 +34,15 @@ class Bucket:
             entry = await self._kv.get(key)
         except nats.js.errors.KeyNotFoundError as exc:
             raise KeyNotFound(f"no key {key!r} in bucket {self.name!r}") from exc
-        except nats.errors.TimeoutError as exc:
-            raise BrokerUnavailable(f"reading {key!r} from {self.name!r} timed out") from exc
+        except _TRANSIENT as exc:
+            raise self._unavailable("reading", key) from exc
         return entry.value or b""
 
     async def put(self, key: str, value: bytes) -> int:
         try:
             return await self._kv.put(key, value)
-        except nats.errors.TimeoutError as exc:
-            raise BrokerUnavailable(f"writing {key!r} to {self.name!r} timed out") from exc
+        except _TRANSIENT as exc:
+            raise self._unavailable("writing", key) from exc
 
     async def create(self, key: str, value: bytes) -> int:
         """Write only if the key holds nothing yet; KeyExists when an earlier writer won."""
@@ -42,17 +50,25 @@ class Bucket:
             return await self._kv.create(key, value)
         except nats.js.errors.KeyWrongLastSequenceError as exc:
             raise KeyExists(f"{key!r} in bucket {self.name!r} is already written") from exc
-        except nats.errors.TimeoutError as exc:
-            raise BrokerUnavailable(f"writing {key!r} to {self.name!r} timed out") from exc
+        except _TRANSIENT as exc:
+            raise self._unavailable("writing", key) from exc
 
     async def delete(self, key: str) -> None:
-        await self._kv.delete(key)
+        try:
+            await self._kv.delete(key)
+        except _TRANSIENT as exc:
+            raise self._unavailable("deleting", key) from exc
 
     async def keys(self) -> list[str]:
         try:
             return sorted(await self._kv.keys())
         except nats.js.errors.NoKeysError:
             return []
+        except _TRANSIENT as exc:
+            raise self._unavailable("listing", "*") from exc
+
+    def _unavailable(self, doing: str, key: str) -> BrokerUnavailable:
+        return BrokerUnavailable(f"{doing} {key!r} in bucket {self.name!r} failed: NATS is away")
 
     async def watch(self) -> AsyncGenerator[tuple[str, bytes | None], None]:
         """Every key's current value, then each change as it happens (None: deleted)."""

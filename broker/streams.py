@@ -83,6 +83,7 @@ class StreamAdmin:
     nc: NatsClient
     js: JetStreamContext
     url: str
+    _feeds: list[PullFeed]
 
     async def ensure_calls_stream(self, limits: StreamLimits) -> None:
         """Create the work-queue stream of calls, or check that the existing one fits."""
@@ -190,6 +191,7 @@ class StreamAdmin:
             ack_wait_s=float(info.config.ack_wait or 30.0),
         )
         await feed.start()
+        self._feeds.append(feed)
         return feed
 
     async def _stream_info(self, name: str) -> api.StreamInfo | None:

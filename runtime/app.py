@@ -88,6 +88,7 @@ class App:
         on: str | None = ...,
         emit: str | None = ...,
         max_age_s: float = ...,
+        memory_mb: int | None = ...,
     ) -> Callable[[Callable[[Context, list[T]], list[U]]], BatchedFunction[T, U]]: ...
 
     @overload
@@ -106,6 +107,7 @@ class App:
         on: str | None = ...,
         emit: str | None = ...,
         max_age_s: float = ...,
+        memory_mb: int | None = ...,
     ) -> _Decorator: ...
 
     def function(
@@ -123,6 +125,7 @@ class App:
         on: str | None = None,
         emit: str | None = None,
         max_age_s: float = 6 * 3600.0,
+        memory_mb: int | None = None,
     ) -> Callable[[Callable[..., Any]], Any]:
         """Declare a function of this app; options are checked here, not at the first call.
 
@@ -142,6 +145,7 @@ class App:
             on=on,
             emit=emit,
             max_age_s=float(max_age_s),
+            memory_mb=memory_mb,
         )
         options.validate()
 

@@ -156,6 +156,7 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
                 threads=args.threads,
                 device=args.device,
                 boot=_boot(args.started_unix_s),
+                memory_mb=int(os.environ.get("AUTAN_MEMORY_LIMIT_MB", 0) or 0) or None,
             )
     raise AssertionError(args.command)
 

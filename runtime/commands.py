@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import resource
 import signal
 import time
 from typing import Any
@@ -41,7 +42,7 @@ async def deploy(settings: Settings, target: str) -> int:
 
 
 async def deploy_target(session: Session, settings: Settings, target: str) -> list[DeployResult]:
-    await session.broker.ensure_calls_stream(StreamLimits())
+    await session.broker.ensure_calls_stream(_limits(settings))
     artifacts = ArtifactStore(await session.store())
     key = settings.signing_key_bytes(create=True)
     results = []
@@ -175,9 +176,19 @@ async def ls(settings: Settings) -> int:
 
 
 async def worker(
-    settings: Settings, qualname: str, *, threads: int, device: int, boot: Boot
+    settings: Settings,
+    qualname: str,
+    *,
+    threads: int,
+    device: int,
+    boot: Boot,
+    memory_mb: int | None = None,
 ) -> int:
     app, fn = _split(qualname)
+    if memory_mb:
+        # Address space, not resident memory: ONNX Runtime and thread stacks reserve some.
+        limit = memory_mb * 1024 * 1024
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     serving = Worker(settings, app, fn, device_id=device, intra_op_threads=threads, boot=boot)
     async with anyio.create_task_group() as group:
         group.start_soon(_stop_on_signal, serving.stop)
@@ -207,7 +218,7 @@ async def serve(settings: Settings, *, target: str, metrics_port: int) -> int:
     """Deploy `target`, then scale its functions' workers on this host until a signal."""
     session = await Session.open(settings, name="autan-scaler")
     try:
-        await session.broker.ensure_calls_stream(StreamLimits())
+        await session.broker.ensure_calls_stream(_limits(settings))
         await _record_storage(session.broker, settings)
         results = await deploy_target(session, settings, target)
         metrics = ScalerMetrics()
@@ -276,6 +287,10 @@ async def _wait_for_signal() -> None:
 async def _stop_on_signal(stop: Any) -> None:
     await _wait_for_signal()
     stop()
+
+
+def _limits(settings: Settings) -> StreamLimits:
+    return StreamLimits(max_msgs=settings.max_queued_calls)
 
 
 def _split(qualname: str) -> tuple[str, str]:

@@ -82,10 +82,12 @@ class Executor:
         batched: bool,
         timeout_s: float,
         concurrency: int = 1,
+        batch_size: int = 32,
     ) -> None:
         self.fn = fn
         self.ctx = ctx
         self.batched = batched
+        self.batch_size = batch_size
         self.timeout_s = timeout_s
         self.concurrency = max(1, concurrency)
         self.is_async = inspect.iscoroutinefunction(fn)
@@ -111,6 +113,19 @@ class Executor:
                 if now - started >= self.timeout_s and progress.outcomes[index] is None:
                     progress.overrun = index
                     progress.scope.cancel()
+
+    def take_n(self) -> int:
+        """How many calls to take at once: a batch, or what runs at once.
+
+        Calls are answered when all taken together are done, so a sync function in
+        threads takes `concurrency` calls (each answered after its own run), while one
+        that runs inline or on the loop takes up to 32 for throughput.
+        """
+        if self.batched:
+            return self.batch_size
+        if self.inline or self.is_async:
+            return max(32, self.concurrency)
+        return self.concurrency
 
     async def run(self, calls: Sequence[Invocation]) -> list[Outcome | None]:
         """One outcome per call, in order; None for a call handed back unrun (poisoned)."""
@@ -183,6 +198,9 @@ class Executor:
                 value = await self.fn(ctx, *call.args, **call.kwargs)
         except TimeoutError:
             return Outcome(error=_timeout_error(self.timeout_s), run_ms=_ms(started))
+        except MemoryError as exc:
+            self.poisoned = True
+            return Outcome(error=error_info(exc), run_ms=_ms(started))
         except Exception as exc:
             return Outcome(error=error_info(exc), run_ms=_ms(started))
         return Outcome(value=value, run_ms=_ms(started))
@@ -255,6 +273,9 @@ class Executor:
         ctx = self.ctx.for_call(call.call_id, call.attempt, call.subject)
         try:
             value = self.fn(ctx, *call.args, **call.kwargs)
+        except MemoryError as exc:
+            self.poisoned = True  # the heap is suspect: a fresh worker takes over
+            return Outcome(error=error_info(exc), run_ms=_ms(started))
         except Exception as exc:
             return Outcome(error=error_info(exc), run_ms=_ms(started))
         return Outcome(value=value, run_ms=_ms(started))

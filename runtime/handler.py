@@ -24,6 +24,8 @@ from broker import (
     Failure,
     Inline,
     KeyExists,
+    KeyNotFound,
+    PullFeed,
     Result,
     Success,
     UnencodableValue,
@@ -77,6 +79,8 @@ class CallHandler:
                 await self._fail(delivery, call, _lost_error(delivery.num_delivered), "lost")
             elif self._expired(call):
                 await self._fail(delivery, call, self._expired_error(call), reason="expired")
+            elif delivery.num_delivered > 1 and await self._already_settled(call):
+                await delivery.ack()  # redelivered after its result was recorded: done
             else:
                 runnable.append((delivery, call, await self._invocation(delivery, call)))
         if runnable and executor is not None:
@@ -110,11 +114,12 @@ class CallHandler:
             subject=delivery.subject,
         )
 
-    async def keep_alive(self, ack_wait_s: float) -> None:
-        """Tell JetStream that running calls are still running, so none is redelivered."""
+    async def keep_alive(self, feed: PullFeed) -> None:
+        """Tell JetStream that calls held here (running or queued) are not lost, so that
+        none is delivered again elsewhere while this worker still has it."""
         while True:
-            await anyio.sleep(ack_wait_s / 3)
-            for delivery in list(self.running):
+            await anyio.sleep(feed.ack_wait_s / 3)
+            for delivery in [*self.running, *feed.held()]:
                 await delivery.in_progress()
 
     async def _run(
@@ -245,6 +250,20 @@ class CallHandler:
         if call.reply:
             await self.session.broker.publish(call.reply, data)
         await delivery.ack()
+
+    async def _already_settled(self, call: CallMsg) -> bool:
+        """A redelivered spawned call whose result is recorded (its ack was lost)."""
+        if not call.record:
+            return False
+        bucket = await self.session.broker.bucket(
+            RESULTS_BUCKET, ttl_s=self.session.settings.result_ttl_s
+        )
+        try:
+            await bucket.get(call.call_id)
+        except KeyNotFound:
+            return False
+        self.log.info("redelivered call already has a result; not run again", call_id=call.call_id)
+        return True
 
     async def _record_first(self, call: CallMsg, data: bytes) -> bool:
         """Record the result unless one is recorded already (a late or duplicate attempt)."""

@@ -36,6 +36,7 @@ class FunctionOptions(msgspec.Struct, frozen=True, kw_only=True):
     gpu: bool | Literal["auto"] = False
     concurrency: int = 1
     max_age_s: float = 6 * 3600.0  # a call still waiting after this goes to the dead letters
+    memory_mb: int | None = None  # the worker's address-space limit; over it, MemoryError
     on: str | None = None  # a NATS subject: every message published there is a call
     emit: str | None = None  # publish each result (of any call) to this subject
 
@@ -46,6 +47,8 @@ class FunctionOptions(msgspec.Struct, frozen=True, kw_only=True):
         _check_subject("emit", self.emit, wildcards=False)
         if self.gpu not in (True, False, "auto"):
             raise InvalidOption(f"gpu={self.gpu!r}: use True, False or 'auto'")
+        if self.memory_mb is not None and self.memory_mb < 256:
+            raise InvalidOption(f"memory_mb={self.memory_mb}: give at least 256 (MiB)")
         if self.max_age_s <= 0:
             raise InvalidOption(f"max_age_s={self.max_age_s}: use a positive number of seconds")
         if not 1 <= self.concurrency <= 1024:

@@ -125,7 +125,7 @@ def load_models(
     session's optimized graph is saved by digest, and the next cold start loads it
     with optimizations off (MiniLM: ~120-250 ms down to ~40-60 ms here).
     """
-    conflict = onnxruntime_conflict()
+    conflict = onnxruntime_conflict() if models else None
     if conflict:
         raise RuntimeError(conflict)
     return {

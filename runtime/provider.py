@@ -89,6 +89,7 @@ class LocalProvider:
         self._zygote_ready = anyio.Event()
         self._changed = anyio.Event()
         self._zygote_buffer = b""  # kept here: a second reader takes over at shutdown
+        self._failed_starts: dict[str, tuple[int, float]] = {}  # count, when the last failed
 
     # -- lifetime -----------------------------------------------------------------
 
@@ -134,6 +135,18 @@ class LocalProvider:
                 await self._changed.wait()
         return self.workers()
 
+    def start_delay_s(self, qualname: str) -> float:
+        """How long to wait before starting `qualname` again after workers died starting.
+
+        0.5 s after the first failed start, doubling up to 30 s: a worker that cannot
+        start (storage or NATS away, a broken environment) is not restarted in a loop.
+        """
+        failures, last = self._failed_starts.get(qualname, (0, 0.0))
+        if not failures:
+            return 0.0
+        backoff_s = min(30.0, 0.5 * 2.0 ** (failures - 1))
+        return max(0.0, last + backoff_s - time.monotonic())
+
     def _notify(self) -> None:
         self._changed.set()
         self._changed = anyio.Event()
@@ -145,15 +158,20 @@ class LocalProvider:
         worker = self._workers.get(pid)
         if worker is not None and worker.ready_at is None:
             worker.ready_at = time.monotonic()
+            self._failed_starts.pop(worker.qualname, None)
             self._notify()
         return worker
 
-    async def start(self, qualname: str, *, gpu: bool | str = False) -> WorkerProcess:
+    async def start(
+        self, qualname: str, *, gpu: bool | str = False, memory_mb: int | None = None
+    ) -> WorkerProcess:
         """Start one worker of `qualname`; returns once its process exists."""
         threads = max(1, self.cores // (len(self.workers()) + 1))
         device = self._pick_device() if gpu else None
         argv = ["worker", qualname, "--threads", str(threads)]
         env = self.worker_env(threads=threads, device=device)
+        if memory_mb:
+            env["AUTAN_MEMORY_LIMIT_MB"] = str(memory_mb)
         process = None if self.fork else await self._spawn(argv, env)
         pid = process.pid if process is not None else await self._fork(argv, env)
         worker = self._workers[pid] = WorkerProcess(qualname, pid, threads=threads, device=device)
@@ -217,6 +235,11 @@ class LocalProvider:
             return
         worker.returncode = code
         worker.exited.set()
+        if worker.ready_at is None and not worker.stopping:
+            self._failed_starts[worker.qualname] = (
+                self._failed_starts.get(worker.qualname, (0, 0.0))[0] + 1,
+                time.monotonic(),
+            )
         self._notify()
         level = "info" if worker.stopping and code == 0 else "warning"
         getattr(log, level)("worker exited", function=worker.qualname, pid=pid, code=code)

@@ -14,7 +14,7 @@ import msgspec
 import structlog
 from anyio.abc import TaskGroup, TaskStatus
 
-from broker import Backlog, Broker, Bucket, Watch
+from broker import Backlog, Broker, BrokerUnavailable, Bucket, Watch
 from runtime.metrics import ScalerMetrics
 from runtime.provider import LocalProvider, WorkerProcess
 from runtime.registry import Registry
@@ -80,6 +80,7 @@ class Scaler:
         self._group: TaskGroup | None = None
         self._status: Bucket | None = None
         self._versions: dict[int, str] = {}
+        self._outage_logged = False
 
     async def serve(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         registry = await Registry.open(self.broker)
@@ -107,11 +108,22 @@ class Scaler:
             with anyio.move_on_after(self.tick_s):
                 await self._wake.wait()
             self._wake = anyio.Event()
-            if time.monotonic() >= refresh_at:
-                await self._refresh(registry)
-                refresh_at = time.monotonic() + _SPECS_EVERY_S
-            for tracked in list(self.functions.values()):
-                await self._tick(tracked)
+            try:
+                if time.monotonic() >= refresh_at:
+                    await self._refresh(registry)
+                    refresh_at = time.monotonic() + _SPECS_EVERY_S
+                for tracked in list(self.functions.values()):
+                    await self._tick(tracked)
+            except BrokerUnavailable as exc:
+                # NATS away: keep the workers as they are, decide again when it is back.
+                self._outage(exc)
+                continue
+            self._outage_logged = False
+
+    def _outage(self, exc: BrokerUnavailable) -> None:
+        if not self._outage_logged:
+            log.warning("cannot read the backlog; holding the workers as they are", error=str(exc))
+            self._outage_logged = True
 
     async def _refresh(self, registry: Registry) -> None:
         for spec in await registry.all():
@@ -137,8 +149,9 @@ class Scaler:
         spec = tracked.spec
         backlog = await self.broker.backlog(spec.source)
         oldest_s = await self.broker.oldest_age_s(spec.source) if backlog.total else 0.0
-        workers = [w for w in self.provider.workers(spec.qualname) if not w.stopping]
-        load = _load(backlog, oldest_s, workers)
+        everyone = self.provider.workers(spec.qualname)
+        workers = [w for w in everyone if not w.stopping]
+        load = _load(backlog, oldest_s, workers, departing=len(everyone) - len(workers))
         policy = spec.options.scaling
         peak = tracked.window.record(time.monotonic(), target_workers(load, policy)[0])
         decision = decide(load, policy, recent_peak=peak)
@@ -156,6 +169,8 @@ class Scaler:
         decision: Decision,
     ) -> None:
         spec = tracked.spec
+        if decision.desired > load.workers and self.provider.start_delay_s(spec.qualname) > 0:
+            return  # workers died while starting: back off (the provider says how long)
         log.info(
             "scaling",
             function=spec.qualname,
@@ -168,7 +183,9 @@ class Scaler:
         direction = "up" if decision.desired > load.workers else "down"
         self.metrics.decisions.labels(function=spec.qualname, direction=direction).inc()
         for _ in range(decision.desired - load.workers):
-            await self.provider.start(spec.qualname, gpu=spec.options.gpu)
+            await self.provider.start(
+                spec.qualname, gpu=spec.options.gpu, memory_mb=spec.options.memory_mb
+            )
         for worker in _stop_order(workers)[: max(0, load.workers - decision.desired)]:
             self._stop(worker)
 
@@ -238,7 +255,9 @@ class Scaler:
                 self.wake()
 
 
-def _load(backlog: Backlog, oldest_s: float, workers: list[WorkerProcess]) -> FunctionLoad:
+def _load(
+    backlog: Backlog, oldest_s: float, workers: list[WorkerProcess], *, departing: int
+) -> FunctionLoad:
     ready = sum(1 for w in workers if w.state == "ready")
     busy = min(ready, backlog.num_ack_pending)
     return FunctionLoad(
@@ -248,6 +267,7 @@ def _load(backlog: Backlog, oldest_s: float, workers: list[WorkerProcess]) -> Fu
         starting=len(workers) - ready,
         idle=ready - busy,
         busy=busy,
+        departing=departing,
     )
 
 

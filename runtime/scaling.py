@@ -40,6 +40,7 @@ class FunctionLoad(msgspec.Struct, frozen=True, kw_only=True):
     starting: int = 0
     idle: int = 0
     busy: int = 0
+    departing: int = 0  # stopping: draining what they hold, not counted as workers
 
     @property
     def workers(self) -> int:
@@ -63,13 +64,15 @@ def target_workers(load: FunctionLoad, policy: Scaling) -> tuple[int, str]:
     The scaler records this in a `PeakWindow`; scale-down never goes below its peak.
     """
     current = load.workers
-    wanted = wanted_workers(load.backlog, policy)
-    if wanted > current and load.backlog == 0:
+    # With no worker but some going away, calls they hold are theirs to finish.
+    backlog = load.waiting if current == 0 and load.departing else load.backlog
+    wanted = wanted_workers(backlog, policy)
+    if wanted > current and backlog == 0:
         return wanted, f"min_warm: keep {policy.min_warm} warm"
     if wanted > current and current == 0:
-        return wanted, f"activate: {load.backlog} waiting, no worker"
+        return wanted, f"activate: {backlog} waiting, no worker"
     if wanted > current:
-        return wanted, f"burst: backlog {load.backlog} wants {wanted} workers"
+        return wanted, f"burst: backlog {backlog} wants {wanted} workers"
     if _stalled(load, policy, current):
         return current + 1, (
             f"stalled: oldest call waited {load.oldest_age_s:.1f} s with {current} busy"

@@ -136,6 +136,8 @@ class Session:
                 return
             call_id = new_call_id()
             in_flight.append((call_id, await self._submit(app, fn, call_id, (args, {}))))
+            if len(in_flight) % 64 == 0:
+                await asyncio.sleep(0)  # let the rest of the loop run between chunks
 
     async def _submit(
         self, app: str, fn: str, call_id: str, value: Any, *, live: bool = True

@@ -8,6 +8,7 @@ hand back what was received but not started, withdraw the announcement.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import time
@@ -18,7 +19,7 @@ import msgspec
 import structlog
 from anyio.abc import TaskStatus
 
-from broker import ErrorInfo, PullFeed
+from broker import BrokerUnavailable, Delivery, ErrorInfo, PullFeed
 from runtime.context import Context
 from runtime.errors import ArtifactRejected
 from runtime.executor import Executor
@@ -126,7 +127,7 @@ class Worker:
         directory = await WorkerDirectory.open(session.broker)
         async with anyio.create_task_group() as group:
             group.start_soon(self._heartbeat, directory, info)
-            group.start_soon(handler.keep_alive, feed.ack_wait_s)
+            group.start_soon(handler.keep_alive, feed)
             if executor is not None:
                 group.start_soon(executor.watch)
             await self._loop(session, spec, feed, handler, executor, broken)
@@ -150,7 +151,8 @@ class Worker:
     async def _heartbeat(self, directory: WorkerDirectory, info: WorkerInfo) -> None:
         while True:
             batches = dict(self.batch_sizes)
-            await directory.beat(msgspec.structs.replace(info, batch_sizes=batches))
+            with contextlib.suppress(BrokerUnavailable):  # NATS away: beat again later
+                await directory.beat(msgspec.structs.replace(info, batch_sizes=batches))
             await anyio.sleep(HEARTBEAT_S)
 
     async def _prepare(
@@ -194,6 +196,7 @@ class Worker:
             batched=spec.options.batching is not None,
             timeout_s=spec.options.timeout_s,
             concurrency=spec.options.concurrency,
+            batch_size=spec.options.batching.max_size if spec.options.batching else 1,
         )
 
     async def _loop(
@@ -206,16 +209,17 @@ class Worker:
         broken: ErrorInfo | None,
     ) -> None:
         batching = spec.options.batching
-        max_n = batching.max_size if batching else max(32, spec.options.concurrency)
         max_delay_s = batching.max_delay_ms / 1000 if batching else 0.0
         preferred = batching.preferred_sizes if batching else ()
         while not self._stopping.is_set():
+            max_n = executor.take_n() if executor is not None else 32
+            feed.window = 2 * max_n  # prefetch little for slow calls: other workers take them
             batch = await feed.next_batch(max_n, max_delay_s, idle_s=0.25, preferred=preferred)
             if batch:
                 self.batch_sizes[len(batch)] += 1
-                await handler.handle(batch, executor, broken)
+                await self._handle(handler, batch, executor, broken)
             if executor is not None and executor.poisoned:
-                self.log.error("a call overran its timeout in a thread; replacing this worker")
+                self.log.error("a call overran its timeout or memory; replacing this worker")
                 self.exit_code = 75
                 break
         left = await feed.stop()
@@ -224,11 +228,23 @@ class Worker:
         await session.broker.flush()
         self.log.info("worker drained", handed_back=len(left))
 
+    async def _handle(
+        self,
+        handler: CallHandler,
+        batch: list[Delivery],
+        executor: Executor | None,
+        broken: ErrorInfo | None,
+    ) -> None:
+        try:
+            await handler.handle(batch, executor, broken)
+        except BrokerUnavailable as exc:
+            # Unsettled calls stay unacked: JetStream delivers them again after ack_wait.
+            self.log.warning("NATS away while settling calls; they will come back", error=str(exc))
+
 
 def _window(spec: FunctionSpec) -> int:
     batching = spec.options.batching
-    size = batching.max_size if batching else max(32, spec.options.concurrency)
-    return 2 * size
+    return 2 * (batching.max_size if batching else spec.options.concurrency)
 
 
 def _ms(seconds: float) -> float:

@@ -22,10 +22,14 @@ WARM = Scaling(min_warm=1, max_workers=4, target_backlog=16, keep_warm_s=60)
     ("load", "policy", "peak", "desired", "reason"),
     [
         # activation from zero when anything waits
-        (FunctionLoad(backlog=1), POLICY, 1, 1, "activate"),
+        (FunctionLoad(backlog=1, waiting=1), POLICY, 1, 1, "activate"),
+        # with no worker, calls held by a departing worker do not count...
+        (FunctionLoad(backlog=1, waiting=0, departing=1), POLICY, 0, 0, "steady"),
+        # ...but calls handed back for a retry, with no worker left, do
+        (FunctionLoad(backlog=1, waiting=0), POLICY, 1, 1, "activate"),
         (FunctionLoad(backlog=0), POLICY, 0, 0, "steady"),
         # one worker per target_backlog waiting calls, up to max_workers, in one step
-        (FunctionLoad(backlog=40), POLICY, 3, 3, "activate"),
+        (FunctionLoad(backlog=40, waiting=40), POLICY, 3, 3, "activate"),
         (FunctionLoad(backlog=40, idle=1), POLICY, 3, 3, "burst"),
         (FunctionLoad(backlog=2000, busy=1), POLICY, 4, 4, "burst"),
         (FunctionLoad(backlog=16, busy=1), POLICY, 1, 1, "steady"),
@@ -101,7 +105,7 @@ def test_noisy_backlog_does_not_flap() -> None:
     history = []
     for tick in range(200):
         backlog = 40 if tick % 7 == 0 else 0
-        load = FunctionLoad(backlog=backlog, idle=workers)
+        load = FunctionLoad(backlog=backlog, waiting=backlog, idle=workers)
         peak = window.record(tick * 0.5, target_workers(load, POLICY)[0])
         workers = decide(load, POLICY, recent_peak=peak).desired
         history.append(workers)

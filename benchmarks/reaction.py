@@ -1,0 +1,125 @@
+"""Reaction: from the first call published to a function with no worker to its worker process.
+
+The scaler runs in this process (as `autan up` runs it) with the local provider and its fork
+server. Each round: every worker stopped and the scaler watching at zero, then
+`session.call_result(...)` to the function; the clock starts just before the publish
+(`time.monotonic()`) and stops when the provider's fork returned the worker's pid
+(`WorkerProcess.spawned_at`, the same clock in this process). The worker's own `fork` phase
+(provider asks -> the child runs) says how much of it is the fork; the rest is the scaler
+hearing the call, reading the backlog and deciding. The scaler's 0.1 s tick is no floor: a
+call to a function at zero wakes it at once. Goal: p50 under 100 ms.
+
+    python -m benchmarks.reaction [--quick] [--rounds R] [--function APP.FN]
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ["ORT_DISABLE_TELEMETRY"] = "1"
+
+import argparse
+import asyncio
+import statistics
+import sys
+from typing import Any
+
+from benchmarks.fleet import ColdCall, running_fleet
+from benchmarks.harness import running_stack
+from benchmarks.report import Goal, Summary, print_goal, print_table, summarize, write_json
+from runtime.session import Session
+
+__all__ = ["main"]
+
+NAME = "reaction"
+GOAL_P50_MS = 100.0
+ARGUMENTS: dict[str, Any] = {"demo.echo": b"0123456789abcdef", "bench.work": 1}
+
+
+async def measure(args: argparse.Namespace) -> list[ColdCall]:
+    argument = ARGUMENTS.get(args.function, 1)
+    colds = []
+    async with running_stack() as stack, running_fleet(stack) as fleet:
+        session = await Session.open(stack.settings, name="bench-client")
+        try:
+            await fleet.to_zero()
+            await fleet.cold_call(session, args.function, argument)  # warm-up, not counted
+            for index in range(args.rounds):
+                await fleet.to_zero()
+                colds.append(await fleet.cold_call(session, args.function, argument))
+                print(f"  round {index + 1}/{args.rounds} done", file=sys.stderr, flush=True)
+            await fleet.to_zero()
+        finally:
+            await session.close()
+    return colds
+
+
+def _summary(values_ms: list[float]) -> Summary:
+    return summarize([round(v * 1e6) for v in values_ms])
+
+
+def report(args: argparse.Namespace, colds: list[ColdCall]) -> None:
+    reaction = _summary([c.reaction_ms for c in colds])
+    fork = _summary([c.phases_ms.get("fork", 0.0) for c in colds])
+    detect = _summary([c.reaction_ms - c.phases_ms.get("fork", 0.0) for c in colds])
+    total = _summary([c.total_ms for c in colds])
+    fork_share = statistics.median(c.phases_ms.get("fork", 0.0) / c.reaction_ms for c in colds)
+    rows = [
+        [label, f"{s.p50_ms:.2f}", f"{s.p99_ms:.2f}", f"{s.mean_ms:.2f}"]
+        for label, s in (
+            ("reaction: call published -> worker pid", reaction),
+            ("  of which fork (provider asks -> child runs)", fork),
+            ("  of which the rest (hear, read backlog, decide)", detect),
+            ("zero to first result (context)", total),
+        )
+    ]
+    print_table(
+        f"{NAME}: {args.function} from zero, {args.rounds} rounds (ms)",
+        ["", "p50", "p99", "mean"],
+        rows,
+    )
+    print(f"share of the reaction spent in fork (median of rounds): {fork_share:.0%}")
+    goal = Goal(
+        f"reaction p50 < {GOAL_P50_MS:g} ms", reaction.p50_ms, reaction.p50_ms < GOAL_P50_MS
+    )
+    print_goal(goal)
+    path = write_json(
+        NAME,
+        {
+            "config": vars(args),
+            "reaction": reaction,
+            "fork": fork,
+            "rest": detect,
+            "zero_to_result": total,
+            "fork_share_median": fork_share,
+            "samples": [
+                {
+                    "reaction_ms": round(c.reaction_ms, 3),
+                    "total_ms": round(c.total_ms, 3),
+                    "phases_ms": c.phases_ms,
+                }
+                for c in colds
+            ],
+            "goal": goal,
+        },
+    )
+    print(f"written: {path}")
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="a few seconds: 10 rounds")
+    parser.add_argument("--rounds", type=int, help="calls from zero (at least 10)")
+    parser.add_argument("--function", default="demo.echo", help="APP.FN to call (demo.echo)")
+    args = parser.parse_args()
+    args.rounds = max(10, args.rounds or (10 if args.quick else 40))
+    return args
+
+
+def main() -> None:
+    args = parse_args()
+    report(args, asyncio.run(measure(args)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,98 @@
+"""A whole stack per fault case: its own nats-server, storage, scaler and forked workers."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import anyio
+
+from runtime.commands import deploy_target
+from runtime.embedded import NatsServer, free_port
+from runtime.provider import LocalProvider, WorkerProcess
+from runtime.scaler import Scaler
+from runtime.session import Session
+from runtime.settings import Settings
+from tests.faults.app import app
+
+
+class Cluster:
+    """The running parts of one case, and the faults a test can inflict on them."""
+
+    def __init__(self, server: NatsServer, settings: Settings, session: Session) -> None:
+        self.server = server
+        self.settings = settings
+        self.session = session
+        self.provider = LocalProvider(settings, stop_grace_s=20)
+        self.scaler = Scaler(session.broker, provider=self.provider)
+
+    def workers(self, fn: str) -> list[WorkerProcess]:
+        return self.provider.workers(f"faults.{fn}")
+
+    async def ready_workers(
+        self, fn: str, count: int, timeout_s: float = 60
+    ) -> list[WorkerProcess]:
+        def enough(workers: list[WorkerProcess]) -> bool:
+            return (
+                sum(w.qualname == f"faults.{fn}" and w.state == "ready" for w in workers) >= count
+            )
+
+        await self.provider.wait_until(enough, timeout_s)
+        return [w for w in self.workers(fn) if w.state == "ready"]
+
+    def kill_nats(self) -> None:
+        self.server.kill()
+
+    def restart_nats(self) -> None:
+        self.server.start()
+
+    @classmethod
+    @asynccontextmanager
+    async def running(
+        cls, root: Path, *, max_queued_calls: int = 1_000_000
+    ) -> AsyncIterator[Cluster]:
+        server = NatsServer(root / "nats", port=free_port())
+        server.start()
+        settings = Settings(
+            nats_url=server.url,
+            storage_url=f"file://{root / 'objects'}",
+            data_dir=root,
+            signing_key="faults-signing-key",
+            ack_wait_s=2.0,
+            max_queued_calls=max_queued_calls,
+            connect_timeout_s=2.0,
+        )
+        session = await Session.open(settings)
+        try:
+            await deploy_target(session, settings, "tests.faults.app")
+            app.sessions.configure(settings)
+            cluster = cls(server, settings, session)
+            async with cluster._serving():
+                yield cluster
+        finally:
+            await app.sessions.aclose()
+            await session.close()
+            server.stop()
+
+    @asynccontextmanager
+    async def _serving(self) -> AsyncIterator[None]:
+        ready = asyncio.Event()
+
+        async def serve() -> None:
+            async with anyio.create_task_group() as group:
+                await group.start(self.provider.serve)
+                await group.start(self.scaler.serve)
+                ready.set()
+
+        task = asyncio.ensure_future(serve())
+        waiter = asyncio.ensure_future(ready.wait())
+        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
+        try:
+            yield
+        finally:
+            task.cancel()
+            with anyio.CancelScope(shield=True), anyio.move_on_after(60):
+                await asyncio.gather(task, return_exceptions=True)

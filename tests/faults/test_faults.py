@@ -1,0 +1,146 @@
+"""Faults injected on purpose; after each, the ledger: nothing lost, no result twice.
+
+Each case runs its own nats-server, scaler and forked workers (ack_wait_s=2).
+`AUTAN_LEDGER_OUT=path pytest tests/faults` collects the ledgers.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from runtime import RemoteError
+from runtime.deadletters import DeadLetters
+from tests.faults import app as fx
+from tests.faults.cluster import Cluster
+from tests.faults.conftest import record
+from tests.faults.ledger import Ledger
+from tests.stack import poll
+
+pytestmark = pytest.mark.timeout(120)
+
+
+async def _started(ledger: Ledger, count: int, event: str = "start") -> None:
+    """Until `count` executions have started (the log is a file: polled)."""
+
+    async def enough() -> bool:
+        return sum(ledger.executions(event).values()) >= count
+
+    await poll(enough, timeout_s=60, every_s=0.05)
+
+
+async def test_kill_9_a_worker_mid_batch(tmp_path: Path, ledger: Ledger) -> None:
+    async with Cluster.running(tmp_path) as cluster:
+        for _ in range(100):
+            await ledger.spawn(fx.work, 1.0)
+        await _started(ledger, 20)
+        victim = max(cluster.workers("work"), key=lambda w: w.spawned_at)
+        os.kill(victim.pid, signal.SIGKILL)
+        report = await ledger.settle(cluster.session)
+    record("kill -9 worker mid-batch", report)
+    assert (report.accepted, report.completed, report.lost) == (100, 100, 0)
+    assert report.duplicate_results == 0
+    assert report.duplicate_executions <= 10  # at most the victim's calls in flight
+
+
+async def test_kill_9_nats_server_under_load(tmp_path: Path, ledger: Ledger) -> None:
+    async with Cluster.running(tmp_path) as cluster:
+        for _ in range(30):
+            await ledger.spawn(fx.work, 0.2)
+        await _started(ledger, 5)
+        cluster.kill_nats()
+        for _ in range(2):  # refused (or unconfirmed): never a false acceptance
+            assert not await ledger.spawn(fx.work, 0.2)
+        cluster.restart_nats()
+        for _ in range(20):
+            await ledger.spawn(fx.work, 0.2)
+        report = await ledger.settle(cluster.session)
+    record("kill -9 nats-server, restart", report)
+    assert report.refused == 2
+    assert report.lost == 0
+    assert report.completed == report.accepted == 50
+    assert report.duplicate_results == 0
+
+
+async def test_sigstop_a_worker_past_the_ack_deadline(tmp_path: Path, ledger: Ledger) -> None:
+    async with Cluster.running(tmp_path) as cluster:
+        await cluster.ready_workers("pausable", 2)
+        await ledger.spawn(fx.pausable, 3.0)
+        await _started(ledger, 1)
+        stopped_pid = int(ledger.log_path.read_text().split()[3])
+        os.kill(stopped_pid, signal.SIGSTOP)
+        try:
+            winner = await cluster.session.result(ledger.accepted[0], 30)
+        finally:
+            os.kill(stopped_pid, signal.SIGCONT)
+        await _started(ledger, 2, "end")  # the stale execution finishes; its result is refused
+        report = await ledger.settle(cluster.session)
+        assert await cluster.session.result(ledger.accepted[0], 5) == winner
+    record("SIGSTOP past ack deadline", report)
+    assert winner != stopped_pid
+    assert (report.completed, report.lost, report.duplicate_results) == (1, 0, 0)
+    assert report.duplicate_executions == 1
+
+
+async def test_a_poison_call_is_dead_lettered_after_its_attempts(
+    tmp_path: Path, ledger: Ledger
+) -> None:
+    async with Cluster.running(tmp_path) as cluster:
+        await ledger.spawn(fx.poison, 7)
+        for _ in range(10):
+            await ledger.spawn(fx.work, 0.05)
+        report = await ledger.settle(cluster.session)
+        letters = await DeadLetters(cluster.session.broker).list("faults", "poison")
+    record("poison call", report)
+    poison_id = ledger.accepted[0]
+    starts = [line.split() for line in ledger.log_path.read_text().splitlines()]
+    times = [float(s[4]) for s in starts if s[1] == poison_id and s[0] == "start"]
+    assert len(times) == 3  # exactly max_attempts
+    assert times[1] - times[0] >= 0.3
+    assert times[2] - times[1] >= 0.6
+    assert [item.letter.attempts for item in letters] == [3]
+    assert (report.completed, report.dead_lettered, report.lost) == (10, 1, 0)
+
+
+async def test_memory_exhaustion_replaces_the_worker(tmp_path: Path, ledger: Ledger) -> None:
+    async with Cluster.running(tmp_path) as cluster:
+        await ledger.spawn(fx.hog, 4096)  # 4 GiB under a 1 GiB limit
+        with pytest.raises(RemoteError, match="MemoryError"):
+            await cluster.session.result(ledger.accepted[0], 60)
+        for _ in range(5):
+            await ledger.spawn(fx.work, 0.05)
+        report = await ledger.settle(cluster.session)
+    record("memory exhaustion", report)
+    pids = {line.split()[3] for line in ledger.log_path.read_text().splitlines()
+            if line.split()[1] == ledger.accepted[0]}  # fmt: skip
+    assert len(pids) == 2  # each attempt on a fresh worker
+    assert (report.completed, report.dead_lettered, report.lost) == (5, 1, 0)
+
+
+async def test_scale_down_while_calls_are_in_flight(tmp_path: Path, ledger: Ledger) -> None:
+    async with Cluster.running(tmp_path) as cluster:
+        for _ in range(40):
+            await ledger.spawn(fx.work, 0.5)
+        workers = await cluster.ready_workers("work", 2)
+        await _started(ledger, 10)
+        await cluster.provider.stop(workers[0])  # what the scaler does on scale-down
+        report = await ledger.settle(cluster.session)
+    record("scale-down with calls in flight", report)
+    assert (report.completed, report.lost, report.duplicate_results) == (40, 0, 0)
+    assert report.duplicate_executions == 0  # a drain finishes what it started
+
+
+async def test_a_full_queue_refuses_and_keeps_what_it_accepted(
+    tmp_path: Path, ledger: Ledger
+) -> None:
+    async with Cluster.running(tmp_path, max_queued_calls=20) as cluster:
+        for _ in range(200):
+            await ledger.spawn(fx.work, 0.5)
+        report = await ledger.settle(cluster.session)
+    record("full queue", report)
+    assert report.refused > 0
+    assert report.accepted + report.refused == 200
+    assert (report.completed, report.lost) == (report.accepted, 0)
