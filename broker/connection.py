@@ -19,6 +19,7 @@ from nats.js import JetStreamContext, api
 from broker.consumer import PullFeed
 from broker.deadletters import DeadLetterStream
 from broker.errors import BrokerError, BrokerUnavailable, PublishRejected, QueueFull
+from broker.ids import new_call_id
 from broker.kv import Bucket
 from broker.replies import Reply, ReplyMux
 from broker.streams import StreamAdmin
@@ -133,13 +134,13 @@ class Broker(StreamAdmin):
         The message id deduplicates repeated submissions within the stream's window. With
         `expect_result`, the submission also waits for a reply on `result_subject(msg_id)`.
         """
-        ack_token = f"a{msg_id}"
+        ack_token = f"a{new_call_id()}"  # per submission: the same id may be sent twice
         ack = self.replies.expect(ack_token)
         result = self.replies.expect(f"r{msg_id}") if expect_result else None
         await self.nc.publish(
             subject, data, reply=self.replies.subject(ack_token), headers={"Nats-Msg-Id": msg_id}
         )
-        return Submission(self, msg_id, subject, ack, result)
+        return Submission(self, msg_id, subject, ack, result, ack_token=ack_token)
 
     def result_subject(self, msg_id: str) -> str:
         """Where a worker publishes the result of call `msg_id` for this connection."""
@@ -164,7 +165,7 @@ class Submission:
     rather than a waiting task, so a caller awaits one future per call.
     """
 
-    __slots__ = ("_ack", "_broker", "_msg_id", "_result", "_subject", "_timer")
+    __slots__ = ("_ack", "_ack_token", "_broker", "_msg_id", "_result", "_subject", "_timer")
 
     def __init__(
         self,
@@ -174,9 +175,12 @@ class Submission:
         ack: asyncio.Future[Reply],
         result: asyncio.Future[Reply] | None,
         ack_timeout_s: float = 5.0,
+        *,
+        ack_token: str,
     ) -> None:
         self._broker = broker
         self._msg_id = msg_id
+        self._ack_token = ack_token
         self._subject = subject
         self._ack = ack
         self._result = result
@@ -208,7 +212,7 @@ class Submission:
         """Stop waiting for this call's replies."""
         if self._timer is not None:
             self._timer.cancel()
-        self._broker.replies.forget(f"a{self._msg_id}")
+        self._broker.replies.forget(self._ack_token)
         self._broker.replies.forget(f"r{self._msg_id}")
 
     def _on_ack(self, ack: asyncio.Future[Reply]) -> None:

@@ -1,4 +1,4 @@
-"""The `autan` command: up, serve, deploy, invoke, ls, status, worker.
+"""The `autan` command: up, serve, gateway, deploy, invoke, ls, status, dlq, trigger, worker.
 
 The only module that reads the environment (through `Settings.from_env`).
 """
@@ -21,6 +21,7 @@ import anyio
 import msgspec
 
 from broker import BrokerError
+from runtime.commands import Http
 from runtime.errors import AutanError, RemoteError
 from runtime.logs import configure_logging
 from runtime.settings import Settings
@@ -42,6 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--nats-port", type=int, default=4222)
     up.add_argument("--functions", default="functions", help="what to deploy (default: bundled)")
     up.add_argument("--metrics-port", type=int, default=9464, help="Prometheus /metrics (0: off)")
+    up.add_argument("--http-port", type=int, default=8000, help="the HTTP bridge (0: off)")
 
     serve = commands.add_parser(
         "serve", help="deploy and run one worker per function against an existing NATS and storage"
@@ -50,6 +52,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--metrics-port", type=int, default=9464, help="Prometheus /metrics (0: off)"
     )
+    serve.add_argument("--http-port", type=int, default=8000, help="the HTTP bridge (0: off)")
+    serve.add_argument("--http-host", default=None, help="bind address (env AUTAN_HTTP_HOST)")
+
+    gateway = commands.add_parser("gateway", help="the HTTP bridge alone")
+    gateway.add_argument("--http-port", type=int, default=None, help="env AUTAN_HTTP_PORT, 8000")
+    gateway.add_argument("--http-host", default=None, help="env AUTAN_HTTP_HOST, 127.0.0.1")
 
     deploy = commands.add_parser("deploy", help="package and register the functions of PATH")
     deploy.add_argument("path", help="a package directory, a .py file or a module name")
@@ -126,29 +134,20 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
                 nats_port=args.nats_port,
                 target=args.functions,
                 metrics_port=args.metrics_port,
+                http=_http(args, host="127.0.0.1"),
             )
         case "serve":
             return await commands.serve(
-                settings, target=args.functions, metrics_port=args.metrics_port
+                settings, target=args.functions, metrics_port=args.metrics_port, http=_http(args)
             )
-        case "status":
-            return await commands.status(settings)
-        case "deploy":
-            return await commands.deploy(settings, args.path)
+        case "gateway":
+            return await commands.gateway(settings, _http(args))
         case "invoke":
             value = _invoke_input(args)
             kwargs = json.loads(args.kwargs) if args.kwargs else {}
             result = await commands.invoke(settings, args.function, value, kwargs)
             print(json.dumps(_jsonable(result)))
             return 0
-        case "ls":
-            return await commands.ls(settings)
-        case "dlq":
-            return await commands.dlq(settings, args.dlq_command, args)
-        case "trigger":
-            return await commands.replay(
-                settings, args.function, since_s=args.since, from_seq=args.from_seq
-            )
         case "worker":
             return await commands.worker(
                 settings,
@@ -158,7 +157,45 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
                 boot=_boot(args.started_unix_s),
                 memory_mb=int(os.environ.get("AUTAN_MEMORY_LIMIT_MB", 0) or 0) or None,
             )
+    return await _dispatch_admin(args, settings)
+
+
+async def _dispatch_admin(args: argparse.Namespace, settings: Settings) -> int:
+    from runtime import commands
+
+    match args.command:
+        case "status":
+            return await commands.status(settings)
+        case "deploy":
+            return await commands.deploy(settings, args.path)
+        case "ls":
+            return await commands.ls(settings)
+        case "dlq":
+            return await commands.dlq(settings, args.dlq_command, args)
+        case "trigger":
+            return await commands.replay(
+                settings, args.function, since_s=args.since, from_seq=args.from_seq
+            )
     raise AssertionError(args.command)
+
+
+def _http(args: argparse.Namespace, *, host: str | None = None) -> Http:
+    """The HTTP bridge's settings: flags first, then AUTAN_HTTP_* and AUTAN_API_KEYS[_FILE]."""
+    from runtime.gateway import GatewayConfig, api_keys_from_env
+
+    env = os.environ
+    return Http(
+        host=host or getattr(args, "http_host", None) or env.get("AUTAN_HTTP_HOST", "127.0.0.1"),
+        port=_port(args.http_port, env.get("AUTAN_HTTP_PORT")),
+        api_keys=api_keys_from_env(env),
+        config=GatewayConfig.from_env(env),
+    )
+
+
+def _port(flag: int | None, env: str | None) -> int:
+    if flag is not None:
+        return flag
+    return int(env) if env else 8000
 
 
 def _duration_s(text: str) -> float:

@@ -24,7 +24,19 @@ from runtime.worker import Boot, Worker
 from runtime.workers import WorkerDirectory
 from storage import ArtifactStore
 
-__all__ = ["deploy", "dlq", "invoke", "ls", "replay", "serve", "status", "up", "worker"]
+__all__ = [
+    "Http",
+    "deploy",
+    "dlq",
+    "gateway",
+    "invoke",
+    "ls",
+    "replay",
+    "serve",
+    "status",
+    "up",
+    "worker",
+]
 
 log = structlog.get_logger("autan")
 
@@ -197,7 +209,45 @@ async def worker(
     return serving.exit_code
 
 
-async def up(settings: Settings, *, nats_port: int, target: str, metrics_port: int) -> int:
+class Http(msgspec.Struct, frozen=True):
+    """The HTTP bridge to run beside the scaler (`--http-port`; port 0: none).
+
+    `api_keys` and `config` are `runtime.gateway`'s ApiKeys and GatewayConfig, imported
+    only where the bridge runs (starlette and uvicorn cost ~60 ms to import).
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_keys: Any = None
+    config: Any = None
+
+
+async def gateway(settings: Settings, http: Http) -> int:
+    """The HTTP bridge alone, against the stack's NATS, until a signal."""
+    async with anyio.create_task_group() as group:
+        port = await group.start(_serve_http, settings, http)
+        log.info("HTTP bridge listening", url=f"http://{http.host}:{port}")
+        await _wait_for_signal()
+        group.cancel_scope.cancel()
+    return 0
+
+
+async def _serve_http(settings: Settings, http: Http, *, task_status: Any) -> None:
+    from runtime.gateway import serve_gateway
+
+    await serve_gateway(
+        settings,
+        host=http.host,
+        port=http.port,
+        api_keys=http.api_keys,
+        config=http.config,
+        task_status=task_status,
+    )
+
+
+async def up(
+    settings: Settings, *, nats_port: int, target: str, metrics_port: int, http: Http
+) -> int:
     """The embedded stack: nats-server, file storage, bundled functions, the scaler."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     server = NatsServer(settings.data_dir / "nats", port=nats_port)
@@ -208,13 +258,13 @@ async def up(settings: Settings, *, nats_port: int, target: str, metrics_port: i
         storage_url=settings.storage_url or settings.default_storage_url(),
     )
     try:
-        return await serve(settings, target=target, metrics_port=metrics_port)
+        return await serve(settings, target=target, metrics_port=metrics_port, http=http)
     finally:
         server.stop()
         log.info("stopped; data kept", data_dir=str(settings.data_dir.resolve()))
 
 
-async def serve(settings: Settings, *, target: str, metrics_port: int) -> int:
+async def serve(settings: Settings, *, target: str, metrics_port: int, http: Http) -> int:
     """Deploy `target`, then scale its functions' workers on this host until a signal."""
     session = await Session.open(settings, name="autan-scaler")
     try:
@@ -227,16 +277,25 @@ async def serve(settings: Settings, *, target: str, metrics_port: int) -> int:
         log.info("autan is up", nats=settings.nats_url, storage=settings.storage_url,
                  metrics_port=metrics_port or None,
                  functions=[f"{r.qualname}@{r.version}" for r in results])  # fmt: skip
-        await _run_scaler(session, LocalProvider(settings), metrics)
+        await _run_scaler(session, LocalProvider(settings), metrics, settings, http)
     finally:
         await session.close()
     return 0
 
 
-async def _run_scaler(session: Session, provider: LocalProvider, metrics: ScalerMetrics) -> None:
+async def _run_scaler(
+    session: Session,
+    provider: LocalProvider,
+    metrics: ScalerMetrics,
+    settings: Settings,
+    http: Http,
+) -> None:
     async with anyio.create_task_group() as group:
         await group.start(provider.serve)
         await group.start(Scaler(session.broker, provider, metrics=metrics).serve)
+        if http.port:
+            port = await group.start(_serve_http, settings, http)
+            log.info("HTTP bridge listening", url=f"http://{http.host}:{port}")
         await _wait_for_signal()
         group.cancel_scope.cancel()
 

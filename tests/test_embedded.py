@@ -93,17 +93,19 @@ def _is_loopback(address: str) -> bool:
 
 @pytest.mark.timeout(180)
 def test_autan_up_serves_the_bundled_functions_air_gapped(tmp_path: Path) -> None:
-    port, metrics_port = free_port(), free_port()
+    port, metrics_port, http_port = free_port(), free_port(), free_port()
     url = f"nats://127.0.0.1:{port}"
     trace = tmp_path / "connect.trace"
     command = ["strace", "-f", "-qq", "-e", "trace=connect,sendto,sendmsg", "-o", str(trace),
                sys.executable, "-m", "runtime.cli", "--data-dir", str(tmp_path / "data"),
-               "up", "--nats-port", str(port), "--metrics-port", str(metrics_port)]  # fmt: skip
+               "up", "--nats-port", str(port), "--metrics-port", str(metrics_port),
+               "--http-port", str(http_port)]  # fmt: skip
     stack = subprocess.Popen(command, env=_env(), cwd=tmp_path, start_new_session=True)
     try:
         anyio.run(_wait_for_scaler, url, 3, 90.0)
         _check_calls(url)
         _check_metrics(metrics_port)
+        _check_http(http_port)
         workers_ready = time.monotonic()
         while time.monotonic() - workers_ready < AIR_GAP_S:
             assert json.loads(_autan("invoke", "demo.echo", '"still here"', url=url))
@@ -140,6 +142,16 @@ def _check_calls(url: str) -> None:
 def _metrics(port: int) -> str:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
         return str(response.read().decode())
+
+
+def _check_http(port: int) -> None:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/v1/functions/demo/embed",
+        data=json.dumps("hello world").encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert len(json.loads(response.read())) == 384
 
 
 def _check_metrics(port: int) -> None:

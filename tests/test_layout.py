@@ -23,6 +23,8 @@ CONFINED: dict[str, Callable[[Path], bool]] = {
     "minio": lambda path: path == Path("storage/s3.py"),
     "onnxruntime": lambda path: path == Path("runtime/models.py") or path.parts[0] == "functions",
     "urllib3": lambda path: path.parts[0] == "storage",
+    "starlette": lambda path: path.name.startswith("gateway") and path.parts[0] == "runtime",
+    "uvicorn": lambda path: path.name.startswith("gateway") and path.parts[0] == "runtime",
 }
 
 

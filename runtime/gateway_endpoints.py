@@ -1,0 +1,280 @@
+"""The gateway's endpoints: each reads a request, asks the session, writes one answer.
+
+Errors are raised, never answered here: `gateway_metrics.Observer` turns every
+exception into its JSON error (`gateway_errors` says which status each gets).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+
+from broker import (
+    BrokerUnavailable,
+    Failure,
+    Result,
+    Success,
+    UnencodableValue,
+    decode_value,
+    encode_value,
+    new_call_id,
+)
+from runtime.errors import FunctionNotFound
+from runtime.gateway_calls import (
+    CallRecord,
+    Calls,
+    PlannedCall,
+    idempotent_call_id,
+    lookup,
+    request_digest,
+    valid_call_id,
+)
+from runtime.gateway_codec import (
+    MSGPACK,
+    decode_arguments,
+    json_response,
+    media_type,
+    read_body,
+    value_response,
+    wants_msgpack,
+)
+from runtime.gateway_config import CallOptions, GatewayConfig
+from runtime.gateway_errors import BadRequest, Forbidden, GatewayTimeout, NotFound
+from runtime.gateway_keys import Access, KeyRing
+from runtime.gateway_link import Link
+from runtime.gateway_metrics import CLIENT_STATE_KEY, GatewayMetrics
+from runtime.gateway_schema import (
+    Accepted,
+    CallStatus,
+    ErrorDetail,
+    FunctionInfo,
+    FunctionList,
+    Health,
+    Policies,
+    WorkerSummary,
+)
+from runtime.session import Session
+from runtime.spec import FunctionSpec
+from runtime.workers import WorkerDirectory, WorkerInfo
+
+__all__ = ["Endpoints"]
+
+_PROMETHEUS = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class Endpoints:
+    """What each route does, with what the gateway holds: link, keys, limits, metrics."""
+
+    def __init__(
+        self,
+        link: Link,
+        keys: KeyRing,
+        config: GatewayConfig,
+        metrics: GatewayMetrics,
+        openapi: bytes,
+    ) -> None:
+        self.link = link
+        self.keys = keys
+        self.config = config
+        self._metrics = metrics
+        self.openapi_bytes = openapi
+        self.calls = Calls()
+
+    # -- calls -------------------------------------------------------------------------
+
+    async def invoke(self, request: Request) -> Response:
+        """POST /v1/functions/{app}/{fn}: run it; the body holds the arguments."""
+        access = self._access(request)
+        kind = media_type(request.headers.get("content-type"))
+        session = self.link.session
+        spec = await _visible_spec(session, access, *_function(request))
+        options = CallOptions.read(request.headers, request.query_params)
+        body = await read_body(
+            request.stream(), request.headers.get("content-length"), self.config.max_body_bytes
+        )
+        args, kwargs = decode_arguments(body, kind, explicit=options.explicit)
+        call = _plan(access, spec, args, kwargs, options.idempotency_key)
+        if self.keys.enabled and not access.all_apps:
+            call = msgspec.structs.replace(call, remember=True)
+        status_url = _status_url(request, call.call_id)
+        headers = {"Autan-Call-Id": call.call_id}
+        wait_s = options.wait_s(self.config, spec.options.timeout_s)
+        if options.respond_async:
+            await self.calls.call_once(session, call, wait_s=None)
+            accepted = Accepted(call_id=call.call_id, status_url=status_url)
+            return value_response(
+                accepted,
+                msgpack=wants_msgpack(request.headers.get("accept")),
+                headers={**headers, "Location": status_url},
+                status=202,
+            )
+        success = await self.calls.call_once(session, call, wait_s=wait_s)
+        if success is None:
+            raise GatewayTimeout(
+                f"no result within {wait_s:g} s; the call goes on: GET {status_url} for it",
+                headers=headers,
+                call_id=call.call_id,
+                status_url=status_url,
+            )
+        return await _result(session, success, headers, request.headers.get("accept"))
+
+    async def call_status(self, request: Request) -> Response:
+        """GET /v1/calls/{call_id}: pending, succeeded (with the result) or failed."""
+        access = self._access(request)
+        call_id = request.path_params["call_id"]
+        session = self.link.session
+        record, result = await lookup(session, call_id) if valid_call_id(call_id) else (None, None)
+        if (record is None and result is None) or not _may_read(access, record, self.keys):
+            raise NotFound(
+                f"no call {call_id}: unknown, older than the results' retention, or not "
+                "visible to this key"
+            )
+        status = await self._status(session, call_id, result)
+        return value_response(
+            status,
+            msgpack=wants_msgpack(request.headers.get("accept")),
+            headers={"Autan-Call-Id": call_id},
+        )
+
+    async def _status(self, session: Session, call_id: str, result: Result | None) -> CallStatus:
+        match result:
+            case Success(payload=payload):
+                value = decode_value(await session.load(payload))
+                return CallStatus(call_id=call_id, status="succeeded", result=value)
+            case Failure(error=error):
+                trace = error.traceback if self.config.tracebacks and error.traceback else None
+                detail = ErrorDetail(type=error.type, message=error.message, traceback=trace)
+                return CallStatus(call_id=call_id, status="failed", error=detail)
+        return CallStatus(call_id=call_id, status="pending")
+
+    # -- the rest ------------------------------------------------------------------------
+
+    async def functions(self, request: Request) -> Response:
+        """GET /v1/functions: what this key may call, with workers and backlog."""
+        access = self._access(request)
+        session = self.link.session
+        specs = [spec for spec in await session.registry.all() if access.may_see(spec.app)]
+        alive = await (await WorkerDirectory.open(session.broker)).alive()
+        infos = [
+            await _info(session, spec, alive) for spec in sorted(specs, key=lambda s: s.qualname)
+        ]
+        return json_response(FunctionList(functions=infos))
+
+    async def healthz(self, request: Request) -> Response:
+        """GET /healthz: the process answers."""
+        return json_response(Health(status="ok"))
+
+    async def readyz(self, request: Request) -> Response:
+        """GET /readyz: NATS is connected and JetStream answers (503 otherwise)."""
+        reason = await self.link.unready_reason()
+        if reason is not None:
+            raise BrokerUnavailable(reason)
+        return json_response(Health(status="ready"))
+
+    async def metrics(self, request: Request) -> Response:
+        """GET /metrics: Prometheus text; with keys on, only for a key to every app."""
+        access = self._access(request)
+        if self.keys.enabled and not access.all_apps:
+            raise Forbidden("/metrics is for keys that may call every app ('*')")
+        return Response(self._metrics.exposition(), media_type=_PROMETHEUS)
+
+    async def openapi(self, request: Request) -> Response:
+        """GET /openapi.json: this API, generated from its msgspec types."""
+        return Response(self.openapi_bytes, media_type="application/json")
+
+    def _access(self, request: Request) -> Access:
+        access = self.keys.authenticate(request.headers.get("authorization"))
+        setattr(request.state, CLIENT_STATE_KEY, access.label)
+        return access
+
+
+def _function(request: Request) -> tuple[str, str]:
+    return request.path_params["app"], request.path_params["fn"]
+
+
+async def _visible_spec(session: Session, access: Access, app: str, fn: str) -> FunctionSpec:
+    """The spec, or the same 404 for a function that does not exist and one the key may not
+    see (so that a key learns nothing about apps beyond its own)."""
+    if not access.may_see(app):
+        raise NotFound(f"no function {app}.{fn} that this key may call")
+    try:
+        return await session.registry.get(app, fn)
+    except FunctionNotFound:
+        pass
+    names = sorted(spec.name for spec in await session.registry.all() if spec.app == app)
+    if names:
+        raise NotFound(f"no function {fn!r} in app {app!r}; deployed: {', '.join(names)}")
+    raise NotFound(f"no function {app}.{fn}: app {app!r} has no deployed functions")
+
+
+def _plan(
+    access: Access,
+    spec: FunctionSpec,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    idempotency_key: str | None,
+) -> PlannedCall:
+    try:
+        value = encode_value((args, kwargs))
+    except UnencodableValue as exc:
+        raise BadRequest(str(exc)) from None
+    if idempotency_key is None:
+        return PlannedCall(call_id=new_call_id(), spec=spec, value=value, digest="")
+    return PlannedCall(
+        call_id=idempotent_call_id(access.principal, spec.app, spec.name, idempotency_key),
+        spec=spec,
+        value=value,
+        digest=request_digest(spec.app, spec.name, args, kwargs),
+        idempotent=True,
+    )
+
+
+def _status_url(request: Request, call_id: str) -> str:
+    return f"{request.scope.get('root_path', '')}/v1/calls/{call_id}"
+
+
+async def _result(
+    session: Session, success: Success, headers: dict[str, str], accept: str | None
+) -> Response:
+    data = await session.load(success.payload)
+    headers = {**headers, "Autan-Attempts": str(success.attempts)}
+    if wants_msgpack(accept):
+        return Response(data, headers=headers, media_type=MSGPACK)  # the worker's encoding
+    return value_response(decode_value(data), msgpack=False, headers=headers)
+
+
+def _may_read(access: Access, record: CallRecord | None, keys: KeyRing) -> bool:
+    """Calls of other apps are hidden; calls the gateway did not record, but to all-app keys."""
+    if not keys.enabled:
+        return True
+    return access.all_apps if record is None else access.may_see(record.app)
+
+
+async def _info(session: Session, spec: FunctionSpec, alive: list[WorkerInfo]) -> FunctionInfo:
+    options = spec.options
+    policies = Policies(
+        timeout_s=options.timeout_s,
+        retries=options.retries,
+        scaling=options.scaling,
+        batching=options.batching,
+        concurrency=options.concurrency,
+        gpu=options.gpu,
+        models=sorted(options.models),
+    )
+    workers = [
+        WorkerSummary(worker_id=w.worker_id, state=w.state, host=w.host, providers=w.providers)
+        for w in alive
+        if w.function == spec.qualname
+    ]
+    backlog = await session.broker.backlog(spec.source)
+    return FunctionInfo(
+        app=spec.app,
+        name=spec.name,
+        version=spec.version,
+        policies=policies,
+        workers=workers,
+        backlog=backlog.total,
+    )

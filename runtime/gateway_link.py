@@ -1,0 +1,111 @@
+"""The gateway's link to NATS: a session opened in the background and kept.
+
+The gateway listens whether or not NATS is up (so that probes and load balancers
+see it): until the session is open, and whenever its connection is down and the
+client is reconnecting, requests fail at once with `BrokerUnavailable` (503 with
+Retry-After) instead of waiting for JetStream timeouts.
+"""
+
+from __future__ import annotations
+
+import anyio
+import structlog
+from anyio.abc import TaskStatus
+
+from broker import RESULTS_BUCKET, Broker, BrokerError, BrokerUnavailable, KeyNotFound
+from runtime.registry import Registry
+from runtime.session import Session
+from runtime.settings import Settings
+
+__all__ = ["Link"]
+
+log = structlog.get_logger("autan.gateway")
+
+_RETRY_FIRST_S = 0.2
+_RETRY_MAX_S = 5.0
+_PROBE_KEY = "gateway-readiness-probe"
+_CLOSE_S = 5.0
+
+
+class Link:
+    """One session for the whole gateway; `session` raises while NATS cannot be used."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._session: Session | None = None
+        self._scope = anyio.CancelScope(shield=True)
+
+    @property
+    def session(self) -> Session:
+        session = self._session
+        if session is None:
+            raise BrokerUnavailable(
+                f"the gateway is not connected to NATS at {self.settings.nats_url} yet; "
+                "is 'autan up' running? retry shortly"
+            )
+        if not session.broker.nc.is_connected:
+            raise BrokerUnavailable(
+                f"the gateway lost NATS at {self.settings.nats_url} and is reconnecting; "
+                "retry shortly"
+            )
+        return session
+
+    async def serve(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Connect (retrying with backoff), then hold the session until `close()`.
+
+        The caller's cancellation does not reach in here: the gateway first stops
+        taking requests and lets open ones finish, then closes the link.
+        """
+        with self._scope:
+            task_status.started()
+            try:
+                self._session = await self._open()
+                log.info("gateway connected to NATS", nats=self.settings.nats_url)
+                await anyio.sleep_forever()
+            finally:
+                with anyio.CancelScope(shield=True), anyio.move_on_after(_CLOSE_S):
+                    if self._session is not None:
+                        await self._session.close()
+
+    def close(self) -> None:
+        """End `serve`: stop connecting, or close the session."""
+        self._scope.cancel()
+
+    async def _open(self) -> Session:
+        delay_s = _RETRY_FIRST_S
+        while True:
+            try:
+                return await self._connect()
+            except BrokerUnavailable as exc:
+                log.warning("gateway waiting for NATS", error=str(exc), retry_in_s=delay_s)
+            await anyio.sleep(delay_s)
+            delay_s = min(delay_s * 2, _RETRY_MAX_S)
+
+    async def _connect(self) -> Session:
+        settings = self.settings
+        broker = await Broker.connect(
+            settings.nats_url, name="autan-gateway", connect_timeout_s=settings.connect_timeout_s
+        )
+        try:
+            return Session(broker, await Registry.open(broker), settings)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await broker.close()
+            raise
+
+    async def unready_reason(self, timeout_s: float = 2.0) -> str | None:
+        """None when NATS is connected and JetStream answers within `timeout_s`, else why not."""
+        try:
+            session = self.session
+            with anyio.fail_after(timeout_s):
+                bucket = await session.broker.bucket(
+                    RESULTS_BUCKET, ttl_s=session.settings.result_ttl_s
+                )
+                await bucket.get(_PROBE_KEY)
+        except KeyNotFound:
+            return None  # JetStream answered
+        except TimeoutError:
+            return f"JetStream at {self.settings.nats_url} did not answer within {timeout_s} s"
+        except BrokerError as exc:
+            return str(exc)
+        return None
