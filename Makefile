@@ -32,10 +32,10 @@ typecheck:
 pytest:
 	$(BIN)/pytest
 
+BENCHMARKS := echo_latency map_throughput embed_overhead cold_start reaction burst batching http_bridge
+
 bench: venv
-	$(BIN)/python -m benchmarks.echo_latency
-	$(BIN)/python -m benchmarks.map_throughput
-	$(BIN)/python -m benchmarks.embed_overhead
+	@for name in $(BENCHMARKS); do $(BIN)/python -m benchmarks.$$name || exit 1; done
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
