@@ -25,8 +25,6 @@ from __future__ import annotations
 import hashlib
 import re
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
@@ -122,15 +120,7 @@ def request_digest(app: str, fn: str, args: tuple[Any, ...], kwargs: dict[str, A
 
 
 class Calls:
-    """Makes gateway calls; submits one call id at a time from this process.
-
-    A connection routes JetStream's ack by call id, so two concurrent submissions of
-    one id (the same Idempotency-Key sent twice at once) would lose an ack: they
-    take turns here, and the second is acked at once as a duplicate.
-    """
-
-    def __init__(self) -> None:
-        self._turns: dict[str, tuple[anyio.Lock, int]] = {}
+    """Makes gateway calls: live ones, and ones recorded for later (async, idempotent)."""
 
     async def call_once(
         self, session: Session, call: PlannedCall, *, wait_s: float | None
@@ -143,29 +133,36 @@ class Calls:
             if call.remember:
                 await _remember(session, call)
             return await _call_live(session, call, wait_s)
-        await _claim(session, call)
-        data = await _recorded(session, call.call_id) if call.idempotent else None
-        if data is None:
-            async with self._turn(call.call_id):
-                await (await _submit(session, call, live=False)).acked()
-            if wait_s is None:
-                return None
-            data = await _wait_recorded(session, call.call_id, wait_s)
+        if not call.idempotent:
+            await _claim_and_submit(session, call)  # a new id: nothing to look up first
+        else:
+            await _claim(session, call)
+            data = await _recorded(session, call.call_id)
+            if data is not None:
+                return _settled(call.call_id, data)
+            await (await _submit(session, call, live=False)).acked()
+        if wait_s is None:
+            return None
+        data = await _wait_recorded(session, call.call_id, wait_s)
         return None if data is None else _settled(call.call_id, data)
 
-    @asynccontextmanager
-    async def _turn(self, call_id: str) -> AsyncIterator[None]:
-        lock, users = self._turns.get(call_id, (anyio.Lock(), 0))
-        self._turns[call_id] = (lock, users + 1)
-        try:
-            async with lock:
-                yield
-        finally:
-            lock, users = self._turns[call_id]
-            if users == 1:
-                del self._turns[call_id]
-            else:
-                self._turns[call_id] = (lock, users - 1)
+
+async def _claim_and_submit(session: Session, call: PlannedCall) -> None:
+    """Record the call and submit it at once: one round trip of waiting instead of two.
+
+    If the record fails after JetStream stored the call, the caller hears an error for
+    a call that runs: a false refusal, never a false acceptance.
+    """
+
+    async def submit() -> None:
+        await (await _submit(session, call, live=False)).acked()
+
+    try:
+        async with anyio.create_task_group() as group:
+            group.start_soon(_claim, session, call)
+            group.start_soon(submit)
+    except ExceptionGroup as failed:  # the caller maps one error to one HTTP status
+        raise failed.exceptions[0] from None
 
 
 async def lookup(session: Session, call_id: str) -> tuple[CallRecord | None, Result | None]:
