@@ -114,14 +114,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(settings.log_format, settings.log_level)
     try:
         return int(anyio.run(_dispatch, args, settings))
-    except (AutanError, BrokerError, StorageError, ValueError) as exc:
-        if isinstance(exc, RemoteError):
-            print(str(exc), file=sys.stderr)
-        else:
-            print(f"autan: {exc}", file=sys.stderr)
-        return 1
+    except _EXPECTED as exc:
+        return _report(exc)
+    except BaseExceptionGroup as group:  # from a task group: report the first known error
+        expected, _ = group.split(_EXPECTED)
+        if expected is None:
+            raise
+        return _report(_first(expected))
     except KeyboardInterrupt:
         return 130
+
+
+_EXPECTED = (AutanError, BrokerError, StorageError, ValueError)
+
+
+def _report(exc: BaseException) -> int:
+    print(str(exc) if isinstance(exc, RemoteError) else f"autan: {exc}", file=sys.stderr)
+    return 1
+
+
+def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    first = group.exceptions[0]
+    return _first(first) if isinstance(first, BaseExceptionGroup) else first
 
 
 async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:

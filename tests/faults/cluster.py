@@ -51,13 +51,21 @@ class Cluster:
     @classmethod
     @asynccontextmanager
     async def running(
-        cls, root: Path, *, max_queued_calls: int = 1_000_000
+        cls,
+        root: Path,
+        *,
+        max_queued_calls: int = 1_000_000,
+        storage_url: str | None = None,
+        s3_keys: tuple[str, str] | None = None,
     ) -> AsyncIterator[Cluster]:
         server = NatsServer(root / "nats", port=free_port())
         server.start()
+        access_key, secret_key = s3_keys or (None, None)
         settings = Settings(
             nats_url=server.url,
-            storage_url=f"file://{root / 'objects'}",
+            storage_url=storage_url or f"file://{root / 'objects'}",
+            s3_access_key=access_key,
+            s3_secret_key=secret_key,
             data_dir=root,
             signing_key="faults-signing-key",
             ack_wait_s=2.0,
