@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 EXTRAS ?= cpu,models,dev
 export ORT_DISABLE_TELEMETRY := 1
 
-.PHONY: venv run test check lint typecheck pytest bench clean
+.PHONY: venv run test check lint typecheck pytest bench soak clean
 
 $(BIN)/autan: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,9 @@ BENCHMARKS := echo_latency map_throughput embed_overhead cold_start reaction bur
 
 bench: venv
 	@for name in $(BENCHMARKS); do $(BIN)/python -m benchmarks.$$name || exit 1; done
+
+soak: venv
+	$(BIN)/python -m benchmarks.soak
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
+import time
 from collections.abc import AsyncGenerator
 
 import nats.errors
 import nats.js.errors
+from nats.aio.client import Client as NatsClient
+from nats.aio.subscription import Subscription
 from nats.js.kv import KeyValue
 
 from broker.errors import BrokerUnavailable, KeyExists, KeyNotFound
@@ -25,7 +29,8 @@ _TRANSIENT = (
 class Bucket:
     """Values by key in one bucket; `create` is first-writer-wins."""
 
-    def __init__(self, kv: KeyValue, name: str) -> None:
+    def __init__(self, kv: KeyValue, name: str, nc: NatsClient) -> None:
+        self._nc = nc
         self._kv = kv
         self.name = name
 
@@ -82,20 +87,37 @@ class Bucket:
             await _stop(watcher)
 
     async def wait_for(self, key: str, timeout_s: float) -> bytes:
-        """The key's value, waiting up to `timeout_s` for a writer if it has none yet."""
-        watcher = await self._kv.watch(key)
+        """The key's value, waiting up to `timeout_s` for a writer if it has none yet.
+
+        A plain subscription to the key's subject sees the write: no JetStream consumer
+        per waiter (a watcher each would hit the server's consumer limit with many callers
+        waiting at once). A write routed just before the subscription took effect but
+        stored just after the first read is caught by reading again, soon and then every
+        second: the server routes a message before JetStream has stored it.
+        """
+        subscription = await self._nc.subscribe(f"$KV.{self.name}.{key}")
         try:
-            return await self._next_value(watcher, key, timeout_s)
+            with contextlib.suppress(KeyNotFound):
+                return await self.get(key)
+            return await self._next_write(subscription, key, timeout_s)
         finally:
-            await _stop(watcher)
+            with contextlib.suppress(nats.errors.Error):
+                await subscription.unsubscribe()
 
-    async def _next_value(self, watcher: KeyValue.KeyWatcher, key: str, timeout_s: float) -> bytes:
-        import anyio
-
-        with anyio.move_on_after(timeout_s):
-            async for entry in watcher:
-                if entry is not None and entry.value and entry.operation is None:
-                    return bytes(entry.value)
+    async def _next_write(self, subscription: Subscription, key: str, timeout_s: float) -> bytes:
+        deadline = time.monotonic() + timeout_s
+        for slice_s in itertools.chain((0.05, 0.25), itertools.repeat(1.0)):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                msg = await subscription.next_msg(timeout=min(slice_s, remaining))
+            except nats.errors.TimeoutError:
+                with contextlib.suppress(KeyNotFound):
+                    return await self.get(key)
+                continue
+            if msg.data and not (msg.headers or {}).get("KV-Operation"):
+                return bytes(msg.data)
         raise KeyNotFound(f"no value for {key!r} in bucket {self.name!r} after {timeout_s} s")
 
 
