@@ -148,8 +148,8 @@ def _report(tally: Tally, ledger: dict[str, int], elapsed: float, args: argparse
     ]  # fmt: skip
     print_table("over time", ["t s", "answered", "backlog", "workers", "nats MB",
                               "worker MB"], rows)  # fmt: skip
-    goal = Goal("lost == 0 and duplicate results == 0", ledger["lost"] + ledger["duplicate_results"],
-                ledger["lost"] == 0 and ledger["duplicate_results"] == 0)  # fmt: skip
+    bad = ledger["lost"] + ledger["duplicate_results"]
+    goal = Goal("lost == 0 and duplicate results == 0", bad, bad == 0)
     print_goal(goal)
     path = write_json("soak", {"config": vars(args), "ledger": ledger, "elapsed_s": elapsed,
                                "samples": tally.samples, "goal": goal})  # fmt: skip
