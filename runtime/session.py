@@ -70,9 +70,8 @@ class Session:
 
     async def call(self, app: str, fn: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """Run `app.fn(*args, **kwargs)` remotely and return its result."""
-        call_id = new_call_id()
-        submission = await self._submit(app, fn, call_id, (args, kwargs), live=True)
-        return await self._unwrap(call_id, await submission.result())
+        value, _ = await self.call_result(app, fn, args, kwargs)
+        return value
 
     async def call_result(
         self, app: str, fn: str, args: tuple[Any, ...], kwargs: dict[str, Any]
