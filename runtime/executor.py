@@ -27,6 +27,7 @@ __all__ = ["INLINE_AFTER", "INLINE_MAX_MS", "Executor", "Invocation", "Outcome",
 
 INLINE_AFTER = 32
 INLINE_MAX_MS = 0.5
+QUICK_MS = 1.0
 
 
 class Invocation(msgspec.Struct, frozen=True):
@@ -96,6 +97,7 @@ class Executor:
         self.poisoned = False
         self.inline = False
         self._fast_streak = 0
+        self._average_ms = QUICK_MS  # unknown: taken as slow until calls show otherwise
         self._inline_allowed = self.concurrency == 1
 
     async def watch(self) -> None:
@@ -117,13 +119,14 @@ class Executor:
     def take_n(self) -> int:
         """How many calls to take at once: a batch, or what runs at once.
 
-        Calls are answered when all taken together are done, so a sync function in
-        threads takes `concurrency` calls (each answered after its own run), while one
-        that runs inline or on the loop takes up to 32 for throughput.
+        Calls taken together are answered when all are done. Quick calls (inline, async,
+        or a recent average under `QUICK_MS`) are taken 32 at a time for throughput;
+        slower sync calls `concurrency` at a time, so each is answered after its own run
+        and other workers can take the rest.
         """
         if self.batched:
             return self.batch_size
-        if self.inline or self.is_async:
+        if self.inline or self.is_async or self._average_ms < QUICK_MS:
             return max(32, self.concurrency)
         return self.concurrency
 
@@ -248,10 +251,12 @@ class Executor:
         return progress.outcomes
 
     def _learn(self, outcomes: Sequence[Outcome | None]) -> None:
-        """Promote the function to inline runs after a streak of very fast calls."""
+        """Track the run time; promote to inline runs after a streak of very fast calls."""
         for outcome in outcomes:
             fast = outcome is not None and outcome.run_ms < INLINE_MAX_MS
             self._fast_streak = self._fast_streak + 1 if fast else 0
+            if outcome is not None:
+                self._average_ms = 0.8 * self._average_ms + 0.2 * outcome.run_ms
         if self._inline_allowed and self._fast_streak >= INLINE_AFTER:
             self.inline = True
             self.ctx.log.info("calls run in under 0.5 ms: running them on the loop")
