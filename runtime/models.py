@@ -123,7 +123,7 @@ def load_models(
     `gpu=True` fails unless a GPU provider really runs the session; `"auto"` takes
     TensorRT or CUDA when they work and the CPU otherwise. With `cache_dir`, a CPU
     session's optimized graph is saved by digest, and the next cold start loads it
-    with optimizations off (MiniLM: ~120-250 ms down to ~40-60 ms here).
+    with optimizations off (MiniLM in a fresh worker: ~230 ms down to ~160 ms here).
     """
     conflict = onnxruntime_conflict() if models else None
     if conflict:
