@@ -1,0 +1,32 @@
+"""The MLP of the batching benchmark on the GPU (`gpu=True`): imported only where CUDA works."""
+
+from __future__ import annotations
+
+import os
+
+os.environ["ORT_DISABLE_TELEMETRY"] = "1"
+
+import numpy as np
+import numpy.typing as npt
+
+from benchmarks.batching_app import build_mlp
+from runtime import App, Batching, Context, Model, Scaling
+
+__all__ = ["BATCH", "app", "mlp_gpu"]
+
+BATCH = int(os.environ.get("AUTAN_BENCH_GPU_BATCH", "256"))
+
+app = App("gpubench")
+
+
+@app.function(
+    models={"mlp": Model.file(build_mlp())},
+    batching=Batching(max_size=BATCH, max_delay_ms=2),
+    scaling=Scaling(max_workers=1),
+    gpu=True,
+    timeout_s=60,
+)
+def mlp_gpu(ctx: Context, rows: list[npt.NDArray[np.float32]]) -> list[npt.NDArray[np.float32]]:
+    handle = ctx.models["mlp"]
+    [out] = handle.run({"x": handle.stack(rows)})
+    return list(out)
