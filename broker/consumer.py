@@ -163,8 +163,7 @@ class PullFeed:
         # A request can vanish without a status (server restart, reconnect):
         # after its expiry has long passed with no sign of life, forget its credits.
         if time.monotonic() - self._last_activity > _REQUEST_EXPIRES_S + 2:
-            self._outstanding = 0
-            self._last_activity = time.monotonic()
+            self.forget_requests()
 
     async def _on_msg(self, msg: Msg) -> None:
         self._last_activity = time.monotonic()

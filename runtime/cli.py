@@ -13,7 +13,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 os.environ["ORT_DISABLE_TELEMETRY"] = "1"
 
@@ -21,12 +21,14 @@ import anyio
 import msgspec
 
 from broker import BrokerError
-from runtime.commands import Http
 from runtime.errors import AutanError, RemoteError
 from runtime.logs import configure_logging
 from runtime.settings import Settings
 from runtime.worker import Boot
 from storage import StorageError
+
+if TYPE_CHECKING:
+    from runtime.commands import Http
 
 __all__ = ["main"]
 
@@ -195,6 +197,7 @@ async def _dispatch_admin(args: argparse.Namespace, settings: Settings) -> int:
 
 def _http(args: argparse.Namespace, *, host: str | None = None) -> Http:
     """The HTTP bridge's settings: flags first, then AUTAN_HTTP_* and AUTAN_API_KEYS[_FILE]."""
+    from runtime.commands import Http
     from runtime.gateway import GatewayConfig, api_keys_from_env
 
     env = os.environ

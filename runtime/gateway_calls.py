@@ -34,15 +34,12 @@ import numpy as np
 from broker import (
     RESULTS_BUCKET,
     Bucket,
-    CallMsg,
     KeyExists,
     KeyNotFound,
     Result,
     Submission,
     Success,
-    call_subject,
     decode_result,
-    encode,
 )
 from runtime.errors import RemoteError
 from runtime.gateway_errors import BadRequest, IdempotencyConflict
@@ -188,21 +185,8 @@ async def _call_live(session: Session, call: PlannedCall, wait_s: float) -> Succ
 
 
 async def _submit(session: Session, call: PlannedCall, *, live: bool) -> Submission:
-    spec, broker = call.spec, session.broker
-    payload = await session.offload(f"payloads/{call.call_id}", call.value)
-    message = CallMsg(
-        call_id=call.call_id,
-        app=spec.app,
-        fn=spec.name,
-        payload=payload,
-        reply=broker.result_subject(call.call_id) if live else None,
-        record=True,
-        created_unix_s=time.time(),
-        timeout_s=spec.options.timeout_s,
-    )
-    return await broker.submit(
-        call_subject(spec.app, spec.name), call.call_id, encode(message), expect_result=live
-    )
+    # Recorded even when live: a sync call that outlives its wait can still be fetched.
+    return await session.submit_encoded(call.spec, call.call_id, call.value, live=live, record=True)
 
 
 def _settled(call_id: str, data: bytes) -> Success:

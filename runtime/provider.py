@@ -44,6 +44,7 @@ class WorkerProcess:
         self.ready_at: float | None = None
         self.stopping = False
         self.observed = False  # its cold start went into the metrics
+        self.version = ""  # the function version it announced
         self.process: Process | None = None  # when spawned rather than forked
         self.returncode: int | None = None
         self.exited = anyio.Event()
@@ -151,11 +152,13 @@ class LocalProvider:
         self._changed.set()
         self._changed = anyio.Event()
 
+    def known(self, pid: int, *, host: str) -> WorkerProcess | None:
+        """The live worker `pid` on `host`, if it is one of ours."""
+        return self._workers.get(pid) if host == self.host else None
+
     def mark_ready(self, pid: int, *, host: str) -> WorkerProcess | None:
         """Note that worker `pid` announced itself ready (if it is one of ours)."""
-        if host != self.host:
-            return None
-        worker = self._workers.get(pid)
+        worker = self.known(pid, host=host)
         if worker is not None and worker.ready_at is None:
             worker.ready_at = time.monotonic()
             self._failed_starts.pop(worker.qualname, None)

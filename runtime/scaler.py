@@ -79,7 +79,6 @@ class Scaler:
         self._wake = anyio.Event()
         self._group: TaskGroup | None = None
         self._status: Bucket | None = None
-        self._versions: dict[int, str] = {}
         self._outage_logged = False
 
     async def serve(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -137,10 +136,10 @@ class Scaler:
 
     def _retire_old_versions(self, spec: FunctionSpec) -> None:
         for worker in self.provider.workers(spec.qualname):
-            known = self._versions.get(worker.pid)
-            if known is not None and known != spec.version and not worker.stopping:
+            old = worker.version
+            if old and old != spec.version and not worker.stopping:
                 log.info("new version deployed; retiring a worker", function=spec.qualname,
-                         pid=worker.pid, old=known, new=spec.version)  # fmt: skip
+                         pid=worker.pid, old=old, new=spec.version)  # fmt: skip
                 self._stop(worker)
 
     # -- one function, one tick -------------------------------------------------------
@@ -244,7 +243,8 @@ class Scaler:
 
     async def _follow_workers(self, directory: WorkerDirectory) -> None:
         async for info in directory.announcements():
-            self._versions[info.pid] = info.version
+            if (known := self.provider.known(info.pid, host=info.host)) is not None:
+                known.version = info.version
             self.metrics.batch_sizes.report(info.worker_id, info.function, info.batch_sizes)
             if info.state != "ready":
                 continue

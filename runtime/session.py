@@ -38,6 +38,7 @@ from broker import (
 from runtime.errors import RemoteError
 from runtime.registry import Registry
 from runtime.settings import Settings
+from runtime.spec import FunctionSpec
 from storage import ObjectStore, open_store
 
 __all__ = ["Session", "SessionProvider", "storage_url"]
@@ -142,19 +143,31 @@ class Session:
         self, app: str, fn: str, call_id: str, value: Any, *, live: bool = True
     ) -> Submission:
         spec = await self.registry.get(app, fn)
-        payload = await self.offload(f"payloads/{call_id}", encode_value(value))
+        return await self.submit_encoded(
+            spec, call_id, encode_value(value), live=live, record=not live
+        )
+
+    async def submit_encoded(
+        self, spec: FunctionSpec, call_id: str, encoded: bytes, *, live: bool, record: bool
+    ) -> Submission:
+        """Publish a call whose `[args, kwargs]` are encoded already (`encode_value`).
+
+        `live`: the result comes back on this connection; `record`: the worker keeps it
+        in the results bucket (for `result()`, later or elsewhere).
+        """
+        payload = await self.offload(f"payloads/{call_id}", encoded)
         message = CallMsg(
             call_id=call_id,
-            app=app,
-            fn=fn,
+            app=spec.app,
+            fn=spec.name,
             payload=payload,
             reply=self.broker.result_subject(call_id) if live else None,
-            record=not live,
+            record=record,
             created_unix_s=time.time(),
             timeout_s=spec.options.timeout_s,
         )
         return await self.broker.submit(
-            call_subject(app, fn), call_id, encode(message), expect_result=live
+            call_subject(spec.app, spec.name), call_id, encode(message), expect_result=live
         )
 
     async def _unwrap(self, call_id: str, data: bytes) -> Any:

@@ -98,7 +98,7 @@ class Worker:
             self.cold_start_ms["registry"] = _ms_since(started)
             executor, broken = await self._prepare(session, spec)
             started = time.perf_counter()
-            feed = await session.broker.pull(spec.source, window=_window(spec))
+            feed = await session.broker.pull(spec.source, window=2)  # `_loop` sizes it
             self.cold_start_ms["subscribe"] = _ms_since(started)
             self._mark_ready()
             task_status.started()
@@ -240,11 +240,6 @@ class Worker:
         except BrokerUnavailable as exc:
             # Unsettled calls stay unacked: JetStream delivers them again after ack_wait.
             self.log.warning("NATS away while settling calls; they will come back", error=str(exc))
-
-
-def _window(spec: FunctionSpec) -> int:
-    batching = spec.options.batching
-    return 2 * (batching.max_size if batching else spec.options.concurrency)
 
 
 def _ms(seconds: float) -> float:

@@ -62,14 +62,6 @@ class WorkerDirectory:
                     return list(live.values())
         raise TimeoutError  # the watch never ends by itself
 
-    async def wait_until_ready(self, functions: int, timeout_s: float) -> None:
-        """Wait until `functions` distinct functions have a ready worker (TimeoutError)."""
-
-        def enough(workers: list[WorkerInfo]) -> bool:
-            return len({w.function for w in workers if w.state == "ready"}) >= functions
-
-        await self.wait_until(enough, timeout_s)
-
     async def announcements(self) -> AsyncIterator[WorkerInfo]:
         """Every current announcement, then each new one as workers make them."""
         async for _, value in self._bucket.watch():
