@@ -3,12 +3,17 @@
 Order for each call: record the result (spawned calls, first writer wins), publish
 it to the caller, and only then ack. A failed attempt with attempts left is handed
 back with its backoff delay; a refused artifact fails every call with the reason.
+
+A pack (many calls in one message, from `.map()` on a batched function) runs as its
+items and is answered once, when every item is final, with one result per item; an
+item that fails for good gets a dead letter of its own that redrives it alone.
 """
 
 from __future__ import annotations
 
 import base64
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,8 +30,12 @@ from broker import (
     Inline,
     KeyExists,
     KeyNotFound,
+    PackResult,
+    Payload,
     PullFeed,
     Result,
+    RowList,
+    StoredRef,
     Success,
     UnencodableValue,
     decode_call,
@@ -34,6 +43,8 @@ from broker import (
     dlq_subject,
     encode,
     encode_value,
+    item_call_id,
+    rows,
 )
 from runtime.executor import Executor, Invocation, Outcome, error_info
 from runtime.session import Session
@@ -43,6 +54,18 @@ __all__ = ["LOST_ATTEMPTS_ALLOWED", "CallHandler"]
 
 # Deliveries beyond max_attempts tolerated for attempts lost with a dead worker.
 LOST_ATTEMPTS_ALLOWED = 3
+# Packs handed back for a retry whose finished items this worker keeps.
+_PACKS_REMEMBERED = 256
+
+
+class _Unit(msgspec.Struct):
+    """One delivery to run: a call, or a pack of calls (`pack` holds their inputs)."""
+
+    delivery: Delivery
+    call: CallMsg
+    invocations: list[Invocation]
+    indexes: list[int]  # for a pack: the item of each invocation
+    pack: list[Any] | None = None  # for a pack: every item's [args, kwargs]
 
 
 class CallHandler:
@@ -62,29 +85,49 @@ class CallHandler:
         self.worker_id = worker_id
         self.log = log
         self.running: set[Delivery] = set()
+        # Calls per delivery, averaged: 1 for single calls, up to max_size for packs.
+        self.items_per_delivery = 1.0
         # Carried by the first result only: how this worker came to be.
         self._cold_start_ms = cold_start_ms
+        # Packs handed back for a retry: their items that succeeded, run again only elsewhere.
+        self._pack_outcomes: OrderedDict[str, dict[int, Outcome]] = OrderedDict()
 
     async def handle(
         self, batch: Sequence[Delivery], executor: Executor | None, broken: ErrorInfo | None
-    ) -> None:
-        runnable: list[tuple[Delivery, CallMsg, Invocation]] = []
+    ) -> int:
+        """Run and settle `batch`; returns how many calls it held (pack items count)."""
+        units: list[_Unit] = []
+        calls = 0
         for delivery in batch:
             call = self._call_of(delivery)
-            if broken is not None:
-                await self._fail(delivery, call, broken, reason="rejected")
-            elif delivery.num_delivered > self.spec.options.retries.max_attempts + (
-                LOST_ATTEMPTS_ALLOWED
-            ):
-                await self._fail(delivery, call, _lost_error(delivery.num_delivered), "lost")
-            elif self._expired(call):
-                await self._fail(delivery, call, self._expired_error(call), reason="expired")
+            calls += max(1, call.items)
+            refusal = self._refusal(delivery, call, broken)
+            if refusal is not None:
+                await self._refuse(delivery, call, *refusal)
             elif delivery.num_delivered > 1 and await self._already_settled(call):
                 await delivery.ack()  # redelivered after its result was recorded: done
             else:
-                runnable.append((delivery, call, await self._invocation(delivery, call)))
-        if runnable and executor is not None:
-            await self._run(runnable, executor)
+                unit = await self._unit(delivery, call)
+                if unit is not None:
+                    units.append(unit)
+        self.items_per_delivery = 0.8 * self.items_per_delivery + 0.2 * calls / max(1, len(batch))
+        if units and executor is not None:
+            await self._run(units, executor)
+        return calls
+
+    def _refusal(
+        self, delivery: Delivery, call: CallMsg, broken: ErrorInfo | None
+    ) -> tuple[ErrorInfo, str] | None:
+        """Why a call must fail without running, if it must."""
+        if broken is not None:
+            return broken, "rejected"
+        if delivery.num_delivered > self.spec.options.retries.max_attempts + (
+            LOST_ATTEMPTS_ALLOWED
+        ):
+            return _lost_error(delivery.num_delivered), "lost"
+        if self._expired(call):
+            return self._expired_error(call), "expired"
+        return None
 
     def _expired(self, call: CallMsg) -> bool:
         # Trigger events are exempt: replaying old events is deliberate.
@@ -122,27 +165,37 @@ class CallHandler:
             for delivery in [*self.running, *feed.held()]:
                 await delivery.in_progress()
 
-    async def _run(
-        self, runnable: list[tuple[Delivery, CallMsg, Invocation]], executor: Executor
-    ) -> None:
-        deliveries = [delivery for delivery, _, _ in runnable]
+    async def _unit(self, delivery: Delivery, call: CallMsg) -> _Unit | None:
+        """What to run for a delivery; None when it cannot be read (it is failed here)."""
+        try:
+            value = decode_value(await self.session.load(call.payload))
+            items = _read_pack(value, call.items) if call.items else [value]
+            invocations = [_invocation(call, delivery, i, item) for i, item in enumerate(items)]
+        except (msgspec.DecodeError, TypeError, ValueError) as exc:
+            error = ErrorInfo(type="MalformedCall", message=f"the call cannot be read: {exc}")
+            await self._fail(delivery, call, error, reason="malformed")
+            return None
+        if not call.items:
+            return _Unit(delivery, call, invocations, [0])
+        done = self._pack_outcomes.get(call.call_id, {})
+        indexes = [i for i in range(call.items) if i not in done]
+        return _Unit(delivery, call, [invocations[i] for i in indexes], indexes, items)
+
+    async def _run(self, units: list[_Unit], executor: Executor) -> None:
+        deliveries = [unit.delivery for unit in units]
         self.running.update(deliveries)
         try:
-            outcomes = await executor.run([inv for _, _, inv in runnable])
+            outcomes = await executor.run([inv for unit in units for inv in unit.invocations])
         finally:
             self.running.difference_update(deliveries)
-        for (delivery, call, _), outcome in zip(runnable, outcomes, strict=True):
-            await self._settle(delivery, call, outcome)
-
-    async def _invocation(self, delivery: Delivery, call: CallMsg) -> Invocation:
-        args, kwargs = decode_value(await self.session.load(call.payload))
-        return Invocation(
-            call_id=call.call_id,
-            attempt=delivery.num_delivered,
-            args=tuple(args),
-            kwargs=kwargs,
-            subject=call.subject,
-        )
+        start = 0
+        for unit in units:
+            own = outcomes[start : start + len(unit.invocations)]
+            start += len(unit.invocations)
+            if unit.pack is None:
+                await self._settle(unit.delivery, unit.call, own[0])
+            else:
+                await self._settle_pack(unit, own)
 
     async def _settle(self, delivery: Delivery, call: CallMsg, outcome: Outcome | None) -> None:
         if outcome is None:
@@ -151,104 +204,266 @@ class CallHandler:
         if outcome.error is not None:
             await self._failed_attempt(delivery, call, outcome.error)
             return
-        emit = self.spec.options.emit
         try:
             data = encode_value(outcome.value)
-            emitted = emitted_bytes(outcome.value) if emit else b""
+            await self._emit(call, call.call_id, outcome.value)
         except UnencodableValue as exc:
             await self._fail(delivery, call, error_info(exc))
             return
-        if emit:
-            await self._emit(emit, call, emitted)
         result = Success(
             call_id=call.call_id,
             payload=await self.session.offload(f"results/{call.call_id}", data),
             worker=self.worker_id,
             attempts=delivery.num_delivered,
-            timings_ms=self._timings(call, outcome),
-            cold_start_ms=self._take_cold_start(outcome),
+            timings_ms=self._timings(call, outcome.run_ms),
+            cold_start_ms=self._take_cold_start(outcome.run_ms),
         )
-        await self._deliver(delivery, call, result)
+        await self._deliver(delivery, call, encode(result))
 
-    async def _emit(self, subject: str, call: CallMsg, data: bytes) -> None:
-        headers = {"Autan-Call-Id": call.call_id, "Autan-Function": self.spec.qualname}
+    async def _emit(self, call: CallMsg, call_id: str, value: Any) -> None:
+        subject = self.spec.options.emit
+        if not subject:
+            return
+        data = emitted_bytes(value)
+        headers = {"Autan-Call-Id": call_id, "Autan-Function": self.spec.qualname}
         await self.session.broker.publish(subject, data, headers=headers)
 
-    def _timings(self, call: CallMsg, outcome: Outcome) -> dict[str, float]:
-        timings = {"run": round(outcome.run_ms, 3)}
+    def _timings(self, call: CallMsg, run_ms: float) -> dict[str, float]:
+        timings = {"run": round(run_ms, 3)}
         if call.created_unix_s:
             timings["total"] = round((time.time() - call.created_unix_s) * 1000, 3)
         return timings
 
-    def _take_cold_start(self, outcome: Outcome) -> dict[str, float]:
+    def _take_cold_start(self, run_ms: float) -> dict[str, float]:
         if self._cold_start_ms is None:
             return {}
-        phases = {**self._cold_start_ms, "first_run": round(outcome.run_ms, 3)}
+        phases = {**self._cold_start_ms, "first_run": round(run_ms, 3)}
         self._cold_start_ms = None
         self.log.info("first call served", **phases)
         return phases
 
     async def _failed_attempt(self, delivery: Delivery, call: CallMsg, error: ErrorInfo) -> None:
-        retries = self.spec.options.retries
-        attempt = delivery.num_delivered
-        if attempt < retries.max_attempts:
-            delay_s = retries.delay_s(attempt)
-            self.log.warning(
-                "attempt failed; retrying",
-                call_id=call.call_id,
-                attempt=attempt,
-                delay_s=delay_s,
-                error=error.type,
-            )
-            await delivery.nak(delay_s)
+        if await self._retry(delivery, call, error):
             return
         await self._fail(delivery, call, error)
+
+    async def _retry(self, delivery: Delivery, call: CallMsg, error: ErrorInfo) -> bool:
+        """Hand the call back for another attempt after its backoff, if it has one left."""
+        retries = self.spec.options.retries
+        attempt = delivery.num_delivered
+        if attempt >= retries.max_attempts:
+            return False
+        delay_s = retries.delay_s(attempt)
+        self.log.warning(
+            "attempt failed; retrying",
+            call_id=call.call_id,
+            attempt=attempt,
+            delay_s=delay_s,
+            error=error.type,
+        )
+        await delivery.nak(delay_s)
+        return True
 
     async def _fail(
         self, delivery: Delivery, call: CallMsg, error: ErrorInfo, reason: str = "failed"
     ) -> None:
         """The call's last word: a Failure to its caller and a dead letter to keep."""
-        self.log.warning(
-            "call failed",
-            call_id=call.call_id,
-            reason=reason,
-            error=error.type,
-            message=error.message[:200],
-        )
-        result = Failure(
-            call_id=call.call_id,
-            error=error,
-            worker=self.worker_id,
-            attempts=delivery.num_delivered,
-        )
-        letter = DeadLetter(
-            call_id=call.call_id,
+        _log_failure(self.log, call.call_id, reason, error)
+        if call.items:  # a pack that cannot be read: one letter for the whole message
+            result: PackResult | Failure = PackResult(
+                call_id=call.call_id,
+                items=[],
+                worker=self.worker_id,
+                attempts=delivery.num_delivered,
+                error=error,
+            )
+        else:
+            result = Failure(
+                call_id=call.call_id,
+                error=error,
+                worker=self.worker_id,
+                attempts=delivery.num_delivered,
+            )
+        call_bytes = encode(call) if self.spec.options.on else delivery.data
+        letter = self._letter(call, call.call_id, call_bytes, error, reason, delivery)
+        await self._deliver(delivery, call, encode(result), [letter])
+
+    def _letter(
+        self,
+        call: CallMsg,
+        call_id: str,
+        call_bytes: bytes,
+        error: ErrorInfo,
+        reason: str,
+        delivery: Delivery,
+    ) -> DeadLetter:
+        return DeadLetter(
+            call_id=call_id,
             app=call.app,
             fn=call.fn,
             reason=reason,
             error=error,
             attempts=delivery.num_delivered,
-            call=encode(call) if self.spec.options.on else delivery.data,
+            call=call_bytes,
             worker=self.worker_id,
             failed_unix_s=time.time(),
         )
-        await self._deliver(delivery, call, result, letter)
+
+    async def _refuse(
+        self, delivery: Delivery, call: CallMsg, error: ErrorInfo, reason: str
+    ) -> None:
+        """Fail a call, or every item of a pack, without running it."""
+        if not call.items:
+            await self._fail(delivery, call, error, reason)
+            return
+        try:
+            items = _read_pack(decode_value(await self.session.load(call.payload)), call.items)
+        except (msgspec.DecodeError, TypeError, ValueError):
+            await self._fail(delivery, call, error, reason)
+            return
+        failed = {i: error for i in range(call.items)}
+        await self._finish_pack(delivery, call, items, {}, failed, reason)
+
+    # -- packs -----------------------------------------------------------------
+
+    async def _settle_pack(self, unit: _Unit, outcomes: Sequence[Outcome | None]) -> None:
+        """Answer a pack once every item is final; else hand it back, keeping its successes.
+
+        An item that failed with attempts left sends the whole pack back after the
+        backoff (JetStream redelivers messages, not items); the items that succeeded
+        are kept here and not run again if the pack returns to this worker.
+        """
+        delivery, call = unit.delivery, unit.call
+        done = self._pack_outcomes.pop(call.call_id, {})
+        failed: dict[int, ErrorInfo] = {}
+        unrun = False
+        for index, outcome in zip(unit.indexes, outcomes, strict=True):
+            if outcome is None:
+                unrun = True
+            elif outcome.error is not None:
+                failed[index] = outcome.error
+            else:
+                done[index] = outcome
+        if unrun or (failed and await self._retry(delivery, call, next(iter(failed.values())))):
+            if unrun:
+                await delivery.nak()
+            self._remember(call.call_id, done)
+            return
+        assert unit.pack is not None
+        await self._finish_pack(delivery, call, unit.pack, done, failed, "failed")
+
+    def _remember(self, pack_id: str, done: dict[int, Outcome]) -> None:
+        self._pack_outcomes[pack_id] = done
+        while len(self._pack_outcomes) > _PACKS_REMEMBERED:
+            self._pack_outcomes.popitem(last=False)
+
+    async def _finish_pack(
+        self,
+        delivery: Delivery,
+        call: CallMsg,
+        items: list[Any],
+        done: dict[int, Outcome],
+        failed: dict[int, ErrorInfo],
+        reason: str,
+    ) -> None:
+        """One result per item (dead letters for those that failed), then the pack's answer."""
+        run_ms = sum(outcome.run_ms for outcome in done.values()) / max(1, len(done))
+        if not failed and await self._finish_all_done(delivery, call, done, run_ms):
+            return
+        encoded: dict[int, bytes] = {}
+        for index, outcome in done.items():
+            item_id = item_call_id(call.call_id, index)
+            try:
+                encoded[index] = encode_value(outcome.value)
+                await self._emit(call, item_id, outcome.value)
+            except UnencodableValue as exc:
+                failed[index] = error_info(exc)
+                encoded.pop(index, None)
+        limit = self.session.settings.payload_threshold_bytes // max(1, call.items)
+        results: list[Result] = []
+        letters: list[DeadLetter] = []
+        for index in range(call.items):
+            item_id = item_call_id(call.call_id, index)
+            if index in encoded:
+                payload = await self._item_payload(f"results/{item_id}", encoded[index], limit)
+                results.append(Success(item_id, payload, attempts=delivery.num_delivered))
+                continue
+            error = failed[index]
+            _log_failure(self.log, item_id, reason, error)
+            results.append(Failure(item_id, error, attempts=delivery.num_delivered))
+            item_call = await self._item_call(call, item_id, items[index])
+            letters.append(self._letter(call, item_id, item_call, error, reason, delivery))
+        answer = PackResult(
+            call_id=call.call_id,
+            items=results,
+            worker=self.worker_id,
+            attempts=delivery.num_delivered,
+            timings_ms=self._timings(call, run_ms),
+            cold_start_ms=self._take_cold_start(run_ms),
+        )
+        await self._deliver(delivery, call, encode(answer), letters)
+
+    async def _finish_all_done(
+        self, delivery: Delivery, call: CallMsg, done: dict[int, Outcome], run_ms: float
+    ) -> bool:
+        """Answer a pack whose every item succeeded with its values in one list.
+
+        False when a value cannot travel: the caller then answers item by item, failing
+        just those items.
+        """
+        values = [done[index].value for index in range(call.items)]
+        try:
+            data = encode_value(rows(values))
+            for index, value in enumerate(values):
+                await self._emit(call, item_call_id(call.call_id, index), value)
+        except UnencodableValue:
+            return False
+        answer = PackResult(
+            call_id=call.call_id,
+            values=await self.session.offload(f"results/{call.call_id}", data),
+            worker=self.worker_id,
+            attempts=delivery.num_delivered,
+            timings_ms=self._timings(call, run_ms),
+            cold_start_ms=self._take_cold_start(run_ms),
+        )
+        await self._deliver(delivery, call, encode(answer))
+        return True
+
+    async def _item_payload(self, key: str, data: bytes, limit: int) -> Payload:
+        """An item's result inline while the pack's answer stays small, else stored."""
+        if len(data) <= limit:
+            return Inline(data)
+        await (await self.session.store()).put(key, data)
+        return StoredRef(key=key, size_bytes=len(data))
+
+    async def _item_call(self, call: CallMsg, item_id: str, item: Any) -> bytes:
+        """A pack's item as a call of its own (for its dead letter: redrive runs it alone)."""
+        payload = await self.session.offload(f"payloads/{item_id}", encode_value(item))
+        single = msgspec.structs.replace(
+            call, call_id=item_id, payload=payload, reply=None, record=True, items=0
+        )
+        return encode(single)
+
+    # -- answers -----------------------------------------------------------------
 
     async def _deliver(
-        self, delivery: Delivery, call: CallMsg, result: Result, letter: DeadLetter | None = None
+        self,
+        delivery: Delivery,
+        call: CallMsg,
+        data: bytes,
+        letters: Sequence[DeadLetter] = (),
     ) -> None:
         """Record (first writer wins), dead-letter, reply, and only then ack."""
-        data = encode(result)
         if call.record and not await self._record_first(call, data):
             await delivery.ack()
             return
-        if letter is not None:
-            broker = self.session.broker
-            subject = dlq_subject(call.app, call.fn)
-            stored = await broker.submit(subject, f"dlq-{call.call_id}", encode(letter))
+        broker = self.session.broker
+        for letter in letters:
+            subject = dlq_subject(letter.app, letter.fn)
+            stored = await broker.submit(subject, f"dlq-{letter.call_id}", encode(letter))
             await stored.acked()
         if call.reply:
-            await self.session.broker.publish(call.reply, data)
+            await broker.publish(call.reply, data)
         await delivery.ack()
 
     async def _already_settled(self, call: CallMsg) -> bool:
@@ -276,6 +491,43 @@ class CallHandler:
             self.log.info("result already recorded; this one is dropped", call_id=call.call_id)
             return False
         return True
+
+
+def _invocation(call: CallMsg, delivery: Delivery, index: int, item: Any) -> Invocation:
+    args, kwargs = item
+    return Invocation(
+        call_id=item_call_id(call.call_id, index) if call.items else call.call_id,
+        attempt=delivery.num_delivered,
+        args=tuple(args),
+        kwargs=kwargs,
+        subject=call.subject,
+    )
+
+
+def _read_pack(value: Any, items: int) -> list[Any]:
+    """A pack's list of `[args, kwargs]`, checked against the count its message gives.
+
+    Arrays that travelled stacked (a RowList) are each the one argument of an item.
+    """
+    if isinstance(value, RowList) and len(value) == items:
+        return [((row,), {}) for row in value]
+    if not isinstance(value, list) or len(value) != items:
+        got = len(value) if isinstance(value, list) else type(value).__name__
+        raise ValueError(f"a pack of {items} calls holds {got} items")
+    for item in value:
+        if not (isinstance(item, list) and len(item) == 2 and isinstance(item[1], dict)):
+            raise ValueError("each item of a pack must be [args, kwargs]")
+    return value
+
+
+def _log_failure(log: Any, call_id: str, reason: str, error: ErrorInfo) -> None:
+    log.warning(
+        "call failed",
+        call_id=call_id,
+        reason=reason,
+        error=error.type,
+        message=error.message[:200],
+    )
 
 
 def _lost_error(deliveries: int) -> ErrorInfo:

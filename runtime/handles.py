@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import threading
-from collections.abc import AsyncGenerator, Callable, Iterable, Iterator
+from collections.abc import AsyncGenerator, Callable, Iterable, Iterator, Sized
 from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, TypeVar
 
 import msgspec
@@ -200,8 +200,10 @@ class _Map(Generic[R]):
     async def aio(self, *inputs: Iterable[Any], window: int = 1024) -> AsyncGenerator[R, None]:
         session = await self._handle._session()
         arg_tuples = zip(*inputs, strict=False)
+        sized = [len(x) for x in inputs if isinstance(x, Sized)]
+        count = min(sized) if inputs and len(sized) == len(inputs) else None
         async for result in session.map(
-            self._handle.app.name, self._handle.name, arg_tuples, window=window
+            self._handle.app.name, self._handle.name, arg_tuples, window=window, count=count
         ):
             yield result
 

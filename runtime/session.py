@@ -8,11 +8,19 @@ loop thread, so `embed.remote("x")` works from plain synchronous code.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+)
 from contextlib import suppress
 from typing import Any, TypeVar
 
@@ -29,11 +37,13 @@ from broker import (
     Submission,
     Success,
     call_subject,
+    decode_pack_result,
     decode_result,
     decode_value,
     encode,
     encode_value,
     new_call_id,
+    rows,
 )
 from runtime.errors import RemoteError
 from runtime.registry import Registry
@@ -41,7 +51,10 @@ from runtime.settings import Settings
 from runtime.spec import FunctionSpec
 from storage import ObjectStore, open_store
 
-__all__ = ["Session", "SessionProvider", "storage_url"]
+__all__ = ["PACK_BATCHES", "Session", "SessionProvider", "pack_size", "storage_url"]
+
+#: Batches per message at most when `.map()` sends a batched function its inputs.
+PACK_BATCHES = 4
 
 T = TypeVar("T")
 
@@ -102,30 +115,43 @@ class Session:
         return await self._unwrap(call_id, data)
 
     async def map(
-        self, app: str, fn: str, arg_tuples: Iterable[tuple[Any, ...]], *, window: int
+        self,
+        app: str,
+        fn: str,
+        arg_tuples: Iterable[tuple[Any, ...]],
+        *,
+        window: int,
+        count: int | None = None,
     ) -> AsyncIterator[Any]:
         """Results in input order; publishing runs ahead of the results, `window` at most.
 
         The window is refilled in chunks so that publishes leave in few socket writes.
+        A batched function gets its inputs in packs of its `max_size`, one message each,
+        so that a batch costs one message rather than one per input.
         """
+        spec = await self.registry.get(app, fn)
+        size = pack_size(spec, window, count)
+        if size > 1:
+            async for value in self._map_packed(spec, arg_tuples, window=window, size=size):
+                yield value
+            return
         inputs = iter(arg_tuples)
         in_flight: deque[tuple[str, Submission]] = deque()
         refill_at = max(1, window - min(64, max(1, window // 4)))
         try:
-            await self._fill(app, fn, inputs, in_flight, window)
+            await self._fill(spec, inputs, in_flight, window)
             while in_flight:
                 call_id, submission = in_flight.popleft()
                 yield await self._unwrap(call_id, await submission.result())
                 if len(in_flight) <= refill_at:
-                    await self._fill(app, fn, inputs, in_flight, window)
+                    await self._fill(spec, inputs, in_flight, window)
         finally:
             for _, submission in in_flight:
                 submission.forget()
 
     async def _fill(
         self,
-        app: str,
-        fn: str,
+        spec: FunctionSpec,
         inputs: Iterator[tuple[Any, ...]],
         in_flight: deque[tuple[str, Submission]],
         window: int,
@@ -135,9 +161,68 @@ class Session:
             if args is None:
                 return
             call_id = new_call_id()
-            in_flight.append((call_id, await self._submit(app, fn, call_id, (args, {}))))
+            encoded = encode_value((args, {}))
+            submission = await self.submit_encoded(spec, call_id, encoded, live=True, record=False)
+            in_flight.append((call_id, submission))
             if len(in_flight) % 64 == 0:
                 await asyncio.sleep(0)  # let the rest of the loop run between chunks
+
+    async def _map_packed(
+        self, spec: FunctionSpec, arg_tuples: Iterable[tuple[Any, ...]], *, window: int, size: int
+    ) -> AsyncIterator[Any]:
+        """`map` in packs of `size` inputs, at most `window` inputs in flight."""
+        inputs = iter(arg_tuples)
+        in_flight: deque[tuple[str, Submission]] = deque()
+        packs_max = max(1, window // size)
+        try:
+            while True:
+                while len(in_flight) < packs_max:
+                    items: list[tuple[tuple[Any, ...], dict[str, Any]]] = [
+                        (args, {}) for args in itertools.islice(inputs, size)
+                    ]
+                    if not items:
+                        break
+                    in_flight.append(await self._submit_pack(spec, items))
+                if not in_flight:
+                    return
+                pack_id, submission = in_flight.popleft()
+                for value in await self._unwrap_pack(pack_id, await submission.result()):
+                    if isinstance(value, _Failed):
+                        raise value.error
+                    yield value
+        finally:
+            for _, submission in in_flight:
+                submission.forget()
+
+    async def _submit_pack(
+        self, spec: FunctionSpec, items: list[tuple[tuple[Any, ...], dict[str, Any]]]
+    ) -> tuple[str, Submission]:
+        pack_id = new_call_id()
+        firsts = [args[0] for args, kwargs in items if len(args) == 1 and not kwargs]
+        stacked = rows(firsts) if len(firsts) == len(items) else firsts
+        # Arrays of one shape go stacked (one copy per pack); anything else item by item.
+        encoded = encode_value(stacked if stacked is not firsts else items)
+        submission = await self.submit_encoded(
+            spec, pack_id, encoded, live=True, record=False, items=len(items)
+        )
+        return pack_id, submission
+
+    async def _unwrap_pack(self, pack_id: str, data: bytes) -> list[Any]:
+        """The values of a pack's items in order, a `_Failed` for each failed item."""
+        pack = decode_pack_result(data)
+        if pack.error is not None:
+            raise RemoteError.from_info(pack.error, pack_id)
+        if pack.values is not None:
+            every: list[Any] = decode_value(await self.load(pack.values))
+            return every
+        values = []
+        for item in pack.items:
+            match item:
+                case Success(payload=payload):
+                    values.append(decode_value(await self.load(payload)))
+                case Failure(call_id=call_id, error=error):
+                    values.append(_Failed(RemoteError.from_info(error, call_id)))
+        return values
 
     async def _submit(
         self, app: str, fn: str, call_id: str, value: Any, *, live: bool = True
@@ -148,12 +233,20 @@ class Session:
         )
 
     async def submit_encoded(
-        self, spec: FunctionSpec, call_id: str, encoded: bytes, *, live: bool, record: bool
+        self,
+        spec: FunctionSpec,
+        call_id: str,
+        encoded: bytes,
+        *,
+        live: bool,
+        record: bool,
+        items: int = 0,
     ) -> Submission:
         """Publish a call whose `[args, kwargs]` are encoded already (`encode_value`).
 
         `live`: the result comes back on this connection; `record`: the worker keeps it
-        in the results bucket (for `result()`, later or elsewhere).
+        in the results bucket (for `result()`, later or elsewhere). `items`: the call is
+        a pack of that many calls, `encoded` their list of `[args, kwargs]`.
         """
         payload = await self.offload(f"payloads/{call_id}", encoded)
         message = CallMsg(
@@ -165,6 +258,7 @@ class Session:
             record=record,
             created_unix_s=time.time(),
             timeout_s=spec.options.timeout_s,
+            items=items,
         )
         return await self.broker.submit(
             call_subject(spec.app, spec.name), call_id, encode(message), expect_result=live
@@ -204,6 +298,33 @@ class Session:
                 secret_key=self.settings.s3_secret_key,
             )
         return self._store
+
+
+class _Failed:
+    """A pack's item that failed: `map` raises its error when it reaches it."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: RemoteError) -> None:
+        self.error = error
+
+
+def pack_size(spec: FunctionSpec, window: int, count: int | None = None) -> int:
+    """Inputs per message when `.map()` calls `spec`: 1 (no packs) unless it is batched.
+
+    A pack carries up to `PACK_BATCHES` batches: per message, JetStream and both
+    ends spend about as much as on one row's compute. When the `count` of inputs is
+    known and more than one worker may serve, packs are kept small enough that each
+    worker can get one.
+    """
+    batching = spec.options.batching
+    if batching is None or batching.max_size < 2 or spec.trigger is not None:
+        return 1
+    size = batching.max_size * PACK_BATCHES
+    workers = spec.options.scaling.max_workers
+    if count is not None and workers > 1:
+        size = min(size, max(batching.max_size, -(-count // workers)))
+    return max(1, min(size, window))
 
 
 async def storage_url(broker: Broker, settings: Settings) -> str:

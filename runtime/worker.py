@@ -12,7 +12,6 @@ import contextlib
 import os
 import socket
 import time
-from collections import Counter
 
 import anyio
 import msgspec
@@ -31,7 +30,10 @@ from runtime.spec import FunctionSpec
 from runtime.workers import HEARTBEAT_S, WorkerDirectory, WorkerInfo
 from storage import ArtifactStore, DiskCache
 
-__all__ = ["Boot", "Worker"]
+__all__ = ["PIPELINE_DEPTH", "Boot", "Worker"]
+
+# Batches of a batched function in hand at once: one runs while the next forms.
+PIPELINE_DEPTH = 2
 
 
 class Boot(msgspec.Struct, frozen=True):
@@ -81,7 +83,6 @@ class Worker:
         self.exit_code = 0
         self.providers: dict[str, list[str]] = {}
         self.cold_start_ms: dict[str, float] = dict(self.boot.phases_ms())
-        self.batch_sizes: Counter[int] = Counter()
 
     def stop(self) -> None:
         self._stopping.set()
@@ -126,7 +127,7 @@ class Worker:
         info = self._info(spec, broken)
         directory = await WorkerDirectory.open(session.broker)
         async with anyio.create_task_group() as group:
-            group.start_soon(self._heartbeat, directory, info)
+            group.start_soon(self._heartbeat, directory, info, executor)
             group.start_soon(handler.keep_alive, feed)
             if executor is not None:
                 group.start_soon(executor.watch)
@@ -148,9 +149,11 @@ class Worker:
             cold_start_ms=self.cold_start_ms,
         )
 
-    async def _heartbeat(self, directory: WorkerDirectory, info: WorkerInfo) -> None:
+    async def _heartbeat(
+        self, directory: WorkerDirectory, info: WorkerInfo, executor: Executor | None
+    ) -> None:
         while True:
-            batches = dict(self.batch_sizes)
+            batches = dict(executor.sizes) if executor is not None else {}
             with contextlib.suppress(BrokerUnavailable):  # NATS away: beat again later
                 await directory.beat(msgspec.structs.replace(info, batch_sizes=batches))
             await anyio.sleep(HEARTBEAT_S)
@@ -211,17 +214,28 @@ class Worker:
         batching = spec.options.batching
         max_delay_s = batching.max_delay_ms / 1000 if batching else 0.0
         preferred = batching.preferred_sizes if batching else ()
-        while not self._stopping.is_set():
-            max_n = executor.take_n() if executor is not None else 32
-            feed.window = 2 * max_n  # prefetch little for slow calls: other workers take them
-            batch = await feed.next_batch(max_n, max_delay_s, idle_s=0.25, preferred=preferred)
-            if batch:
-                self.batch_sizes[len(batch)] += 1
-                await self._handle(handler, batch, executor, broken)
-            if executor is not None and executor.poisoned:
-                self.log.error("a call overran its timeout or memory; replacing this worker")
-                self.exit_code = 75
-                break
+        # A batched function forms its next batch, and settles its last, while one runs.
+        depth = PIPELINE_DEPTH if batching is not None else 1
+        slots = anyio.Semaphore(depth)
+        async with anyio.create_task_group() as group:
+            while not self._stopping.is_set():
+                await slots.acquire()
+                if self._poisoned(executor):
+                    slots.release()
+                    break
+                max_n = executor.take_n() if executor is not None else 32
+                if batching is not None:  # packs hold many calls: count messages, not calls
+                    max_n = max(1, round(max_n / handler.items_per_delivery))
+                feed.window = (depth + 1) * max_n  # prefetch little: other workers take the rest
+                batch = await feed.next_batch(max_n, max_delay_s, idle_s=0.25, preferred=preferred)
+                if not batch:
+                    slots.release()
+                    continue
+                if depth == 1:
+                    await self._handle(handler, batch, executor, broken, slots)
+                else:
+                    group.start_soon(self._handle, handler, batch, executor, broken, slots)
+        self._poisoned(executor)
         left = await feed.stop()
         for delivery in left:
             await delivery.nak()
@@ -234,12 +248,24 @@ class Worker:
         batch: list[Delivery],
         executor: Executor | None,
         broken: ErrorInfo | None,
+        slots: anyio.Semaphore,
     ) -> None:
         try:
             await handler.handle(batch, executor, broken)
         except BrokerUnavailable as exc:
             # Unsettled calls stay unacked: JetStream delivers them again after ack_wait.
             self.log.warning("NATS away while settling calls; they will come back", error=str(exc))
+        finally:
+            slots.release()
+
+    def _poisoned(self, executor: Executor | None) -> bool:
+        """Whether a call overran its timeout or memory: this worker is replaced."""
+        if executor is None or not executor.poisoned:
+            return False
+        if self.exit_code != 75:
+            self.log.error("a call overran its timeout or memory; replacing this worker")
+            self.exit_code = 75
+        return True
 
 
 def _ms(seconds: float) -> float:

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from runtime import App, Batching, Context, Retries
+from runtime import App, Batching, Context, Retries, Scaling
 
 app = App("tests")
 
@@ -76,3 +76,36 @@ def inverse(ctx: Context, items: list[float]) -> list[float]:
 def checked(ctx: Context, items: list[int]) -> list[int | Exception]:
     """Marks bad inputs itself by returning an exception in their place."""
     return [ValueError(f"{item} is negative") if item < 0 else item * 2 for item in items]
+
+
+def _runs(ctx: Context) -> dict[int, int]:
+    return {}
+
+
+@app.function(
+    timeout_s=10,
+    batching=Batching(max_size=4, max_delay_ms=20),
+    retries=Retries(max_attempts=2, backoff_s=(0.05,)),
+    setup=_runs,
+)
+def fails_once(ctx: Context, items: list[int]) -> list[Any]:
+    """Negative items fail on their first run; each item comes back with how often it ran."""
+    results: list[Any] = []
+    for item in items:
+        ctx.state[item] = runs = ctx.state.get(item, 0) + 1
+        failing = item < 0 and runs == 1
+        results.append(RuntimeError(f"{item} fails once") if failing else (item, runs))
+    return results
+
+
+@app.function(
+    timeout_s=10,
+    batching=Batching(max_size=8, max_delay_ms=20),
+    scaling=Scaling(max_workers=1),
+)
+def double_rows(ctx: Context, rows: list[npt.NDArray[np.float32]]) -> list[Any]:
+    """Each array doubled, computed on the batch when the rows stack."""
+    shapes = {row.shape for row in rows}
+    if len(shapes) == 1:
+        return list(np.stack(rows) * 2)
+    return [row * 2 for row in rows]

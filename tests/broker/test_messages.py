@@ -12,14 +12,19 @@ from broker import (
     ErrorInfo,
     Failure,
     Inline,
+    PackResult,
+    RowList,
     StoredRef,
     Success,
     UnencodableValue,
     decode_call,
+    decode_pack_result,
     decode_result,
     decode_value,
     encode,
     encode_value,
+    item_call_id,
+    rows,
 )
 
 
@@ -65,3 +70,46 @@ def test_envelopes_round_trip() -> None:
     assert decode_result(encode(ok)) == ok
     failed = Failure(call_id="c1", error=ErrorInfo(type="ValueError", message="bad"))
     assert decode_result(encode(failed)) == failed
+
+
+def test_arrays_of_one_shape_travel_stacked_and_come_back_as_writable_rows() -> None:
+    arrays = [np.arange(4, dtype=np.float32) + i for i in range(5)]
+    decoded = decode_value(encode_value(rows(arrays)))
+    assert isinstance(decoded, RowList)
+    assert len(decoded) == 5
+    for got, sent in zip(decoded, arrays, strict=True):
+        np.testing.assert_array_equal(got, sent)
+        assert got.dtype == np.float32
+        assert got.flags.writeable
+    # One header and one block of bytes, not five.
+    assert len(encode_value(rows(arrays))) < len(encode_value(arrays))
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        [],
+        [np.zeros(3)],  # one array: nothing to gain
+        [np.zeros(3), np.zeros(4)],  # shapes differ
+        [np.zeros(3, np.float32), np.zeros(3, np.float64)],  # dtypes differ
+        [np.zeros(3), [0.0, 0.0, 0.0]],  # not all arrays
+        [1, 2, 3],
+    ],
+)
+def test_values_that_do_not_stack_travel_as_a_plain_list(values: list[Any]) -> None:
+    assert rows(values) is values
+    decoded = decode_value(encode_value(rows(values)))
+    assert not isinstance(decoded, RowList)
+    assert len(decoded) == len(values)
+
+
+def test_pack_results_round_trip() -> None:
+    items: list[Success | Failure] = [
+        Success(call_id=item_call_id("p1", 0), payload=Inline(b"\x01")),
+        Failure(call_id=item_call_id("p1", 1), error=ErrorInfo(type="ValueError", message="x")),
+    ]
+    mixed = PackResult(call_id="p1", items=items, attempts=2)
+    assert decode_pack_result(encode(mixed)) == mixed
+    every = PackResult(call_id="p1", values=Inline(encode_value([1, 2])))
+    assert decode_pack_result(encode(every)).values == Inline(encode_value([1, 2]))
+    assert item_call_id("p1", 1) == "p1-1"

@@ -1,0 +1,81 @@
+"""The executor on its own: batches cut to size, call threads, overruns."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+
+from runtime.context import Context
+from runtime.executor import Executor, Invocation, Outcome
+
+
+def _executor(fn: Callable[..., Any], **options: Any) -> Executor:
+    return Executor(fn, Context(function="tests.fn", models={}), **options)
+
+
+def _calls(*args: Any) -> list[Invocation]:
+    return [
+        Invocation(call_id=f"c{i}", attempt=1, args=(a,), kwargs={}) for i, a in enumerate(args)
+    ]
+
+
+async def test_more_inputs_than_a_batch_run_as_batches_of_max_size() -> None:
+    def sizes(ctx: Context, items: list[int]) -> list[tuple[int, int]]:
+        return [(item, len(items)) for item in items]
+
+    executor = _executor(sizes, batched=True, timeout_s=5, batch_size=4)
+    outcomes = await executor.run(_calls(*range(10)))
+    assert [o.value for o in outcomes if o] == [
+        (0, 4), (1, 4), (2, 4), (3, 4), (4, 4), (5, 4), (6, 4), (7, 4), (8, 2), (9, 2)
+    ]  # fmt: skip
+    assert executor.sizes == {4: 2, 2: 1}
+
+
+async def test_an_overrun_hands_back_the_calls_waiting_for_the_thread() -> None:
+    def nap(ctx: Context, seconds: float) -> float:
+        time.sleep(seconds)
+        return seconds
+
+    executor = _executor(nap, batched=False, timeout_s=0.3, concurrency=1)
+    results: dict[str, list[Outcome | None]] = {}
+    both_back = anyio.Event()
+
+    async def run(name: str, seconds: float) -> None:
+        results[name] = await executor.run(_calls(seconds))
+        if len(results) == 2:
+            both_back.set()
+
+    started = time.monotonic()
+    async with anyio.create_task_group() as group:
+        group.start_soon(executor.watch)
+        group.start_soon(run, "stuck", 3.0)
+        await anyio.sleep(0.05)
+        group.start_soon(run, "waiting", 0.0)
+        await both_back.wait()
+        group.cancel_scope.cancel()
+    assert time.monotonic() - started < 2.0  # not held up by the stuck thread
+    [stuck] = results["stuck"]
+    assert stuck is not None
+    assert stuck.error is not None
+    assert stuck.error.type == "FunctionTimeout"
+    assert results["waiting"] == [None]  # never started: handed back unrun
+    assert executor.poisoned
+
+
+async def test_sync_calls_run_in_order_on_the_call_thread() -> None:
+    order: list[int] = []
+
+    def record(ctx: Context, item: int) -> int:
+        order.append(item)
+        return item
+
+    executor = _executor(record, batched=False, timeout_s=5, concurrency=1)
+    async with anyio.create_task_group() as group:
+        for item in range(5):
+            group.start_soon(executor.run, _calls(item))
+            await anyio.lowlevel.checkpoint()
+    assert order == [0, 1, 2, 3, 4]

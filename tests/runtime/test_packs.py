@@ -1,0 +1,132 @@
+""".map() on a batched function: inputs travel in packs, one message for many calls.
+
+Each item is still a call of its own: its own result, its own retries, its own dead
+letter. What changes is how many messages JetStream and both ends handle.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from broker import (
+    CALLS_STREAM,
+    Inline,
+    decode_call,
+    decode_pack_result,
+    decode_value,
+    encode_value,
+    new_call_id,
+)
+from runtime import Batching, RemoteError, Scaling
+from runtime.deadletters import DeadLetters
+from runtime.handles import FunctionOptions
+from runtime.session import PACK_BATCHES, pack_size
+from runtime.spec import FunctionSpec
+from tests.apps import sample
+from tests.stack import Stack
+
+
+async def _stored_calls(stack: Stack) -> int:
+    info = await stack.session.broker.js.stream_info(CALLS_STREAM)
+    return int(info.state.last_seq)
+
+
+async def test_arrays_go_in_packs_and_each_caller_gets_its_own_row(stack: Stack) -> None:
+    rows = [np.full(3, i, dtype=np.float32) for i in range(40)]
+    before = await _stored_calls(stack)
+    results = [r async for r in sample.double_rows.map.aio(rows)]
+    # max_size 8, one worker: packs of 8 * PACK_BATCHES inputs, so 2 messages for 40.
+    assert await _stored_calls(stack) - before == 2
+    assert len(results) == 40
+    for got, row in zip(results, rows, strict=True):
+        assert got.dtype == np.float32
+        np.testing.assert_array_equal(got, row * 2)
+
+
+async def test_inputs_that_do_not_stack_still_travel_in_packs(stack: Stack) -> None:
+    rows = [np.zeros(n, dtype=np.float32) + n for n in (1, 2, 3, 1, 2)]
+    results = [r async for r in sample.double_rows.map.aio(rows)]
+    for got, row in zip(results, rows, strict=True):
+        np.testing.assert_array_equal(got, row * 2)
+
+
+async def test_a_pack_larger_than_a_batch_runs_as_batches_of_max_size(stack: Stack) -> None:
+    results = [r async for r in sample.batch_sizes.map.aio(range(100))]
+    assert [item for item, _ in results] == list(range(100))
+    assert {size for _, size in results} <= set(range(1, 9))
+    assert max(size for _, size in results) == 8
+
+
+async def test_only_the_failed_item_runs_again_on_retry(stack: Stack) -> None:
+    items = [101, 102, -103, 104, 105, 106]
+    results = [r async for r in sample.fails_once.map.aio(items)]
+    # -103 failed once and ran twice; the others ran once: their results were kept.
+    assert results == [[101, 1], [102, 1], [-103, 2], [104, 1], [105, 1], [106, 1]]
+
+
+async def test_an_item_that_fails_for_good_fails_alone_with_its_dead_letter(
+    stack: Stack,
+) -> None:
+    seen = []
+    results = sample.inverse.map.aio([1.0, 2.0, 0.0, 4.0])
+    seen.append(await anext(results))
+    seen.append(await anext(results))
+    assert seen == [1.0, 0.5]  # the items before it come back
+    with pytest.raises(RemoteError, match="division by zero") as raised:
+        await anext(results)
+    await results.aclose()
+    item_id = raised.value.call_id
+    assert item_id.endswith("-2")
+    letter = (await DeadLetters(stack.session.broker).find(item_id)).letter
+    assert letter.error.type == "ZeroDivisionError"
+    call = decode_call(letter.call)
+    # The letter holds the item as a call of its own: redrive runs it alone, recorded.
+    assert (call.call_id, call.items, call.reply, call.record) == (item_id, 0, None, True)
+    assert isinstance(call.payload, Inline)
+    assert decode_value(call.payload.data) == [[0.0], {}]
+
+
+async def test_a_pack_that_cannot_be_read_is_refused_and_dead_lettered(stack: Stack) -> None:
+    spec = await stack.session.registry.get("tests", "inverse")
+    pack_id = new_call_id()
+    two_items = encode_value([[[1.0], {}], [[2.0], {}]])
+    submission = await stack.session.submit_encoded(
+        spec, pack_id, two_items, live=True, record=False, items=3
+    )
+    answer = decode_pack_result(await submission.result())
+    assert answer.error is not None
+    assert answer.error.type == "MalformedCall"
+    assert "a pack of 3 calls holds 2 items" in answer.error.message
+    letter = await DeadLetters(stack.session.broker).find(pack_id)
+    assert letter.letter.reason == "malformed"
+
+
+def _spec(batching: Batching | None, max_workers: int = 1) -> FunctionSpec:
+    return FunctionSpec(
+        app="a",
+        name="f",
+        version="v",
+        manifest_key="manifests/a/f/v",
+        python="3.11",
+        options=FunctionOptions(batching=batching, scaling=Scaling(max_workers=max_workers)),
+    )
+
+
+@pytest.mark.parametrize(
+    ("batching", "workers", "window", "count", "expected"),
+    [
+        (None, 1, 1024, None, 1),  # not batched: one call per message
+        (Batching(max_size=1), 1, 1024, None, 1),
+        (Batching(max_size=32), 1, 1024, None, 32 * PACK_BATCHES),
+        (Batching(max_size=32), 1, 50, None, 50),  # never more than the window
+        (Batching(max_size=32), 4, 1024, None, 32 * PACK_BATCHES),  # count unknown
+        (Batching(max_size=32), 4, 1024, 64, 32),  # 4 workers: a batch each at least
+        (Batching(max_size=32), 4, 1024, 400, 100),  # 400 over 4 workers
+        (Batching(max_size=32), 4, 1024, 10_000, 32 * PACK_BATCHES),
+    ],
+)
+def test_pack_size(
+    batching: Batching | None, workers: int, window: int, count: int | None, expected: int
+) -> None:
+    assert pack_size(_spec(batching, workers), window, count) == expected
