@@ -3,8 +3,8 @@
 1. `batching.mlp` (384 -> 1024 -> 384, Batching(max_size=32)): 4,096 single-row calls in
    flight through one worker, against raw `session.run` at batch 32 in this process (same
    intra-op threads). Goal: at least 0.8 of the raw rows/s. Two ways in: `.map()`, which
-   sends a batched function its inputs in packs (one message per pack), and 4,096
-   concurrent `.remote()` calls, one message each.
+   cuts its inputs into packs (one message per pack), and 4,096 concurrent `.remote()`
+   calls, which the session packs as they come (calls made in one loop turn).
 2. Low load: sequential single calls of `batching.mlp`, p50. Goal: at most max_delay_ms + 2.
 3. `embed` with batching against without (one worker each, texts in flight). Goal: >= 3x.
    Beside it, what batching gains `session.run` itself on this machine: texts/s at batch 32

@@ -46,15 +46,13 @@ from broker import (
     rows,
 )
 from runtime.errors import RemoteError
+from runtime.packs import Failed, Packer, pack_size
 from runtime.registry import Registry
 from runtime.settings import Settings
 from runtime.spec import FunctionSpec
 from storage import ObjectStore, open_store
 
-__all__ = ["PACK_BATCHES", "Session", "SessionProvider", "pack_size", "storage_url"]
-
-#: Batches per message at most when `.map()` sends a batched function its inputs.
-PACK_BATCHES = 4
+__all__ = ["Session", "SessionProvider", "storage_url"]
 
 T = TypeVar("T")
 
@@ -67,6 +65,7 @@ class Session:
         self.registry = registry
         self.settings = settings
         self._store: ObjectStore | None = None
+        self._packers: dict[str, Packer] = {}
 
     @classmethod
     async def open(cls, settings: Settings, *, name: str = "autan-client") -> Session:
@@ -83,7 +82,17 @@ class Session:
     # -- calls -------------------------------------------------------------------
 
     async def call(self, app: str, fn: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        """Run `app.fn(*args, **kwargs)` remotely and return its result."""
+        """Run `app.fn(*args, **kwargs)` remotely and return its result.
+
+        Calls of a batched function made at once (in one turn of the event loop) travel
+        together in packs: see `runtime.packs.Packer`.
+        """
+        spec = await self.registry.get(app, fn)
+        if pack_size(spec, window=2) > 1:
+            packer = self._packers.get(spec.qualname)
+            if packer is None:
+                packer = self._packers[spec.qualname] = Packer(self)
+            return await packer.call(spec, args, kwargs)
         value, _ = await self.call_result(app, fn, args, kwargs)
         return value
 
@@ -182,19 +191,19 @@ class Session:
                     ]
                     if not items:
                         break
-                    in_flight.append(await self._submit_pack(spec, items))
+                    in_flight.append(await self.submit_pack(spec, items))
                 if not in_flight:
                     return
                 pack_id, submission = in_flight.popleft()
-                for value in await self._unwrap_pack(pack_id, await submission.result()):
-                    if isinstance(value, _Failed):
+                for value in await self.unwrap_pack(pack_id, await submission.result()):
+                    if isinstance(value, Failed):
                         raise value.error
                     yield value
         finally:
             for _, submission in in_flight:
                 submission.forget()
 
-    async def _submit_pack(
+    async def submit_pack(
         self, spec: FunctionSpec, items: list[tuple[tuple[Any, ...], dict[str, Any]]]
     ) -> tuple[str, Submission]:
         pack_id = new_call_id()
@@ -207,8 +216,8 @@ class Session:
         )
         return pack_id, submission
 
-    async def _unwrap_pack(self, pack_id: str, data: bytes) -> list[Any]:
-        """The values of a pack's items in order, a `_Failed` for each failed item."""
+    async def unwrap_pack(self, pack_id: str, data: bytes) -> list[Any]:
+        """The values of a pack's items in order, a `Failed` for each failed item."""
         pack = decode_pack_result(data)
         if pack.error is not None:
             raise RemoteError.from_info(pack.error, pack_id)
@@ -221,7 +230,7 @@ class Session:
                 case Success(payload=payload):
                     values.append(decode_value(await self.load(payload)))
                 case Failure(call_id=call_id, error=error):
-                    values.append(_Failed(RemoteError.from_info(error, call_id)))
+                    values.append(Failed(RemoteError.from_info(error, call_id)))
         return values
 
     async def _submit(
@@ -298,33 +307,6 @@ class Session:
                 secret_key=self.settings.s3_secret_key,
             )
         return self._store
-
-
-class _Failed:
-    """A pack's item that failed: `map` raises its error when it reaches it."""
-
-    __slots__ = ("error",)
-
-    def __init__(self, error: RemoteError) -> None:
-        self.error = error
-
-
-def pack_size(spec: FunctionSpec, window: int, count: int | None = None) -> int:
-    """Inputs per message when `.map()` calls `spec`: 1 (no packs) unless it is batched.
-
-    A pack carries up to `PACK_BATCHES` batches: per message, JetStream and both
-    ends spend about as much as on one row's compute. When the `count` of inputs is
-    known and more than one worker may serve, packs are kept small enough that each
-    worker can get one.
-    """
-    batching = spec.options.batching
-    if batching is None or batching.max_size < 2 or spec.trigger is not None:
-        return 1
-    size = batching.max_size * PACK_BATCHES
-    workers = spec.options.scaling.max_workers
-    if count is not None and workers > 1:
-        size = min(size, max(batching.max_size, -(-count // workers)))
-    return max(1, min(size, window))
 
 
 async def storage_url(broker: Broker, settings: Settings) -> str:

@@ -6,12 +6,15 @@ letter. What changes is how many messages JetStream and both ends handle.
 
 from __future__ import annotations
 
+import asyncio
+
 import numpy as np
 import pytest
 
 from broker import (
     CALLS_STREAM,
     Inline,
+    UnencodableValue,
     decode_call,
     decode_pack_result,
     decode_value,
@@ -21,7 +24,7 @@ from broker import (
 from runtime import Batching, RemoteError, Scaling
 from runtime.deadletters import DeadLetters
 from runtime.handles import FunctionOptions
-from runtime.session import PACK_BATCHES, pack_size
+from runtime.packs import PACK_BATCHES, pack_size
 from runtime.spec import FunctionSpec
 from tests.apps import sample
 from tests.stack import Stack
@@ -130,3 +133,28 @@ def test_pack_size(
     batching: Batching | None, workers: int, window: int, count: int | None, expected: int
 ) -> None:
     assert pack_size(_spec(batching, workers), window, count) == expected
+
+
+async def test_remote_calls_made_at_once_travel_in_packs(stack: Stack) -> None:
+    before = await _stored_calls(stack)
+    calls = [sample.double_rows.remote.aio(np.full(2, i, dtype=np.float32)) for i in range(50)]
+    results = await asyncio.gather(*calls)
+    # One worker: packs of 8 * PACK_BATCHES, so 2 messages for 50 calls.
+    assert await _stored_calls(stack) - before == 2
+    for i, got in enumerate(results):
+        np.testing.assert_array_equal(got, np.full(2, i * 2, dtype=np.float32))
+    before = await _stored_calls(stack)
+    one = np.ones(2, np.float32)
+    np.testing.assert_array_equal(await sample.double_rows.remote.aio(one), one * 2)
+    assert await _stored_calls(stack) - before == 1  # a lone call goes alone
+
+
+async def test_among_calls_made_at_once_only_the_bad_ones_fail(stack: Stack) -> None:
+    calls = [sample.inverse.remote.aio(x) for x in (1.0, 0.0, 4.0)]
+    calls.append(sample.inverse.remote.aio(object()))  # type: ignore[arg-type]  # cannot travel
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    assert results[0] == 1.0
+    assert isinstance(results[1], RemoteError)
+    assert results[1].type == "ZeroDivisionError"
+    assert results[2] == 0.25
+    assert isinstance(results[3], UnencodableValue)
