@@ -37,7 +37,15 @@ from runtime.session import Session
 from runtime.settings import Settings
 from runtime.workers import WorkerDirectory
 
-__all__ = ["ROOT", "Process", "Stack", "WorkerProcess", "child_env", "running_stack"]
+__all__ = [
+    "ROOT",
+    "Process",
+    "Stack",
+    "WorkerProcess",
+    "child_env",
+    "cpu_seconds",
+    "running_stack",
+]
 
 ROOT = Path(__file__).resolve().parent.parent
 SIGNING_KEY = "autan-benchmark-signing-key"
@@ -45,6 +53,12 @@ READY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 10.0
 
 Process = asyncio.subprocess.Process
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) a process has used so far, from /proc (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def child_env(**extra: str) -> dict[str, str]:
