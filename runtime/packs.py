@@ -35,12 +35,21 @@ class Failed:
         self.error = error
 
 
-def pack_size(spec: FunctionSpec, window: int, count: int | None = None) -> int:
+def pack_size(
+    spec: FunctionSpec,
+    window: int,
+    count: int | None = None,
+    *,
+    item_bytes: int = 0,
+    max_bytes: int = 0,
+) -> int:
     """Calls per message for `spec`: 1 (no packs) unless it is batched.
 
     A pack carries up to `PACK_BATCHES` batches. When the `count` of calls is known
     and more than one worker may serve, packs are kept small enough that each worker
-    can get one. Never more than `window`.
+    can get one. Never more than `window`, nor, when items weigh `item_bytes`
+    encoded, more than fit in `max_bytes` (beyond it a pack would travel through
+    object storage).
     """
     batching = spec.options.batching
     if batching is None or batching.max_size < 2 or spec.trigger is not None:
@@ -49,6 +58,8 @@ def pack_size(spec: FunctionSpec, window: int, count: int | None = None) -> int:
     workers = spec.options.scaling.max_workers
     if count is not None and workers > 1:
         size = min(size, max(batching.max_size, -(-count // workers)))
+    if item_bytes and max_bytes:
+        size = min(size, max_bytes // item_bytes)
     return max(1, min(size, window))
 
 
@@ -85,7 +96,7 @@ class Packer:
         pending, self._pending = self._pending, []
         spec = self._spec
         assert spec is not None
-        size = pack_size(spec, window=len(pending), count=len(pending))
+        size = self.session.pack_size(spec, window=len(pending), count=len(pending))
         for start in range(0, len(pending), size):
             task = asyncio.create_task(self._send(spec, pending[start : start + size]))
             self._sending.add(task)

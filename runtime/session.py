@@ -66,6 +66,7 @@ class Session:
         self.settings = settings
         self._store: ObjectStore | None = None
         self._packers: dict[str, Packer] = {}
+        self._item_bytes: dict[str, int] = {}  # per batched function: encoded size of an input
 
     @classmethod
     async def open(cls, settings: Settings, *, name: str = "autan-client") -> Session:
@@ -88,7 +89,7 @@ class Session:
         together in packs: see `runtime.packs.Packer`.
         """
         spec = await self.registry.get(app, fn)
-        if pack_size(spec, window=2) > 1:
+        if self.pack_size(spec, window=2) > 1:
             packer = self._packers.get(spec.qualname)
             if packer is None:
                 packer = self._packers[spec.qualname] = Packer(self)
@@ -139,9 +140,8 @@ class Session:
         so that a batch costs one message rather than one per input.
         """
         spec = await self.registry.get(app, fn)
-        size = pack_size(spec, window, count)
-        if size > 1:
-            async for value in self._map_packed(spec, arg_tuples, window=window, size=size):
+        if self.pack_size(spec, window, count) > 1:
+            async for value in self._map_packed(spec, arg_tuples, window=window, count=count):
                 yield value
             return
         inputs = iter(arg_tuples)
@@ -177,31 +177,50 @@ class Session:
                 await asyncio.sleep(0)  # let the rest of the loop run between chunks
 
     async def _map_packed(
-        self, spec: FunctionSpec, arg_tuples: Iterable[tuple[Any, ...]], *, window: int, size: int
+        self,
+        spec: FunctionSpec,
+        arg_tuples: Iterable[tuple[Any, ...]],
+        *,
+        window: int,
+        count: int | None,
     ) -> AsyncIterator[Any]:
-        """`map` in packs of `size` inputs, at most `window` inputs in flight."""
+        """`map` in packs (`pack_size`), at most `window` inputs in flight."""
         inputs = iter(arg_tuples)
-        in_flight: deque[tuple[str, Submission]] = deque()
-        packs_max = max(1, window // size)
+        in_flight: deque[tuple[str, Submission, int]] = deque()
+        held = 0
         try:
             while True:
-                while len(in_flight) < packs_max:
+                while held < window:
+                    size = min(self.pack_size(spec, window, count), window - held)
                     items: list[tuple[tuple[Any, ...], dict[str, Any]]] = [
                         (args, {}) for args in itertools.islice(inputs, size)
                     ]
                     if not items:
                         break
-                    in_flight.append(await self.submit_pack(spec, items))
+                    in_flight.append((*await self.submit_pack(spec, items), len(items)))
+                    held += len(items)
                 if not in_flight:
                     return
-                pack_id, submission = in_flight.popleft()
+                pack_id, submission, items_n = in_flight.popleft()
+                held -= items_n
                 for value in await self.unwrap_pack(pack_id, await submission.result()):
                     if isinstance(value, Failed):
                         raise value.error
                     yield value
         finally:
-            for _, submission in in_flight:
+            for _, submission, _ in in_flight:
                 submission.forget()
+
+    def pack_size(self, spec: FunctionSpec, window: int, count: int | None = None) -> int:
+        """Calls per message for `spec` (`runtime.packs.pack_size`), kept under the size
+        at which a message goes through object storage once its inputs' size is known."""
+        return pack_size(
+            spec,
+            window,
+            count,
+            item_bytes=self._item_bytes.get(spec.qualname, 0),
+            max_bytes=self.settings.payload_threshold_bytes,
+        )
 
     async def submit_pack(
         self, spec: FunctionSpec, items: list[tuple[tuple[Any, ...], dict[str, Any]]]
@@ -211,6 +230,7 @@ class Session:
         stacked = rows(firsts) if len(firsts) == len(items) else firsts
         # Arrays of one shape go stacked (one copy per pack); anything else item by item.
         encoded = encode_value(stacked if stacked is not firsts else items)
+        self._item_bytes[spec.qualname] = max(1, len(encoded) // len(items))
         submission = await self.submit_encoded(
             spec, pack_id, encoded, live=True, record=False, items=len(items)
         )

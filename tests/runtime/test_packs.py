@@ -47,6 +47,17 @@ async def test_arrays_go_in_packs_and_each_caller_gets_its_own_row(stack: Stack)
         np.testing.assert_array_equal(got, row * 2)
 
 
+async def test_packs_of_large_inputs_stay_under_the_inline_limit(stack: Stack) -> None:
+    rows = [np.full(20_000, i, dtype=np.float32) for i in range(40)]  # 80 KB each
+    before = await _stored_calls(stack)
+    results = [r async for r in sample.double_rows.map.aio(rows)]
+    for got, row in zip(results, rows, strict=True):
+        np.testing.assert_array_equal(got, row * 2)
+    # The first pack (32 rows, 2.5 MB) travels through object storage; once the size
+    # of a row is known, packs hold what fits in 512 KiB: 6 rows, so 2 more messages.
+    assert await _stored_calls(stack) - before == 3
+
+
 async def test_inputs_that_do_not_stack_still_travel_in_packs(stack: Stack) -> None:
     rows = [np.zeros(n, dtype=np.float32) + n for n in (1, 2, 3, 1, 2)]
     results = [r async for r in sample.double_rows.map.aio(rows)]
@@ -158,3 +169,10 @@ async def test_among_calls_made_at_once_only_the_bad_ones_fail(stack: Stack) -> 
     assert results[1].type == "ZeroDivisionError"
     assert results[2] == 0.25
     assert isinstance(results[3], UnencodableValue)
+
+
+def test_pack_size_keeps_packs_under_the_inline_limit() -> None:
+    spec = _spec(Batching(max_size=32))
+    assert pack_size(spec, 1024, item_bytes=1_600, max_bytes=512 * 1024) == 32 * PACK_BATCHES
+    assert pack_size(spec, 1024, item_bytes=80_000, max_bytes=512 * 1024) == 6
+    assert pack_size(spec, 1024, item_bytes=10**6, max_bytes=512 * 1024) == 1
