@@ -1,7 +1,8 @@
 """The functions the batching benchmark deploys: an MLP and embed, with and without batching.
 
 The MLP (384 -> 1024 -> 384, dynamic batch) is written with onnx.helper into
-benchmarks/out/ when this module is imported, so that `Model.file` finds it.
+benchmarks/out/ when this module is imported, so that `Model.file` finds it
+(`benchmarks.mlp_model`).
 """
 
 from __future__ import annotations
@@ -10,50 +11,17 @@ import os
 
 os.environ["ORT_DISABLE_TELEMETRY"] = "1"
 
-from pathlib import Path
-
 import numpy as np
 import numpy.typing as npt
-import onnx
-from onnx import TensorProto, helper, numpy_helper
 
+from benchmarks.mlp_model import MLP_PATH, build_mlp
 from functions.embed import MODEL as EMBED_MODEL
 from functions.embed import encode_feeds, load_tokenizer, pool
 from runtime import App, Batching, Context, Model, Scaling
 
 __all__ = ["MLP_PATH", "app", "build_mlp", "embed_batched", "embed_single", "mlp"]
 
-MLP_PATH = Path(__file__).resolve().parent / "out" / "mlp-384-1024-384.onnx"
 _ONE_WORKER = Scaling(max_workers=1)
-
-
-def build_mlp(path: Path = MLP_PATH) -> Path:
-    """A 384 -> 1024 -> 384 MLP with ReLU, float32, batch dimension left dynamic."""
-    if path.exists():
-        return path
-    rng = np.random.default_rng(7)
-    shapes = {"w0": (384, 1024), "b0": (1024,), "w1": (1024, 384), "b1": (384,)}
-    weights = [
-        numpy_helper.from_array((rng.standard_normal(s) * 0.05).astype(np.float32), n)
-        for n, s in shapes.items()
-    ]
-    nodes = [
-        helper.make_node("Gemm", ["x", "w0", "b0"], ["h"]),
-        helper.make_node("Relu", ["h"], ["r"]),
-        helper.make_node("Gemm", ["r", "w1", "b1"], ["y"]),
-    ]
-    graph = helper.make_graph(
-        nodes,
-        "mlp",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 384])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 384])],
-        initializer=weights,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    path.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(model, path)
-    return path
 
 
 app = App("batching")

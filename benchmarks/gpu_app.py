@@ -9,12 +9,15 @@ os.environ["ORT_DISABLE_TELEMETRY"] = "1"
 import numpy as np
 import numpy.typing as npt
 
-from benchmarks.batching_app import build_mlp
+from benchmarks.mlp_model import build_mlp
 from runtime import App, Batching, Context, Model, Scaling
+from runtime.models import GpuChoice
 
 __all__ = ["BATCH", "app", "mlp_gpu"]
 
 BATCH = int(os.environ.get("AUTAN_BENCH_GPU_BATCH", "256"))
+# "auto" only for the benchmark's CPU dry run (`--cpu-dry-run`); a GPU figure needs True.
+GPU: GpuChoice = "auto" if os.environ.get("AUTAN_BENCH_GPU") == "auto" else True
 
 app = App("gpubench")
 
@@ -23,7 +26,7 @@ app = App("gpubench")
     models={"mlp": Model.file(build_mlp())},
     batching=Batching(max_size=BATCH, max_delay_ms=2),
     scaling=Scaling(max_workers=1),
-    gpu=True,
+    gpu=GPU,
     timeout_s=60,
 )
 def mlp_gpu(ctx: Context, rows: list[npt.NDArray[np.float32]]) -> list[npt.NDArray[np.float32]]:

