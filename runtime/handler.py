@@ -206,10 +206,11 @@ class CallHandler:
             return
         try:
             data = encode_value(outcome.value)
-            await self._emit(call, call.call_id, outcome.value)
+            emitted = self._emitted(outcome.value)
         except UnencodableValue as exc:
             await self._fail(delivery, call, error_info(exc))
             return
+        await self._emit(call.call_id, emitted)
         result = Success(
             call_id=call.call_id,
             payload=await self.session.offload(f"results/{call.call_id}", data),
@@ -220,11 +221,14 @@ class CallHandler:
         )
         await self._deliver(delivery, call, encode(result))
 
-    async def _emit(self, call: CallMsg, call_id: str, value: Any) -> None:
+    def _emitted(self, value: Any) -> bytes | None:
+        """What `emit=` publishes for a result (None without `emit`); UnencodableValue."""
+        return emitted_bytes(value) if self.spec.options.emit else None
+
+    async def _emit(self, call_id: str, data: bytes | None) -> None:
         subject = self.spec.options.emit
-        if not subject:
+        if data is None or not subject:
             return
-        data = emitted_bytes(value)
         headers = {"Autan-Call-Id": call_id, "Autan-Function": self.spec.qualname}
         await self.session.broker.publish(subject, data, headers=headers)
 
@@ -372,13 +376,14 @@ class CallHandler:
             return
         encoded: dict[int, bytes] = {}
         for index, outcome in done.items():
-            item_id = item_call_id(call.call_id, index)
             try:
                 encoded[index] = encode_value(outcome.value)
-                await self._emit(call, item_id, outcome.value)
+                emitted = self._emitted(outcome.value)
             except UnencodableValue as exc:
                 failed[index] = error_info(exc)
                 encoded.pop(index, None)
+                continue
+            await self._emit(item_call_id(call.call_id, index), emitted)
         limit = self.session.settings.payload_threshold_bytes // max(1, call.items)
         results: list[Result] = []
         letters: list[DeadLetter] = []
@@ -414,10 +419,11 @@ class CallHandler:
         values = [done[index].value for index in range(call.items)]
         try:
             data = encode_value(rows(values))
-            for index, value in enumerate(values):
-                await self._emit(call, item_call_id(call.call_id, index), value)
+            emitted = [self._emitted(value) for value in values] if self.spec.options.emit else []
         except UnencodableValue:
             return False
+        for index, payload in enumerate(emitted):
+            await self._emit(item_call_id(call.call_id, index), payload)
         answer = PackResult(
             call_id=call.call_id,
             values=await self.session.offload(f"results/{call.call_id}", data),

@@ -109,3 +109,9 @@ def double_rows(ctx: Context, rows: list[npt.NDArray[np.float32]]) -> list[Any]:
     if len(shapes) == 1:
         return list(np.stack(rows) * 2)
     return [row * 2 for row in rows]
+
+
+@app.function(timeout_s=10, batching=Batching(max_size=4, max_delay_ms=20), emit="tests.tripled")
+def tripled(ctx: Context, items: list[int]) -> list[int]:
+    """Each result is also published to `tests.tripled`."""
+    return [item * 3 for item in items]

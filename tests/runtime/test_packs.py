@@ -7,6 +7,7 @@ letter. What changes is how many messages JetStream and both ends handle.
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import numpy as np
 import pytest
@@ -176,3 +177,23 @@ def test_pack_size_keeps_packs_under_the_inline_limit() -> None:
     assert pack_size(spec, 1024, item_bytes=1_600, max_bytes=512 * 1024) == 32 * PACK_BATCHES
     assert pack_size(spec, 1024, item_bytes=80_000, max_bytes=512 * 1024) == 6
     assert pack_size(spec, 1024, item_bytes=10**6, max_bytes=512 * 1024) == 1
+
+
+async def test_each_item_of_a_pack_is_emitted_once(stack: Stack) -> None:
+    emitted: list[tuple[str, bytes]] = []
+    all_there = asyncio.Event()
+
+    async def on_message(msg: Any) -> None:
+        emitted.append((msg.headers["Autan-Call-Id"], msg.data))
+        if len(emitted) == 10:
+            all_there.set()
+
+    subscription = await stack.session.broker.nc.subscribe("tests.tripled", cb=on_message)
+    try:
+        assert [r async for r in sample.tripled.map.aio(range(10))] == [3 * i for i in range(10)]
+        await asyncio.wait_for(all_there.wait(), 5)
+        await asyncio.sleep(0.1)  # nothing more comes
+    finally:
+        await subscription.unsubscribe()
+    assert sorted(int(data) for _, data in emitted) == [3 * i for i in range(10)]
+    assert len({call_id for call_id, _ in emitted}) == 10
