@@ -94,8 +94,8 @@ class CallHandler:
 
     async def handle(
         self, batch: Sequence[Delivery], executor: Executor | None, broken: ErrorInfo | None
-    ) -> int:
-        """Run and settle `batch`; returns how many calls it held (pack items count)."""
+    ) -> None:
+        """Run and settle `batch` (a pack counts as its items in `items_per_delivery`)."""
         units: list[_Unit] = []
         calls = 0
         for delivery in batch:
@@ -113,7 +113,6 @@ class CallHandler:
         self.items_per_delivery = 0.8 * self.items_per_delivery + 0.2 * calls / max(1, len(batch))
         if units and executor is not None:
             await self._run(units, executor)
-        return calls
 
     def _refusal(
         self, delivery: Delivery, call: CallMsg, broken: ErrorInfo | None

@@ -13,14 +13,7 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import (
-    AsyncGenerator,
-    AsyncIterator,
-    Awaitable,
-    Callable,
-    Iterable,
-    Iterator,
-)
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from contextlib import suppress
 from typing import Any, TypeVar
 
@@ -136,8 +129,8 @@ class Session:
         """Results in input order; publishing runs ahead of the results, `window` at most.
 
         The window is refilled in chunks so that publishes leave in few socket writes.
-        A batched function gets its inputs in packs of its `max_size`, one message each,
-        so that a batch costs one message rather than one per input.
+        A batched function gets its inputs in packs (`runtime.packs`): one message for up
+        to `PACK_BATCHES` batches rather than one per input.
         """
         spec = await self.registry.get(app, fn)
         if self.pack_size(spec, window, count) > 1:
