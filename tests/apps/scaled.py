@@ -18,3 +18,9 @@ def hello(ctx: Context, name: str) -> str:
 def slow(ctx: Context, seconds: float) -> float:
     time.sleep(seconds)
     return seconds
+
+
+@app.function(timeout_s=30, scaling=Scaling(min_warm=1, max_workers=1, keep_warm_s=1))
+def warm(ctx: Context, x: int) -> int:
+    """Kept warm: only a new version deployed (tests/apps/scaled_v2.py) retires its worker."""
+    return x

@@ -12,6 +12,7 @@ import pytest
 
 from broker import Broker, calls_source
 from runtime import Call
+from runtime.commands import deploy_target
 from runtime.provider import LocalProvider, WorkerProcess
 from runtime.scaler import Scaler
 from tests.apps import scaled
@@ -132,3 +133,28 @@ async def test_a_call_on_a_killed_worker_is_delivered_again(
     assert result.attempts == 2
     assert result.worker != f"{running.provider.host}-{victim.pid}"
     await _all_exit(running.workers("slow"))
+
+
+def _ready(version: str | None = None) -> Callable[[list[WorkerProcess]], bool]:
+    def check(workers: list[WorkerProcess]) -> bool:
+        return any(
+            w.qualname == "scaled.warm" and w.state == "ready" and version in (None, w.version)
+            for w in workers
+        )
+
+    return check
+
+
+async def test_a_new_version_retires_the_old_workers(running: Running, scaled_stack: Stack) -> None:
+    await running.provider.wait_until(_ready(), 30)  # min_warm=1
+    [old] = running.workers("warm")
+    assert await scaled.warm.remote.aio(2) == 2
+    settings = scaled_stack.session.settings
+    [result] = await deploy_target(scaled_stack.session, settings, "tests.apps.scaled_v2")
+    assert result.changed
+    assert result.version != old.version
+    with anyio.fail_after(20):
+        await old.exited.wait()
+    assert old.returncode == 0  # drained and stopped, not killed
+    await running.provider.wait_until(_ready(result.version), 30)
+    assert await scaled.warm.remote.aio(2) == 20  # the new code
