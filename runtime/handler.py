@@ -87,6 +87,8 @@ class CallHandler:
         self.running: set[Delivery] = set()
         # Calls per delivery, averaged: 1 for single calls, up to max_size for packs.
         self.items_per_delivery = 1.0
+        self.reported_items_per_delivery = 1.0  # as the last heartbeat told the scaler
+        self.items_shifted = anyio.Event()  # set when that report is off by half or more
         # Carried by the first result only: how this worker came to be.
         self._cold_start_ms = cold_start_ms
         # Packs handed back for a retry: their items that succeeded, run again only elsewhere.
@@ -111,6 +113,9 @@ class CallHandler:
                 if unit is not None:
                     units.append(unit)
         self.items_per_delivery = 0.8 * self.items_per_delivery + 0.2 * calls / max(1, len(batch))
+        ratio = self.items_per_delivery / self.reported_items_per_delivery
+        if not 2 / 3 < ratio < 3 / 2:
+            self.items_shifted.set()
         if units and executor is not None:
             await self._run(units, executor)
 

@@ -58,6 +58,9 @@ class _Tracked:
         self.wake: Watch | None = None
         self.status: FunctionStatus | None = None
         self.status_at = 0.0
+        # Calls per message, as its workers last reported: packs hold many calls, and the
+        # backlog JetStream counts is in messages.
+        self.calls_per_message = 1.0
 
 
 class Scaler:
@@ -150,7 +153,13 @@ class Scaler:
         oldest_s = await self.broker.oldest_age_s(spec.source) if backlog.total else 0.0
         everyone = self.provider.workers(spec.qualname)
         workers = [w for w in everyone if not w.stopping]
-        load = _load(backlog, oldest_s, workers, departing=len(everyone) - len(workers))
+        load = _load(
+            backlog,
+            oldest_s,
+            workers,
+            departing=len(everyone) - len(workers),
+            calls_per_message=tracked.calls_per_message,
+        )
         policy = spec.options.scaling
         peak = tracked.window.record(time.monotonic(), target_workers(load, policy)[0])
         decision = decide(load, policy, recent_peak=peak)
@@ -246,6 +255,8 @@ class Scaler:
             if (known := self.provider.known(info.pid, host=info.host)) is not None:
                 known.version = info.version
             self.metrics.batch_sizes.report(info.worker_id, info.function, info.batch_sizes)
+            if (tracked := self.functions.get(info.function)) is not None:
+                tracked.calls_per_message = max(1.0, info.calls_per_message)
             if info.state != "ready":
                 continue
             worker = self.provider.mark_ready(info.pid, host=info.host)
@@ -256,13 +267,19 @@ class Scaler:
 
 
 def _load(
-    backlog: Backlog, oldest_s: float, workers: list[WorkerProcess], *, departing: int
+    backlog: Backlog,
+    oldest_s: float,
+    workers: list[WorkerProcess],
+    *,
+    departing: int,
+    calls_per_message: float = 1.0,
 ) -> FunctionLoad:
+    """The load in calls: JetStream counts messages, and a pack is many calls."""
     ready = sum(1 for w in workers if w.state == "ready")
     busy = min(ready, backlog.num_ack_pending)
     return FunctionLoad(
-        backlog=backlog.total,
-        waiting=backlog.num_pending,
+        backlog=round(backlog.total * calls_per_message),
+        waiting=round(backlog.num_pending * calls_per_message),
         oldest_age_s=oldest_s,
         starting=len(workers) - ready,
         idle=ready - busy,

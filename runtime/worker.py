@@ -127,7 +127,7 @@ class Worker:
         info = self._info(spec, broken)
         directory = await WorkerDirectory.open(session.broker)
         async with anyio.create_task_group() as group:
-            group.start_soon(self._heartbeat, directory, info, executor)
+            group.start_soon(self._heartbeat, directory, info, executor, handler)
             group.start_soon(handler.keep_alive, feed)
             if executor is not None:
                 group.start_soon(executor.watch)
@@ -150,13 +150,27 @@ class Worker:
         )
 
     async def _heartbeat(
-        self, directory: WorkerDirectory, info: WorkerInfo, executor: Executor | None
+        self,
+        directory: WorkerDirectory,
+        info: WorkerInfo,
+        executor: Executor | None,
+        handler: CallHandler,
     ) -> None:
         while True:
-            batches = dict(executor.sizes) if executor is not None else {}
+            handler.reported_items_per_delivery = handler.items_per_delivery
+            handler.items_shifted = anyio.Event()
+            beat = msgspec.structs.replace(
+                info,
+                batch_sizes=dict(executor.sizes) if executor is not None else {},
+                calls_per_message=round(handler.items_per_delivery, 2),
+            )
             with contextlib.suppress(BrokerUnavailable):  # NATS away: beat again later
-                await directory.beat(msgspec.structs.replace(info, batch_sizes=batches))
-            await anyio.sleep(HEARTBEAT_S)
+                await directory.beat(beat)
+            # Beat early (not more than 5 times a second) when packs start or stop: the
+            # scaler counts the backlog in calls with it.
+            await anyio.sleep(0.2)
+            with anyio.move_on_after(HEARTBEAT_S - 0.2):
+                await handler.items_shifted.wait()
 
     async def _prepare(
         self, session: Session, spec: FunctionSpec

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from runtime import App, Context, Scaling
+from runtime import App, Batching, Context, Scaling
 
 app = App("scaled")
 
@@ -24,3 +24,14 @@ def slow(ctx: Context, seconds: float) -> float:
 def warm(ctx: Context, x: int) -> int:
     """Kept warm: only a new version deployed (tests/apps/scaled_v2.py) retires its worker."""
     return x
+
+
+@app.function(
+    timeout_s=30,
+    batching=Batching(max_size=4, max_delay_ms=5),
+    scaling=Scaling(max_workers=4, target_backlog=8, keep_warm_s=1),
+)
+def slow_batch(ctx: Context, items: list[float]) -> list[float]:
+    """0.2 s a batch, whatever its size: `.map()` sends it packs of many calls."""
+    time.sleep(0.2)
+    return items

@@ -10,11 +10,11 @@ from collections.abc import AsyncIterator, Callable
 import anyio
 import pytest
 
-from broker import Broker, calls_source
+from broker import Backlog, Broker, calls_source
 from runtime import Call
 from runtime.commands import deploy_target
 from runtime.provider import LocalProvider, WorkerProcess
-from runtime.scaler import Scaler
+from runtime.scaler import Scaler, _load
 from tests.apps import scaled
 from tests.stack import Stack, poll
 
@@ -106,6 +106,24 @@ async def test_a_burst_scales_out_then_back_to_zero(running: Running) -> None:
     await _all_exit(running.workers("slow"))
 
 
+async def test_packs_count_as_their_calls_when_scaling(running: Running) -> None:
+    done = anyio.Event()
+    peak = 0
+
+    async def watch() -> None:
+        nonlocal peak
+        peak = await _peak(lambda: len(running.workers("slow_batch")), done)
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(watch)
+        # 128 calls in 8 packs of 16: 8 messages, but 128 calls for target_backlog=8.
+        results = [r async for r in scaled.slow_batch.map.aio([0.5] * 128)]
+        done.set()
+    assert results == [0.5] * 128
+    assert peak >= 3
+    await _all_exit(running.workers("slow_batch"))
+
+
 async def test_draining_a_worker_loses_no_call(running: Running) -> None:
     calls: list[Call[float]] = [await scaled.slow.spawn.aio(0.4) for _ in range(12)]
     await running.provider.wait_until(
@@ -158,3 +176,10 @@ async def test_a_new_version_retires_the_old_workers(running: Running, scaled_st
     assert old.returncode == 0  # drained and stopped, not killed
     await running.provider.wait_until(_ready(result.version), 30)
     assert await scaled.warm.remote.aio(2) == 20  # the new code
+
+
+def test_the_load_counts_calls_not_messages() -> None:
+    backlog = Backlog(num_pending=8, num_ack_pending=2, num_waiting=1)
+    load = _load(backlog, 0.5, [], departing=0, calls_per_message=16)
+    assert (load.backlog, load.waiting) == (160, 128)
+    assert _load(backlog, 0.5, [], departing=0).backlog == 10
