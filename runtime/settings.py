@@ -34,7 +34,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     result_ttl_s: float = 3600.0
     signing_key: str | None = None
     ack_wait_s: float = 30.0
-    max_queued_calls: int = 1_000_000  # past this, callers get QueueFull (never a drop)
+    max_queued_calls: int = 1_000_000  # messages (a pack is one); past it, QueueFull, no drop
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
