@@ -94,12 +94,15 @@ class _CallThreads:
 
     def __init__(self, size: int) -> None:
         self._size = size
-        self._queue: queue.SimpleQueue[tuple[Callable[[], None], asyncio.Future[None]]] = (
+        self._queue: queue.SimpleQueue[tuple[Callable[[], None], asyncio.Future[None]] | None] = (
             queue.SimpleQueue()
         )
         self._threads: list[threading.Thread] = []
+        self._closed = False
 
     def submit(self, work: Callable[[], None]) -> asyncio.Future[None]:
+        if self._closed:
+            raise RuntimeError("the executor is closed")
         if not self._threads:
             for n in range(self._size):
                 thread = threading.Thread(target=self._serve, name=f"autan-call-{n}", daemon=True)
@@ -109,9 +112,15 @@ class _CallThreads:
         self._queue.put((work, done))
         return done
 
+    def close(self) -> None:
+        """Let the threads end once the work queued before is done (a stuck one never will)."""
+        self._closed = True
+        for _ in self._threads:
+            self._queue.put(None)
+
     def _serve(self) -> None:
-        while True:
-            work, done = self._queue.get()
+        while (item := self._queue.get()) is not None:
+            work, done = item
             work()  # never raises: calls catch their exceptions into outcomes
             with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody waits
                 done.get_loop().call_soon_threadsafe(_resolve, done)
@@ -152,6 +161,10 @@ class Executor:
         self._inline_allowed = self.concurrency == 1
         # Calls run together so far, by count: the size of each batch a batched function ran.
         self.sizes: Counter[int] = Counter()
+
+    def close(self) -> None:
+        """No more calls: the call threads end when what they hold is done."""
+        self._threads.close()
 
     async def watch(self) -> None:
         """The watchdog of sync calls: run it beside `run` (in the worker's task group).

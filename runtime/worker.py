@@ -126,13 +126,17 @@ class Worker:
         )
         info = self._info(spec, broken)
         directory = await WorkerDirectory.open(session.broker)
-        async with anyio.create_task_group() as group:
-            group.start_soon(self._heartbeat, directory, info, executor, handler)
-            group.start_soon(handler.keep_alive, feed)
+        try:
+            async with anyio.create_task_group() as group:
+                group.start_soon(self._heartbeat, directory, info, executor, handler)
+                group.start_soon(handler.keep_alive, feed)
+                if executor is not None:
+                    group.start_soon(executor.watch)
+                await self._loop(session, spec, feed, handler, executor, broken)
+                group.cancel_scope.cancel()
+        finally:
             if executor is not None:
-                group.start_soon(executor.watch)
-            await self._loop(session, spec, feed, handler, executor, broken)
-            group.cancel_scope.cancel()
+                executor.close()
         await directory.remove(info)
 
     def _info(self, spec: FunctionSpec, broken: ErrorInfo | None) -> WorkerInfo:

@@ -8,6 +8,7 @@ from typing import Any
 
 import anyio
 import anyio.lowlevel
+import pytest
 
 from runtime.context import Context
 from runtime.executor import Executor, Invocation, Outcome
@@ -79,3 +80,15 @@ async def test_sync_calls_run_in_order_on_the_call_thread() -> None:
             group.start_soon(executor.run, _calls(item))
             await anyio.lowlevel.checkpoint()
     assert order == [0, 1, 2, 3, 4]
+
+
+async def test_closing_ends_the_call_threads() -> None:
+    executor = _executor(lambda ctx, x: x, batched=False, timeout_s=5)
+    assert [o.value for o in await executor.run(_calls(7)) if o] == [7]
+    [thread] = executor._threads._threads  # the one call thread (concurrency=1)
+    assert thread.is_alive()
+    executor.close()
+    await anyio.to_thread.run_sync(thread.join, 5)
+    assert not thread.is_alive()
+    with pytest.raises(RuntimeError, match="closed"):
+        await executor.run(_calls(8))
