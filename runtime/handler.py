@@ -186,6 +186,24 @@ class CallHandler:
         return _Unit(delivery, call, [invocations[i] for i in indexes], indexes, items)
 
     async def _run(self, units: list[_Unit], executor: Executor) -> None:
+        """Run the units, a batch's worth at a time when batched, each group settled as soon
+        as it is done (a pack need not wait for the packs taken after it)."""
+        if not executor.batched or len(units) == 1:
+            await self._run_group(units, executor)
+            return
+        groups: list[list[_Unit]] = [[]]
+        calls = 0
+        for unit in units:
+            if calls >= executor.batch_size:
+                groups.append([])
+                calls = 0
+            groups[-1].append(unit)
+            calls += len(unit.invocations)
+        async with anyio.create_task_group() as group:
+            for units_of_group in groups:
+                group.start_soon(self._run_group, units_of_group, executor)
+
+    async def _run_group(self, units: list[_Unit], executor: Executor) -> None:
         deliveries = [unit.delivery for unit in units]
         self.running.update(deliveries)
         try:

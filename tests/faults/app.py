@@ -6,15 +6,16 @@ from __future__ import annotations
 import os
 import time
 
-from runtime import App, Context, Retries, Scaling
+from runtime import App, Batching, Context, Retries, Scaling
 
 app = App("faults")
 
 
-def _record(ctx: Context, event: str) -> None:
+def _record(ctx: Context, event: str, call_id: str = "") -> None:
     path = os.environ.get("AUTAN_FAULTS_LOG")
     if path:
-        line = f"{event} {ctx.call_id} {ctx.attempt} {os.getpid()} {time.time():.6f}\n"
+        call_id = call_id or ctx.call_id
+        line = f"{event} {call_id} {ctx.attempt} {os.getpid()} {time.time():.6f}\n"
         with open(path, "a") as log:  # one short append: atomic with O_APPEND
             log.write(line)
 
@@ -59,3 +60,16 @@ def pausable(ctx: Context, seconds: float) -> int:
     time.sleep(seconds)
     _record(ctx, "end")
     return os.getpid()
+
+
+@app.function(
+    timeout_s=30,
+    batching=Batching(max_size=8, max_delay_ms=5),
+    scaling=Scaling(max_workers=2, target_backlog=16, keep_warm_s=30),
+)
+def doubled(ctx: Context, items: list[int]) -> list[int]:
+    """0.1 s a batch. Items share the batch's context: each is logged by its value."""
+    for item in items:
+        _record(ctx, "start", f"item-{item}")
+    time.sleep(0.1)
+    return [item * 2 for item in items]
