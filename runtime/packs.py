@@ -111,9 +111,9 @@ class Packer:
                 spec, [(args, kwargs) for args, kwargs, _ in calls]
             )
         except UnencodableValue:
-            # One caller's argument cannot travel: each call alone, so only it fails.
-            for call in calls:
-                await self._send_alone(spec, call)
+            # One caller's argument cannot travel: each call alone (all at once), so that
+            # only it fails.
+            await asyncio.gather(*(self._send_alone(spec, call) for call in calls))
             return
         except Exception as exc:  # refused or unreachable: every caller hears it
             _fail_all(calls, exc)
