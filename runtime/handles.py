@@ -195,9 +195,11 @@ class _Map(Generic[R]):
         self._handle = handle
 
     def __call__(self, *inputs: Iterable[Any], window: int = 1024) -> Iterator[R]:
+        _check_window(window)
         return self._handle.app.sessions.iterate_sync(self.aio, *inputs, window=window)
 
     async def aio(self, *inputs: Iterable[Any], window: int = 1024) -> AsyncGenerator[R, None]:
+        _check_window(window)
         session = await self._handle._session()
         arg_tuples = zip(*inputs, strict=False)
         sized = [len(x) for x in inputs if isinstance(x, Sized)]
@@ -291,3 +293,8 @@ class Call(Generic[R]):
         session = await self._sessions.current()
         result: R = await session.result(self.id, timeout_s)
         return result
+
+
+def _check_window(window: int) -> None:
+    if not isinstance(window, int) or window < 1:
+        raise InvalidOption(f"map(window={window!r}): give the calls in flight at most, 1 or more")

@@ -22,7 +22,7 @@ from broker import (
     encode_value,
     new_call_id,
 )
-from runtime import Batching, RemoteError, Scaling
+from runtime import Batching, InvalidOption, RemoteError, Scaling
 from runtime.deadletters import DeadLetters
 from runtime.handles import FunctionOptions
 from runtime.packs import PACK_BATCHES, pack_size
@@ -197,3 +197,10 @@ async def test_each_item_of_a_pack_is_emitted_once(stack: Stack) -> None:
         await subscription.unsubscribe()
     assert sorted(int(data) for _, data in emitted) == [3 * i for i in range(10)]
     assert len({call_id for call_id, _ in emitted}) == 10
+
+
+async def test_a_map_window_under_one_is_refused(stack: Stack) -> None:
+    with pytest.raises(InvalidOption, match=r"map\(window=0\)"):
+        [r async for r in sample.double_rows.map.aio([np.ones(2, np.float32)], window=0)]
+    with pytest.raises(InvalidOption, match="1 or more"):
+        sample.echo.map([1], window=-3)
