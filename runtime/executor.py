@@ -232,6 +232,10 @@ class Executor:
                 outcomes[index] = Outcome(error=_batch_arity_error(self.ctx.function))
             else:
                 positions.append(index)
+        if len(positions) <= self.batch_size:
+            if positions:
+                await self._run_one_batch(calls, positions, outcomes)
+            return outcomes
         # More than a batch (a pack): batches of `batch_size`, all submitted at once, so
         # that the call thread goes from one to the next without waiting for the loop.
         async with anyio.create_task_group() as group:

@@ -35,7 +35,6 @@ from broker import (
     PullFeed,
     Result,
     RowList,
-    StoredRef,
     Success,
     UnencodableValue,
     decode_call,
@@ -87,7 +86,7 @@ class CallHandler:
         self.running: set[Delivery] = set()
         # Calls per delivery, averaged: 1 for single calls, up to max_size for packs.
         self.items_per_delivery = 1.0
-        self.reported_items_per_delivery = 1.0  # as the last heartbeat told the scaler
+        self._reported_items = 1.0  # as the last heartbeat told the scaler
         self.items_shifted = anyio.Event()  # set when that report is off by half or more
         # Carried by the first result only: how this worker came to be.
         self._cold_start_ms = cold_start_ms
@@ -113,11 +112,18 @@ class CallHandler:
                 if unit is not None:
                     units.append(unit)
         self.items_per_delivery = 0.8 * self.items_per_delivery + 0.2 * calls / max(1, len(batch))
-        ratio = self.items_per_delivery / self.reported_items_per_delivery
+        ratio = self.items_per_delivery / self._reported_items
         if not 2 / 3 < ratio < 3 / 2:
             self.items_shifted.set()
         if units and executor is not None:
             await self._run(units, executor)
+
+    def report_items_per_delivery(self) -> float:
+        """The average to tell the scaler now; `items_shifted` is set again once it moves
+        by half or more from this."""
+        self._reported_items = self.items_per_delivery
+        self.items_shifted = anyio.Event()
+        return round(self.items_per_delivery, 2)
 
     def _refusal(
         self, delivery: Delivery, call: CallMsg, broken: ErrorInfo | None
@@ -412,7 +418,7 @@ class CallHandler:
         for index in range(call.items):
             item_id = item_call_id(call.call_id, index)
             if index in encoded:
-                payload = await self._item_payload(f"results/{item_id}", encoded[index], limit)
+                payload = await self.session.offload(f"results/{item_id}", encoded[index], limit)
                 results.append(Success(item_id, payload, attempts=delivery.num_delivered))
                 continue
             error = failed[index]
@@ -420,14 +426,7 @@ class CallHandler:
             results.append(Failure(item_id, error, attempts=delivery.num_delivered))
             item_call = await self._item_call(call, item_id, items[index])
             letters.append(self._letter(call, item_id, item_call, error, reason, delivery))
-        answer = PackResult(
-            call_id=call.call_id,
-            items=results,
-            worker=self.worker_id,
-            attempts=delivery.num_delivered,
-            timings_ms=self._timings(call, run_ms),
-            cold_start_ms=self._take_cold_start(run_ms),
-        )
+        answer = self._pack_answer(delivery, call, run_ms, items=results)
         await self._deliver(delivery, call, encode(answer), letters)
 
     async def _finish_all_done(
@@ -446,23 +445,29 @@ class CallHandler:
             return False
         for index, payload in enumerate(emitted):
             await self._emit(item_call_id(call.call_id, index), payload)
-        answer = PackResult(
+        stored = await self.session.offload(f"results/{call.call_id}", data)
+        answer = self._pack_answer(delivery, call, run_ms, values=stored)
+        await self._deliver(delivery, call, encode(answer))
+        return True
+
+    def _pack_answer(
+        self,
+        delivery: Delivery,
+        call: CallMsg,
+        run_ms: float,
+        *,
+        items: list[Result] | None = None,
+        values: Payload | None = None,
+    ) -> PackResult:
+        return PackResult(
             call_id=call.call_id,
-            values=await self.session.offload(f"results/{call.call_id}", data),
+            items=items or [],
+            values=values,
             worker=self.worker_id,
             attempts=delivery.num_delivered,
             timings_ms=self._timings(call, run_ms),
             cold_start_ms=self._take_cold_start(run_ms),
         )
-        await self._deliver(delivery, call, encode(answer))
-        return True
-
-    async def _item_payload(self, key: str, data: bytes, limit: int) -> Payload:
-        """An item's result inline while the pack's answer stays small, else stored."""
-        if len(data) <= limit:
-            return Inline(data)
-        await (await self.session.store()).put(key, data)
-        return StoredRef(key=key, size_bytes=len(data))
 
     async def _item_call(self, call: CallMsg, item_id: str, item: Any) -> bytes:
         """A pack's item as a call of its own (for its dead letter: redrive runs it alone)."""

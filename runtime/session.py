@@ -295,9 +295,10 @@ class Session:
 
     # -- payloads ----------------------------------------------------------------
 
-    async def offload(self, key: str, data: bytes) -> Payload:
-        """`data` inline when small, else stored under `key` and sent by reference."""
-        if len(data) <= self.settings.payload_threshold_bytes:
+    async def offload(self, key: str, data: bytes, limit: int | None = None) -> Payload:
+        """`data` inline up to `limit` bytes (default: the payload threshold), else stored
+        under `key` and sent by reference."""
+        if len(data) <= (self.settings.payload_threshold_bytes if limit is None else limit):
             return Inline(data)
         store = await self.store()
         await store.put(key, data)

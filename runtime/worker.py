@@ -161,12 +161,10 @@ class Worker:
         handler: CallHandler,
     ) -> None:
         while True:
-            handler.reported_items_per_delivery = handler.items_per_delivery
-            handler.items_shifted = anyio.Event()
             beat = msgspec.structs.replace(
                 info,
                 batch_sizes=dict(executor.sizes) if executor is not None else {},
-                calls_per_message=round(handler.items_per_delivery, 2),
+                calls_per_message=handler.report_items_per_delivery(),
             )
             with contextlib.suppress(BrokerUnavailable):  # NATS away: beat again later
                 await directory.beat(beat)

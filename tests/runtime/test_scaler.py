@@ -6,6 +6,7 @@ import asyncio
 import os
 import signal
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import anyio
 import pytest
@@ -89,36 +90,34 @@ async def test_first_call_starts_a_worker_then_it_scales_to_zero(
     assert running.workers("hello") == []
 
 
-async def test_a_burst_scales_out_then_back_to_zero(running: Running) -> None:
+async def _map_watching_workers(
+    running: Running, handle: Any, inputs: list[float]
+) -> tuple[list[Any], int]:
+    """`handle.map(inputs)`'s results, and the most workers of it seen meanwhile."""
     done = anyio.Event()
     peak = 0
 
     async def watch() -> None:
         nonlocal peak
-        peak = await _peak(lambda: len(running.workers("slow")), done)
+        peak = await _peak(lambda: len(running.workers(handle.name)), done)
 
     async with anyio.create_task_group() as group:
         group.start_soon(watch)
-        results = [r async for r in scaled.slow.map.aio([0.3] * 24)]
+        results = [r async for r in handle.map.aio(inputs)]
         done.set()
+    return results, peak
+
+
+async def test_a_burst_scales_out_then_back_to_zero(running: Running) -> None:
+    results, peak = await _map_watching_workers(running, scaled.slow, [0.3] * 24)
     assert results == [0.3] * 24
     assert peak == 4
     await _all_exit(running.workers("slow"))
 
 
 async def test_packs_count_as_their_calls_when_scaling(running: Running) -> None:
-    done = anyio.Event()
-    peak = 0
-
-    async def watch() -> None:
-        nonlocal peak
-        peak = await _peak(lambda: len(running.workers("slow_batch")), done)
-
-    async with anyio.create_task_group() as group:
-        group.start_soon(watch)
-        # 128 calls in 8 packs of 16: 8 messages, but 128 calls for target_backlog=8.
-        results = [r async for r in scaled.slow_batch.map.aio([0.5] * 128)]
-        done.set()
+    # 128 calls in 8 packs of 16: 8 messages, but 128 calls for target_backlog=8.
+    results, peak = await _map_watching_workers(running, scaled.slow_batch, [0.5] * 128)
     assert results == [0.5] * 128
     assert peak >= 3
     await _all_exit(running.workers("slow_batch"))
