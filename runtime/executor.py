@@ -236,12 +236,17 @@ class Executor:
             if positions:
                 await self._run_one_batch(calls, positions, outcomes)
             return outcomes
-        # More than a batch (a pack): batches of `batch_size`, all submitted at once, so
-        # that the call thread goes from one to the next without waiting for the loop.
-        async with anyio.create_task_group() as group:
-            for start in range(0, len(positions), self.batch_size):
-                chunk = positions[start : start + self.batch_size]
-                group.start_soon(self._run_one_batch, calls, chunk, outcomes)
+        # More than a batch (a pack): batches of `batch_size`, dispatched together, so that
+        # the call thread goes from one to the next in one hop, without the loop in between.
+        chunks = [
+            positions[start : start + self.batch_size]
+            for start in range(0, len(positions), self.batch_size)
+        ]
+        for chunk in chunks:
+            self.sizes[len(chunk)] += 1
+        results = await self._dispatch([_as_batch([calls[i] for i in chunk]) for chunk in chunks])
+        for chunk, result in zip(chunks, results, strict=True):
+            await self._settle_batch(calls, chunk, result, outcomes)
         return outcomes
 
     async def _run_one_batch(
@@ -249,6 +254,16 @@ class Executor:
     ) -> None:
         self.sizes[len(positions)] += 1
         [result] = await self._dispatch([_as_batch([calls[i] for i in positions])])
+        await self._settle_batch(calls, positions, result, outcomes)
+
+    async def _settle_batch(
+        self,
+        calls: Sequence[Invocation],
+        positions: list[int],
+        result: Outcome | None,
+        outcomes: list[Outcome | None],
+    ) -> None:
+        """Each input's outcome from its batch's; a failed batch is run input by input."""
         failed = result is not None and result.error is not None
         if failed and len(positions) > 1 and not self.poisoned:
             await self._run_alone(calls, positions, outcomes)

@@ -36,6 +36,45 @@ async def test_more_inputs_than_a_batch_run_as_batches_of_max_size() -> None:
     assert executor.sizes == {4: 2, 2: 1}
 
 
+async def test_in_a_pack_a_bad_input_fails_alone_and_the_other_batches_keep_theirs() -> None:
+    ran: list[list[int]] = []
+
+    def inverse(ctx: Context, items: list[int]) -> list[float]:
+        ran.append(list(items))
+        return [1 / item for item in items]
+
+    executor = _executor(inverse, batched=True, timeout_s=5, batch_size=3)
+    outcomes = await executor.run(_calls(1, 2, 4, 5, 0, 8, 10))
+    assert [o.value if o and o.error is None else "error" for o in outcomes] == [
+        1.0, 0.5, 0.25, 0.2, "error", 0.125, 0.1
+    ]  # fmt: skip
+    failed = outcomes[4]
+    assert failed is not None
+    assert failed.error is not None
+    assert failed.error.type == "ZeroDivisionError"
+    # The batches in one hop; only the failed batch again, input by input.
+    assert ran == [[1, 2, 4], [5, 0, 8], [10], [5], [0], [8]]
+
+
+async def test_an_overrun_in_a_pack_keeps_the_batches_before_and_hands_back_the_rest() -> None:
+    def nap(ctx: Context, seconds: list[float]) -> list[float]:
+        time.sleep(max(seconds))
+        return seconds
+
+    executor = _executor(nap, batched=True, timeout_s=0.3, batch_size=2)
+    async with anyio.create_task_group() as group:
+        group.start_soon(executor.watch)
+        outcomes = await executor.run(_calls(0.0, 0.0, 3.0, 0.0, 0.0, 0.0))
+        group.cancel_scope.cancel()
+    assert [o.value if o else None for o in outcomes[:2]] == [0.0, 0.0]
+    for overran in outcomes[2:4]:
+        assert overran is not None
+        assert overran.error is not None
+        assert overran.error.type == "FunctionTimeout"
+    assert outcomes[4:] == [None, None]  # never started: handed back unrun
+    assert executor.poisoned
+
+
 async def test_an_overrun_hands_back_the_calls_waiting_for_the_thread() -> None:
     def nap(ctx: Context, seconds: float) -> float:
         time.sleep(seconds)
