@@ -115,7 +115,7 @@ class Broker(StreamAdmin):
             )
         except nats.errors.TimeoutError as exc:
             raise BrokerUnavailable(f"JetStream at {self.url} did not answer") from exc
-        bucket = self._buckets[name] = Bucket(kv, name, self.nc)
+        bucket = self._buckets[name] = Bucket(kv, name, self.nc, self.js)
         return bucket
 
     # -- publishing ----------------------------------------------------------------

@@ -11,6 +11,7 @@ import nats.errors
 import nats.js.errors
 from nats.aio.client import Client as NatsClient
 from nats.aio.subscription import Subscription
+from nats.js.client import JetStreamContext
 from nats.js.kv import KeyValue
 
 from broker.errors import BrokerUnavailable, KeyExists, KeyNotFound
@@ -29,8 +30,9 @@ _TRANSIENT = (
 class Bucket:
     """Values by key in one bucket; `create` is first-writer-wins."""
 
-    def __init__(self, kv: KeyValue, name: str, nc: NatsClient) -> None:
+    def __init__(self, kv: KeyValue, name: str, nc: NatsClient, js: JetStreamContext) -> None:
         self._nc = nc
+        self._js = js
         self._kv = kv
         self.name = name
 
@@ -64,13 +66,25 @@ class Bucket:
         except _TRANSIENT as exc:
             raise self._unavailable("deleting", key) from exc
 
-    async def keys(self) -> list[str]:
+    async def values(self) -> dict[str, bytes]:
+        """Every key's current value, by key (sorted); keys deleted meanwhile are left out.
+
+        The keys come from the server's list of the bucket's subjects, in one request,
+        rather than from a KV watcher, whose "initial values done" marker a client can
+        see before the last initial value (nats.py#842): a listing could then miss keys
+        that exist.
+        """
+        prefix = f"$KV.{self.name}."
         try:
-            return sorted(await self._kv.keys())
-        except nats.js.errors.NoKeysError:
-            return []
+            info = await self._js.stream_info(f"KV_{self.name}", subjects_filter=f"{prefix}>")
         except _TRANSIENT as exc:
             raise self._unavailable("listing", "*") from exc
+        found = {}
+        for subject in sorted(info.state.subjects or {}):
+            key = subject.removeprefix(prefix)
+            with contextlib.suppress(KeyNotFound):  # deleted: its subject holds the marker
+                found[key] = await self.get(key)
+        return found
 
     def _unavailable(self, doing: str, key: str) -> BrokerUnavailable:
         return BrokerUnavailable(f"{doing} {key!r} in bucket {self.name!r} failed: NATS is away")

@@ -306,8 +306,8 @@ async def status(settings: Settings) -> int:
     try:
         bucket = await session.broker.bucket(STATUS_BUCKET)
         rows = [
-            msgspec.json.decode(await bucket.get(key), type=FunctionStatus)
-            for key in await bucket.keys()
+            msgspec.json.decode(value, type=FunctionStatus)
+            for value in (await bucket.values()).values()
         ]
     finally:
         await session.close()

@@ -49,13 +49,7 @@ class Registry:
         self._cache[key] = spec
 
     async def all(self) -> list[FunctionSpec]:
-        specs = []
-        for key in await self._bucket.keys():
-            try:
-                specs.append(_decoder.decode(await self._bucket.get(key)))
-            except KeyNotFound:
-                continue
-        return specs
+        return [_decoder.decode(value) for value in (await self._bucket.values()).values()]
 
     def forget(self, app: str, fn: str) -> None:
         self._cache.pop(function_key(app, fn), None)

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Callable
 import anyio
 import msgspec
 
-from broker import Broker, Bucket, KeyNotFound
+from broker import Broker, Bucket
 
 __all__ = ["HEARTBEAT_S", "WorkerDirectory", "WorkerInfo"]
 
@@ -70,13 +70,8 @@ class WorkerDirectory:
                 yield msgspec.json.decode(value, type=WorkerInfo)
 
     async def alive(self) -> list[WorkerInfo]:
-        found = []
-        for key in await self._bucket.keys():
-            try:
-                found.append(msgspec.json.decode(await self._bucket.get(key), type=WorkerInfo))
-            except KeyNotFound:
-                continue
-        return found
+        values = await self._bucket.values()
+        return [msgspec.json.decode(value, type=WorkerInfo) for value in values.values()]
 
 
 def _key(info: WorkerInfo) -> str:

@@ -115,6 +115,7 @@ def test_autan_up_serves_the_bundled_functions_air_gapped(tmp_path: Path) -> Non
     finally:
         if stack.poll() is None:  # a failure above: stop the stack and all it started
             os.killpg(stack.pid, signal.SIGKILL)
+            stack.wait(timeout=30)  # else its warning fails whichever test runs next
     addresses = _addresses(trace)
     assert "127.0.0.1" in addresses  # the trace sees the stack's own connections
     assert {a for a in addresses if not _is_loopback(a)} == set()
