@@ -315,11 +315,12 @@ class Session:
         """The stack's object store (for payloads too large to travel inline)."""
         if self._store is None:
             url = await storage_url(self.broker, self.settings)
-            self._store = open_store(
-                url,
-                access_key=self.settings.s3_access_key,
-                secret_key=self.settings.s3_secret_key,
-            )
+            if self._store is None:  # else a call made meanwhile opened it: one client
+                self._store = open_store(
+                    url,
+                    access_key=self.settings.s3_access_key,
+                    secret_key=self.settings.s3_secret_key,
+                )
         return self._store
 
 
@@ -341,6 +342,8 @@ class SessionProvider:
         self._sessions: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Session] = (
             weakref.WeakKeyDictionary()
         )
+        # The session being opened, per loop: calls that come meanwhile wait for it.
+        self._opening: dict[asyncio.AbstractEventLoop, asyncio.Task[Session]] = {}
         self._lock = threading.Lock()
         self._thread_loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -357,12 +360,24 @@ class SessionProvider:
         self._settings = settings
 
     async def current(self) -> Session:
+        """The running loop's session; the first call opens it, and calls made while it
+        opens wait for that one (each opening its own would leave connections behind)."""
         loop = asyncio.get_running_loop()
         session = self._sessions.get(loop)
-        if session is None:
-            session = await Session.open(self.settings)
-            self._sessions[loop] = session
-        return session
+        if session is not None:
+            return session
+        opening = self._opening.get(loop)
+        if opening is None:
+            opening = self._opening[loop] = loop.create_task(self._open(loop))
+        # Shielded: a caller that stops waiting does not stop the open for the others.
+        return await asyncio.shield(opening)
+
+    async def _open(self, loop: asyncio.AbstractEventLoop) -> Session:
+        try:
+            session = self._sessions[loop] = await Session.open(self.settings)
+            return session
+        finally:
+            del self._opening[loop]  # a failed open is tried again by the next call
 
     async def aclose(self) -> None:
         """Close the session of the running loop."""
