@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import msgspec
 
 from broker import REGISTRY_BUCKET, Broker, Bucket, KeyNotFound, function_key
+from runtime.coalesce import Coalesced
 from runtime.errors import FunctionNotFound
 from runtime.spec import FunctionSpec
 
@@ -20,6 +23,8 @@ class Registry:
     def __init__(self, bucket: Bucket) -> None:
         self._bucket = bucket
         self._cache: dict[str, FunctionSpec] = {}
+        # Reads under way, by key: a burst of first calls reads the spec once.
+        self._reading: Coalesced[str, FunctionSpec] = Coalesced()
 
     @classmethod
     async def open(cls, broker: Broker) -> Registry:
@@ -28,10 +33,16 @@ class Registry:
     async def get(self, app: str, fn: str, *, cached: bool = True) -> FunctionSpec:
         """The spec of `app.fn`; FunctionNotFound names what is deployed instead."""
         key = function_key(app, fn)
-        if cached and key in self._cache:
-            return self._cache[key]
+        if not cached:
+            return await self._read(app, fn, key)
+        spec = self._cache.get(key)
+        if spec is None:
+            spec = await self._reading.run(key, partial(self._read, app, fn, key))
+        return spec
+
+    async def _read(self, app: str, fn: str, key: str) -> FunctionSpec:
         try:
-            spec = _decoder.decode(await self._bucket.get(key))
+            spec: FunctionSpec = _decoder.decode(await self._bucket.get(key))
         except KeyNotFound:
             raise FunctionNotFound(await self._not_found_message(app, fn)) from None
         self._cache[key] = spec

@@ -15,6 +15,7 @@ import weakref
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from contextlib import suppress
+from functools import partial
 from typing import Any, TypeVar
 
 from broker import (
@@ -38,6 +39,7 @@ from broker import (
     new_call_id,
     rows,
 )
+from runtime.coalesce import Coalesced
 from runtime.errors import RemoteError
 from runtime.packs import Failed, Packer, pack_size
 from runtime.registry import Registry
@@ -343,7 +345,7 @@ class SessionProvider:
             weakref.WeakKeyDictionary()
         )
         # The session being opened, per loop: calls that come meanwhile wait for it.
-        self._opening: dict[asyncio.AbstractEventLoop, asyncio.Task[Session]] = {}
+        self._opening: Coalesced[asyncio.AbstractEventLoop, Session] = Coalesced()
         self._lock = threading.Lock()
         self._thread_loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -364,20 +366,13 @@ class SessionProvider:
         opens wait for that one (each opening its own would leave connections behind)."""
         loop = asyncio.get_running_loop()
         session = self._sessions.get(loop)
-        if session is not None:
-            return session
-        opening = self._opening.get(loop)
-        if opening is None:
-            opening = self._opening[loop] = loop.create_task(self._open(loop))
-        # Shielded: a caller that stops waiting does not stop the open for the others.
-        return await asyncio.shield(opening)
+        if session is None:
+            session = await self._opening.run(loop, partial(self._open, loop))
+        return session
 
     async def _open(self, loop: asyncio.AbstractEventLoop) -> Session:
-        try:
-            session = self._sessions[loop] = await Session.open(self.settings)
-            return session
-        finally:
-            del self._opening[loop]  # a failed open is tried again by the next call
+        session = self._sessions[loop] = await Session.open(self.settings)
+        return session
 
     async def aclose(self) -> None:
         """Close the session of the running loop."""
