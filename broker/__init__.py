@@ -9,6 +9,7 @@ from broker.deadletters import DeadLetterStream, StoredLetter
 from broker.errors import (
     BrokerError,
     BrokerUnavailable,
+    ConsumerNotFound,
     KeyExists,
     KeyNotFound,
     PublishRejected,
@@ -66,6 +67,7 @@ __all__ = [
     "BrokerUnavailable",
     "Bucket",
     "CallMsg",
+    "ConsumerNotFound",
     "ConsumerPolicy",
     "DeadLetter",
     "DeadLetterStream",

@@ -6,6 +6,7 @@ BrokerError
 ├── PublishRejected     JetStream refused a message for another reason: fix the request
 ├── KeyNotFound         no such key in a KV bucket
 ├── KeyExists           a create-only write lost to an earlier writer
+├── ConsumerNotFound    a function's consumer is gone from its stream: redeploy the function
 └── StreamConflict      an existing stream overlaps ours incompatibly: fix the config
 """
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 __all__ = [
     "BrokerError",
     "BrokerUnavailable",
+    "ConsumerNotFound",
     "KeyExists",
     "KeyNotFound",
     "PublishRejected",
@@ -44,6 +46,11 @@ class KeyNotFound(BrokerError):
 
 class KeyExists(BrokerError):
     """A create-only write found the key already written (first writer wins)."""
+
+
+class ConsumerNotFound(BrokerError):
+    """A function's consumer (or its stream) does not exist: removed by hand, or the stream
+    was made again. Deploying the function makes it again."""
 
 
 class StreamConflict(BrokerError):

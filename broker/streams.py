@@ -19,7 +19,7 @@ from nats.js import JetStreamContext, api
 
 from broker.consumer import PullFeed
 from broker.deadletters import DeadLetterStream
-from broker.errors import BrokerUnavailable, StreamConflict
+from broker.errors import BrokerUnavailable, ConsumerNotFound, StreamConflict
 from broker.subjects import (
     CALLS_STREAM,
     CALLS_SUBJECTS,
@@ -155,6 +155,11 @@ class StreamAdmin:
     async def backlog(self, source: Source) -> Backlog:
         try:
             info = await self.js.consumer_info(source.stream, source.consumer)
+        except nats.js.errors.NotFoundError as exc:
+            raise ConsumerNotFound(
+                f"no consumer {source.consumer!r} on stream {source.stream!r}: deploy the "
+                "function again ('autan deploy') to make it"
+            ) from exc
         except nats.errors.TimeoutError as exc:
             raise BrokerUnavailable(f"JetStream at {self.url} did not answer") from exc
         return Backlog(

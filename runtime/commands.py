@@ -11,7 +11,7 @@ import anyio
 import msgspec
 import structlog
 
-from broker import CONFIG_BUCKET, Broker, ConsumerPolicy, StreamLimits
+from broker import CONFIG_BUCKET, Broker, ConsumerNotFound, ConsumerPolicy, StreamLimits
 from runtime.deadletters import DeadLetters, Letter
 from runtime.deploy import DeployResult, deploy_app, discover_apps
 from runtime.embedded import NatsServer
@@ -172,14 +172,21 @@ async def ls(settings: Settings) -> int:
         workers = await WorkerDirectory.open(session.broker)
         alive = await workers.alive()
         print(f"{'FUNCTION':<24} {'VERSION':<18} {'WORKERS':>7} {'BACKLOG':>7}  PROVIDERS")
+        problems = []
         for spec in sorted(specs, key=lambda s: s.qualname):
-            backlog = await session.broker.backlog(spec.source)
+            try:
+                backlog = str((await session.broker.backlog(spec.source)).total)
+            except ConsumerNotFound as exc:
+                backlog = "?"
+                problems.append(f"{spec.qualname}: {exc}")
             mine = [w for w in alive if w.function == spec.qualname]
             providers = sorted({p for w in mine for p in w.providers})
             print(
-                f"{spec.qualname:<24} {spec.version:<18} {len(mine):>7} {backlog.total:>7}  "
+                f"{spec.qualname:<24} {spec.version:<18} {len(mine):>7} {backlog:>7}  "
                 f"{','.join(providers) or '-'}"
             )
+        for problem in problems:
+            print(problem)
         if not specs:
             print("nothing deployed: run 'autan deploy PATH' (or 'autan up')")
     finally:

@@ -18,6 +18,7 @@ Errors from below keep their own type name in the body:
     BrokerUnavailable      503  Retry-After: NATS or JetStream cannot be reached
     StorageUnavailable     503  Retry-After: object storage cannot be reached
     PublishRejected        502  JetStream refused the call for another reason
+    ConsumerNotFound       502  the function's consumer is gone: deploy the function again
     StorageError           502  a payload could not be stored or read back
     RemoteError            500  the function raised (type: the remote exception's type)
     anything else          500  InternalError: the gateway's own fault, logged, never shown
@@ -30,7 +31,7 @@ from typing import ClassVar
 import msgspec
 from starlette.responses import Response
 
-from broker import BrokerUnavailable, PublishRejected, QueueFull
+from broker import BrokerUnavailable, ConsumerNotFound, PublishRejected, QueueFull
 from runtime.errors import RemoteError
 from runtime.gateway_schema import ErrorBody, ErrorDetail
 from storage import StorageError, StorageUnavailable
@@ -143,7 +144,7 @@ def _status_of(exc: Exception) -> tuple[int, int]:
             return 429, QUEUE_FULL_RETRY_S
         case BrokerUnavailable() | StorageUnavailable():
             return 503, UNAVAILABLE_RETRY_S
-        case PublishRejected() | StorageError():
+        case PublishRejected() | ConsumerNotFound() | StorageError():
             return 502, 0
     return 500, 0
 

@@ -14,7 +14,7 @@ import msgspec
 import structlog
 from anyio.abc import TaskGroup, TaskStatus
 
-from broker import Backlog, Broker, BrokerUnavailable, Bucket, Watch
+from broker import Backlog, Broker, BrokerUnavailable, Bucket, ConsumerNotFound, Watch
 from runtime.metrics import ScalerMetrics
 from runtime.provider import LocalProvider, WorkerProcess
 from runtime.registry import Registry
@@ -61,6 +61,7 @@ class _Tracked:
         # Calls per message, as its workers last reported: packs hold many calls, and the
         # backlog JetStream counts is in messages.
         self.calls_per_message = 1.0
+        self.missing = False  # its consumer is gone: not scaled until it is back
 
 
 class Scaler:
@@ -149,7 +150,14 @@ class Scaler:
 
     async def _tick(self, tracked: _Tracked) -> None:
         spec = tracked.spec
-        backlog = await self.broker.backlog(spec.source)
+        try:
+            backlog = await self.broker.backlog(spec.source)
+        except ConsumerNotFound as exc:
+            await self._consumer_missing(tracked, exc)
+            return
+        if tracked.missing:
+            log.info("the function's consumer is back; scaling it", function=spec.qualname)
+            tracked.missing = False
         oldest_s = await self.broker.oldest_age_s(spec.source) if backlog.total else 0.0
         everyone = self.provider.workers(spec.qualname)
         workers = [w for w in everyone if not w.stopping]
@@ -168,6 +176,19 @@ class Scaler:
         await self._watch_at_zero(tracked, decision.desired)
         self._record(tracked, load, decision)
         await self._publish_status(tracked, load, decision)
+
+    async def _consumer_missing(self, tracked: _Tracked, exc: ConsumerNotFound) -> None:
+        """Its calls can be neither counted nor served: say so (once in the log, and in the
+        status), leave its workers as they are, and go on with the other functions."""
+        workers = self.provider.workers(tracked.spec.qualname)
+        if not tracked.missing:
+            tracked.missing = True
+            log.error("function has no consumer; not scaling it", function=tracked.spec.qualname,
+                      error=str(exc))  # fmt: skip
+            tracked.last = Decision(len(workers), f"no consumer: {exc}")
+            tracked.decided_unix_s = time.time()
+        load = _load(Backlog(0, 0, 0), 0.0, workers, departing=0)
+        await self._publish_status(tracked, load, tracked.last)
 
     async def _apply(
         self,

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import anyio
+import msgspec
 import pytest
 
-from broker import Backlog, Broker, calls_source
+from broker import REGISTRY_BUCKET, Backlog, Broker, calls_source, function_key
 from runtime import Call
-from runtime.commands import deploy_target
+from runtime.commands import deploy_target, ls
 from runtime.provider import LocalProvider, WorkerProcess
 from runtime.scaler import Scaler, _load
 from tests.apps import scaled
@@ -175,6 +177,31 @@ async def test_a_new_version_retires_the_old_workers(running: Running, scaled_st
     assert old.returncode == 0  # drained and stopped, not killed
     await running.provider.wait_until(_ready(result.version), 30)
     assert await scaled.warm.remote.aio(2) == 20  # the new code
+
+
+async def test_a_function_without_its_consumer_does_not_stop_the_others(
+    running: Running, scaled_stack: Stack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A registered function whose consumer is gone (removed by hand, say) is reported
+    and skipped; the scaler goes on scaling the others, and `autan ls` lists them all."""
+    session = scaled_stack.session
+    hello = await session.registry.get("scaled", "hello")
+    ghost = msgspec.structs.replace(hello, name="ghost")  # registered, no consumer made
+    await session.registry.put(ghost)
+    try:
+        await anyio.sleep(2.5)  # the scaler reads the registry again every 2 s
+        value, _ = await session.call_result("scaled", "hello", ("still",), {})
+        assert value == "hello still"
+        assert running.scaler.functions["scaled.ghost"].last.reason.startswith("no consumer")
+        assert await ls(session.settings) == 0
+        listing = capsys.readouterr().out
+        assert re.search(r"^scaled\.ghost\s+[0-9a-f]{16}\s+0\s+\?\s", listing, re.M), listing
+        assert "scaled.ghost: no consumer 'fn_scaled_ghost'" in listing
+        assert "deploy the function again" in listing
+    finally:
+        registry = await session.broker.bucket(REGISTRY_BUCKET)
+        await registry.delete(function_key("scaled", "ghost"))
+    await _all_exit(running.workers("hello"))
 
 
 def test_the_load_counts_calls_not_messages() -> None:
