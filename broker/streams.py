@@ -137,7 +137,7 @@ class StreamAdmin:
 
     async def replay(self, source: Source, *, since_s: float | None, from_seq: int | None) -> None:
         """Deliver a trigger's past events again: recreate its consumer at an earlier point."""
-        info = await self.js.consumer_info(source.stream, source.consumer)
+        info = await self._consumer_info(source)
         policy = ConsumerPolicy(
             ack_wait_s=float(info.config.ack_wait or 60.0),
             max_ack_pending=info.config.max_ack_pending or 10_000,
@@ -153,8 +153,17 @@ class StreamAdmin:
         await self.js.add_consumer(source.stream, config)
 
     async def backlog(self, source: Source) -> Backlog:
+        info = await self._consumer_info(source)
+        return Backlog(
+            num_pending=info.num_pending or 0,
+            num_ack_pending=info.num_ack_pending or 0,
+            num_waiting=info.num_waiting or 0,
+        )
+
+    async def _consumer_info(self, source: Source) -> api.ConsumerInfo:
+        """ConsumerNotFound when the function's consumer (or its stream) does not exist."""
         try:
-            info = await self.js.consumer_info(source.stream, source.consumer)
+            info: api.ConsumerInfo = await self.js.consumer_info(source.stream, source.consumer)
         except nats.js.errors.NotFoundError as exc:
             raise ConsumerNotFound(
                 f"no consumer {source.consumer!r} on stream {source.stream!r}: deploy the "
@@ -162,11 +171,7 @@ class StreamAdmin:
             ) from exc
         except nats.errors.TimeoutError as exc:
             raise BrokerUnavailable(f"JetStream at {self.url} did not answer") from exc
-        return Backlog(
-            num_pending=info.num_pending or 0,
-            num_ack_pending=info.num_ack_pending or 0,
-            num_waiting=info.num_waiting or 0,
-        )
+        return info
 
     async def oldest_age_s(self, source: Source) -> float:
         """Seconds since the oldest call still in the calls stream was stored (0: none).
@@ -187,7 +192,7 @@ class StreamAdmin:
 
     async def pull(self, source: Source, *, window: int) -> PullFeed:
         """A feed of the function's calls; `feed.ack_wait_s` is the consumer's ack deadline."""
-        info = await self.js.consumer_info(source.stream, source.consumer)
+        info = await self._consumer_info(source)
         feed = PullFeed(
             self.nc,
             source.stream,

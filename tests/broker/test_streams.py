@@ -7,7 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from broker import Broker, ConsumerPolicy, QueueFull, StreamLimits, call_subject, calls_source
+from broker import (
+    Broker,
+    ConsumerNotFound,
+    ConsumerPolicy,
+    QueueFull,
+    StreamLimits,
+    call_subject,
+    calls_source,
+)
 from runtime.embedded import NatsServer, free_port
 
 
@@ -68,3 +76,14 @@ async def test_pull_feed_batches_and_acks(small_broker: Broker) -> None:
     assert sorted(int(r) for r in received) == list(range(40))
     assert await feed.next_batch(16, 0.0, idle_s=0.2) == []
     await feed.stop()
+
+
+async def test_a_missing_consumer_is_named_with_what_to_do(small_broker: Broker) -> None:
+    await small_broker.ensure_calls_stream(StreamLimits())
+    source = calls_source("app", "gone")
+    with pytest.raises(ConsumerNotFound, match=r"no consumer 'fn_app_gone'.*autan deploy"):
+        await small_broker.backlog(source)
+    with pytest.raises(ConsumerNotFound):
+        await small_broker.pull(source, window=1)
+    await small_broker.ensure_consumer(source, ConsumerPolicy())
+    assert (await small_broker.backlog(source)).total == 0
