@@ -13,9 +13,12 @@ from benchmarks.mlp_model import build_mlp
 from runtime import App, Batching, Context, Model, Scaling
 from runtime.models import GpuChoice
 
-__all__ = ["BATCH", "app", "mlp_gpu"]
+__all__ = ["BATCH", "HIDDEN", "REPEATS", "app", "mlp_gpu"]
 
 BATCH = int(os.environ.get("AUTAN_BENCH_GPU_BATCH", "256"))
+# Which MLP (`benchmarks.mlp_model.build_mlp`): the by default, or a heavier one.
+HIDDEN = int(os.environ.get("AUTAN_BENCH_GPU_HIDDEN", "1024"))
+REPEATS = int(os.environ.get("AUTAN_BENCH_GPU_REPEATS", "0"))
 # "auto" only for the benchmark's CPU dry run (`--cpu-dry-run`); a GPU figure needs True.
 GPU: GpuChoice = "auto" if os.environ.get("AUTAN_BENCH_GPU") == "auto" else True
 
@@ -23,7 +26,7 @@ app = App("gpubench")
 
 
 @app.function(
-    models={"mlp": Model.file(build_mlp())},
+    models={"mlp": Model.file(build_mlp(hidden=HIDDEN, repeats=REPEATS))},
     batching=Batching(max_size=BATCH, max_delay_ms=2),
     scaling=Scaling(max_workers=1),
     gpu=GPU,

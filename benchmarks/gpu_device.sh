@@ -35,4 +35,7 @@ timeout 180 python3 -m pytest -q -p no:cacheprovider tests/runtime/test_gpu.py \
 timeout 300 python3 -m benchmarks.gpu_throughput --rows "${ROWS:-65536}" 2>&1 \
   | tee "$out/gpu_throughput.txt"
 cp benchmarks/out/gpu_throughput.json "$out/" 2>/dev/null
+timeout 240 python3 -m benchmarks.gpu_throughput --heavy --rows "${HEAVY_ROWS:-32768}" 2>&1 \
+  | tee "$out/gpu_throughput_heavy.txt"
+cp benchmarks/out/gpu_throughput_heavy.json "$out/" 2>/dev/null
 exit 0
