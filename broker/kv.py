@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 import time
@@ -79,12 +80,16 @@ class Bucket:
             info = await self._js.stream_info(f"KV_{self.name}", subjects_filter=f"{prefix}>")
         except _TRANSIENT as exc:
             raise self._unavailable("listing", "*") from exc
-        found = {}
-        for subject in sorted(info.state.subjects or {}):
-            key = subject.removeprefix(prefix)
-            with contextlib.suppress(KeyNotFound):  # deleted: its subject holds the marker
-                found[key] = await self.get(key)
-        return found
+        keys = sorted(subject.removeprefix(prefix) for subject in info.state.subjects or {})
+        values = await asyncio.gather(*(self._get_live(key) for key in keys))
+        return {key: value for key, value in zip(keys, values, strict=True) if value is not None}
+
+    async def _get_live(self, key: str) -> bytes | None:
+        """The key's value; None when it was deleted (its subject holds the marker)."""
+        try:
+            return await self.get(key)
+        except KeyNotFound:
+            return None
 
     def _unavailable(self, doing: str, key: str) -> BrokerUnavailable:
         return BrokerUnavailable(f"{doing} {key!r} in bucket {self.name!r} failed: NATS is away")

@@ -232,29 +232,20 @@ class Executor:
                 outcomes[index] = Outcome(error=_batch_arity_error(self.ctx.function))
             else:
                 positions.append(index)
-        if len(positions) <= self.batch_size:
-            if positions:
-                await self._run_one_batch(calls, positions, outcomes)
-            return outcomes
-        # More than a batch (a pack): batches of `batch_size`, dispatched together, so that
+        # Batches of `batch_size` (more than one for a pack), dispatched together, so that
         # the call thread goes from one to the next in one hop, without the loop in between.
         chunks = [
             positions[start : start + self.batch_size]
             for start in range(0, len(positions), self.batch_size)
         ]
+        if not chunks:
+            return outcomes
         for chunk in chunks:
             self.sizes[len(chunk)] += 1
         results = await self._dispatch([_as_batch([calls[i] for i in chunk]) for chunk in chunks])
         for chunk, result in zip(chunks, results, strict=True):
             await self._settle_batch(calls, chunk, result, outcomes)
         return outcomes
-
-    async def _run_one_batch(
-        self, calls: Sequence[Invocation], positions: list[int], outcomes: list[Outcome | None]
-    ) -> None:
-        self.sizes[len(positions)] += 1
-        [result] = await self._dispatch([_as_batch([calls[i] for i in positions])])
-        await self._settle_batch(calls, positions, result, outcomes)
 
     async def _settle_batch(
         self,

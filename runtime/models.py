@@ -12,6 +12,7 @@ import ctypes
 import functools
 import importlib.metadata
 import os
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -59,9 +60,9 @@ def onnxruntime_conflict(path: Sequence[str] | None = None) -> str | None:
     """
     places = {}
     for name in ("onnxruntime", "onnxruntime-gpu"):
-        context = importlib.metadata.DistributionFinder.Context(name=name)
-        if path is not None:
-            context = importlib.metadata.DistributionFinder.Context(name=name, path=list(path))
+        context = importlib.metadata.DistributionFinder.Context(
+            name=name, path=list(sys.path if path is None else path)
+        )
         found = next(iter(importlib.metadata.distributions(context=context)), None)
         if found is not None:
             places[name] = str(found.locate_file(""))

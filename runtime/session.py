@@ -224,7 +224,7 @@ class Session:
         firsts = [args[0] for args, kwargs in items if len(args) == 1 and not kwargs]
         stacked = rows(firsts) if len(firsts) == len(items) else firsts
         # Arrays of one shape go stacked (one copy per pack); anything else item by item.
-        encoded = encode_value(stacked if stacked is not firsts else items)
+        encoded = encode_value(items if stacked is firsts else stacked)
         self._item_bytes[spec.qualname] = max(1, len(encoded) // len(items))
         submission = await self.submit_encoded(
             spec, pack_id, encoded, live=True, record=False, items=len(items)
