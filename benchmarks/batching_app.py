@@ -19,7 +19,7 @@ from functions.embed import MODEL as EMBED_MODEL
 from functions.embed import encode_feeds, load_tokenizer, pool
 from runtime import App, Batching, Context, Model, Scaling
 
-__all__ = ["MLP_PATH", "app", "build_mlp", "embed_batched", "embed_single", "mlp"]
+__all__ = ["MLP_PATH", "app", "embed_batched", "embed_single", "mlp"]
 
 _ONE_WORKER = Scaling(max_workers=1)
 

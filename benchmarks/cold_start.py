@@ -41,7 +41,7 @@ from typing import Any
 from benchmarks.apps import FEATURES, TINY_MODEL
 from benchmarks.fleet import ColdCall, Fleet, running_fleet
 from benchmarks.harness import ROOT, child_env, running_stack
-from benchmarks.report import Goal, Summary, print_goal, print_table, summarize, write_json
+from benchmarks.report import Goal, print_goal, print_table, summarize_ms, write_json
 from benchmarks.rounds import alternate
 from functions.embed import embed
 from runtime.session import Session
@@ -152,10 +152,6 @@ async def measure(args: argparse.Namespace) -> dict[str, list[Any]]:
             await session.close()
 
 
-def _summary(values_ms: list[float]) -> Summary:
-    return summarize([round(v * 1e6) for v in values_ms])
-
-
 def _median_phases(colds: list[ColdCall]) -> dict[str, float]:
     names = [p for p in PHASES if any(p in c.phases_ms for c in colds)]
     return {p: statistics.median(c.phases_ms.get(p, 0.0) for c in colds) for p in names}
@@ -166,14 +162,17 @@ def _results(samples: dict[str, list[Any]]) -> dict[str, dict[str, Any]]:
     for name, target in TARGETS.items():
         colds: list[ColdCall] = samples[name]
         floors: list[FloorRun] = samples[target.floor]
-        ours, floor = _summary([c.total_ms for c in colds]), _summary([f.total_ms for f in floors])
+        ours, floor = (
+            summarize_ms([c.total_ms for c in colds]),
+            summarize_ms([f.total_ms for f in floors]),
+        )
         results[name] = {
             "function": target.qualname,
             "ours": ours,
             "floor": floor,
-            "floor_exit": _summary([f.exit_ms for f in floors]),
+            "floor_exit": summarize_ms([f.exit_ms for f in floors]),
             "ratio_p50": ours.p50_ms / floor.p50_ms,
-            "reaction": _summary([c.reaction_ms for c in colds]),
+            "reaction": summarize_ms([c.reaction_ms for c in colds]),
             "phases_ms": _median_phases(colds),
             "samples_ms": [round(c.total_ms, 3) for c in colds],
             "per_round_phases_ms": [c.phases_ms for c in colds],

@@ -19,7 +19,6 @@ os.environ["ORT_DISABLE_TELEMETRY"] = "1"
 
 import argparse
 import asyncio
-import functools
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -37,11 +36,10 @@ from benchmarks.report import (
     median_summary,
     print_goal,
     print_table,
-    summarize,
     write_json,
 )
 from benchmarks.responder import REPLY_HEADER
-from benchmarks.rounds import alternate
+from benchmarks.rounds import timed_rounds
 from functions.echo import echo
 
 __all__ = ["main"]
@@ -60,18 +58,19 @@ LABELS = {
 }
 
 
-def _check(result: Any) -> None:
-    if result != PAYLOAD:
-        raise RuntimeError(f"echo returned {result!r}, expected {PAYLOAD!r}")
+def _check(result: Any, expected: Any = PAYLOAD) -> None:
+    if result != expected:
+        raise RuntimeError(f"echo returned {result!r}, expected {expected!r}")
 
 
-async def time_ours(calls: int) -> list[int]:
+async def time_ours(calls: int, payload: Any = PAYLOAD) -> list[int]:
+    """`calls` sequential `echo.remote.aio(payload)`, ns each."""
     samples, result = [], None
     for _ in range(calls):
         started = time.perf_counter_ns()
-        result = await echo.remote.aio(PAYLOAD)
+        result = await echo.remote.aio(payload)
         samples.append(time.perf_counter_ns() - started)
-    _check(result)
+    _check(result, payload)
     return samples
 
 
@@ -85,13 +84,16 @@ def time_sync(calls: int) -> list[int]:
     return samples
 
 
-async def time_raw(nc: NatsClient, calls: int) -> list[int]:
-    samples, reply = [], None
+async def time_raw(
+    nc: NatsClient, calls: int, *, subject: str = SUBJECT, data: bytes = PAYLOAD
+) -> list[int]:
+    """`calls` sequential nats-py requests to the echo responder on `subject`, ns each."""
+    samples = []
     for _ in range(calls):
         started = time.perf_counter_ns()
-        reply = await nc.request(SUBJECT, PAYLOAD, timeout=5.0)
+        reply = await nc.request(subject, data, timeout=5.0)
         samples.append(time.perf_counter_ns() - started)
-    _check(reply.data if reply else None)
+        _check(reply.data, data)
     return samples
 
 
@@ -162,15 +164,13 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
                 "raw": lambda calls: time_raw(nc, calls),
                 "js": js.time_calls,
             }
-            for timer in timers.values():
-                await timer(args.warmup)
-            samples = await alternate(
-                {k: functools.partial(t, args.calls) for k, t in timers.items()}, args.rounds
+            rounds = await timed_rounds(
+                timers, calls=args.calls, warmup=args.warmup, rounds=args.rounds
             )
         finally:
             await nc.close()
         return {
-            "rounds": {k: [summarize(s) for s in v] for k, v in samples.items()},
+            "rounds": rounds,
             "worker_cold_start_ms": {"spawn_to_ready": worker.spawn_to_ready_ms}
             | worker.phases_ms(),
         }

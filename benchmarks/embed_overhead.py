@@ -32,10 +32,9 @@ from benchmarks.report import (
     median_summary,
     print_goal,
     print_table,
-    summarize,
     write_json,
 )
-from benchmarks.rounds import alternate
+from benchmarks.rounds import timed_rounds
 from functions.embed import build_tokenizer, embed, encode_feeds, pool
 from runtime.models import ModelHandle, load_models
 
@@ -95,16 +94,13 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         worker = await stack.start_worker("demo.embed", threads=args.threads)
         floor = Floor(args.threads)
         await _check_same_vector(floor)
-        await time_ours(args.warmup)
-        await floor.time_runs(args.warmup)
-        sides = {
-            "ours": lambda: time_ours(args.calls),
-            "floor": lambda: floor.time_runs(args.calls),
-        }
-        samples = await alternate(sides, args.rounds)
+        timers = {"ours": time_ours, "floor": floor.time_runs}
+        rounds = await timed_rounds(
+            timers, calls=args.calls, warmup=args.warmup, rounds=args.rounds
+        )
         return {
             "tokens": int(floor.feeds["input_ids"].shape[1]),
-            "rounds": {k: [summarize(s) for s in v] for k, v in samples.items()},
+            "rounds": rounds,
             "worker_cold_start_ms": {"spawn_to_ready": worker.spawn_to_ready_ms}
             | worker.phases_ms(),
         }

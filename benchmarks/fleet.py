@@ -86,26 +86,25 @@ class Fleet:
 
     async def settled(self, qualname: str) -> None:
         """Wait until no call of `qualname` is pending or unacked (JetStream counters)."""
-        for _ in range(int(SETTLE_TIMEOUT_S / POLL_S)):
-            if await self.backlog(qualname) == 0:
-                return
+        deadline = time.monotonic() + SETTLE_TIMEOUT_S
+        while await self.backlog(qualname) != 0:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{qualname} still has calls pending after {SETTLE_TIMEOUT_S} s")
             await anyio.sleep(POLL_S)
-        raise TimeoutError(f"{qualname} still has calls pending after {SETTLE_TIMEOUT_S} s")
 
     async def armed(self, qualname: str) -> None:
         """Wait until the scaler watches `qualname`'s subject (it does at zero workers).
 
         The watch is scaler state with no notification of its own, hence the short poll.
         """
-        for _ in range(int(ARMED_TIMEOUT_S / POLL_S)):
-            tracked = self.scaler.functions.get(qualname)
-            if tracked is not None and tracked.wake is not None:
-                return
+        deadline = time.monotonic() + ARMED_TIMEOUT_S
+        while (tracked := self.scaler.functions.get(qualname)) is None or tracked.wake is None:
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"the scaler did not watch {qualname} at zero within {ARMED_TIMEOUT_S} s "
+                    f"(workers {self.provider.workers()}, last status {tracked and tracked.status})"
+                )
             await anyio.sleep(POLL_S)
-        raise TimeoutError(
-            f"the scaler did not watch {qualname} at zero within {ARMED_TIMEOUT_S} s "
-            f"(workers {self.provider.workers()}, last status {tracked and tracked.status})"
-        )
 
     async def cold_call(self, session: Session, qualname: str, *args: Any) -> ColdCall:
         """Call `qualname` at zero workers; the result must come from the worker it started."""

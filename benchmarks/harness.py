@@ -45,6 +45,7 @@ __all__ = [
     "child_env",
     "cpu_seconds",
     "running_stack",
+    "thread_cpu_seconds",
 ]
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -57,7 +58,7 @@ Process = asyncio.subprocess.Process
 
 def cpu_seconds(pid: int) -> float:
     """CPU time (user + system) a process has used so far, from /proc (Linux)."""
-    return cpu_seconds_of(Path(f"/proc/{pid}/stat"))
+    return _cpu_seconds_of(Path(f"/proc/{pid}/stat"))
 
 
 def thread_cpu_seconds(pid: int) -> dict[int, float]:
@@ -65,11 +66,11 @@ def thread_cpu_seconds(pid: int) -> dict[int, float]:
     seconds = {}
     for task in Path(f"/proc/{pid}/task").iterdir():
         with suppress(FileNotFoundError):  # a thread that ended meanwhile
-            seconds[int(task.name)] = cpu_seconds_of(task / "stat")
+            seconds[int(task.name)] = _cpu_seconds_of(task / "stat")
     return seconds
 
 
-def cpu_seconds_of(stat: Path) -> float:
+def _cpu_seconds_of(stat: Path) -> float:
     fields = stat.read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 

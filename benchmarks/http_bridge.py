@@ -44,23 +44,22 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js import api
 
-from benchmarks.gateway_process import Gateway, start_gateway
+from benchmarks.echo_latency import time_ours, time_raw
+from benchmarks.gateway_process import HOST, Gateway, start_gateway
 from benchmarks.harness import Stack, running_stack
 from benchmarks.http_client import HttpConnection, encode_request
-from benchmarks.httpload import spawn_load
+from benchmarks.httpload import CONNECTIONS, spawn_load
 from benchmarks.report import (
     Goal,
     Summary,
     median_summary,
     print_goal,
     print_table,
-    summarize,
     write_json,
 )
-from benchmarks.rounds import alternate
+from benchmarks.rounds import alternate, timed_rounds
 from benchmarks.trigger_app import EMITTED, EVENTS
 from functions.app import app as demo_app
-from functions.echo import echo
 from runtime.session import Session
 
 __all__ = ["main"]
@@ -104,35 +103,15 @@ async def time_http(connection: HttpConnection, request: bytes, calls: int) -> l
     return samples
 
 
-async def time_remote(calls: int) -> list[int]:
-    samples, result = [], None
-    for _ in range(calls):
-        started = time.perf_counter_ns()
-        result = await echo.remote.aio(PAYLOAD)
-        samples.append(time.perf_counter_ns() - started)
-    if result != PAYLOAD:
-        raise RuntimeError(f"echo returned {result!r}, expected {PAYLOAD!r}")
-    return samples
-
-
-async def timed_rounds(timers: dict[str, Timer], args: argparse.Namespace) -> dict[str, Any]:
-    """Warm every side, then alternate rounds of `args.calls` sequential calls."""
-    for timer in timers.values():
-        await timer(args.warmup)
-    sides = {name: functools.partial(timer, args.calls) for name, timer in timers.items()}
-    samples = await alternate(sides, args.rounds)
-    return {name: [summarize(s) for s in rounds] for name, rounds in samples.items()}
-
-
 async def measure_sync(gateway: Gateway, args: argparse.Namespace) -> dict[str, Any]:
-    connection = await HttpConnection.open("127.0.0.1", gateway.port)
+    connection = await HttpConnection.open(HOST, gateway.port)
     request = encode_request("POST", ECHO_PATH, BODY, host=gateway.host)
     try:
         timers: dict[str, Timer] = {
             "http": functools.partial(time_http, connection, request),
-            "remote": time_remote,
+            "remote": functools.partial(time_ours, payload=PAYLOAD),
         }
-        return await timed_rounds(timers, args)
+        return await timed_rounds(timers, calls=args.calls, warmup=args.warmup, rounds=args.rounds)
     finally:
         await connection.close()
 
@@ -223,24 +202,13 @@ class Relay:
         return samples
 
 
-async def time_raw(nc: NatsClient, calls: int) -> list[int]:
-    samples, data = [], PAYLOAD.encode()
-    for _ in range(calls):
-        started = time.perf_counter_ns()
-        reply = await nc.request(RAW_SUBJECT, data, timeout=5.0)
-        samples.append(time.perf_counter_ns() - started)
-        if reply.data != data:
-            raise RuntimeError(f"the responder returned {reply.data!r}, expected {data!r}")
-    return samples
-
-
 async def measure_trigger(nc: NatsClient, args: argparse.Namespace) -> dict[str, Any]:
     relay = await Relay.open(nc)
     timers: dict[str, Timer] = {
         "trigger": relay.time_events,
-        "raw": functools.partial(time_raw, nc),
+        "raw": functools.partial(time_raw, nc, subject=RAW_SUBJECT, data=PAYLOAD.encode()),
     }
-    return await timed_rounds(timers, args)
+    return await timed_rounds(timers, calls=args.calls, warmup=args.warmup, rounds=args.rounds)
 
 
 # -- the run -----------------------------------------------------------------------------
@@ -361,7 +329,7 @@ def parse_args() -> argparse.Namespace:
     args.warmup = args.warmup or (30 if args.quick else 100)
     args.seconds = args.seconds or (3.0 if args.quick else 4.0)
     args.load_rounds = args.load_rounds or (1 if args.quick else 5)
-    args.connections = 8  # httpload's default
+    args.connections = CONNECTIONS  # httpload's default, which the load runs with
     return args
 
 

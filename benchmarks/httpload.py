@@ -39,11 +39,12 @@ import nats.errors
 from benchmarks.http_client import HttpConnection, encode_request
 from benchmarks.report import summarize
 
-__all__ = ["PAYLOAD", "main", "run_load", "spawn_load"]
+__all__ = ["CONNECTIONS", "PAYLOAD", "main", "run_load", "spawn_load"]
 
 PAYLOAD = b'"0123456789abcdef"'
 START_DELAY_NS = 20_000_000  # the first send, after the lanes are waiting
 GRACE_S = 30.0  # past the schedule, for the last answers
+CONNECTIONS = 8  # keep-alive connections, each with one request in flight at most
 
 # One request: None when it was answered as expected, else what went wrong.
 Send = Callable[[], Awaitable[str | None]]
@@ -199,7 +200,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("url", help="http://HOST:PORT/PATH?QUERY, or nats://HOST:PORT")
     parser.add_argument("rate", type=float, help="requests per second")
     parser.add_argument("seconds", type=float, help="how long the schedule runs")
-    parser.add_argument("--connections", type=int, default=8, help="requests in flight at most")
+    parser.add_argument(
+        "--connections", type=int, default=CONNECTIONS, help="requests in flight at most"
+    )
     parser.add_argument("--expect", type=int, default=202, help="the HTTP status that answers")
     parser.add_argument("--subject", help="with a nats:// URL: publish-with-ack here")
     args = parser.parse_args()

@@ -21,48 +21,46 @@ os.environ["ORT_DISABLE_TELEMETRY"] = "1"
 import argparse
 import asyncio
 import statistics
-import sys
 from typing import Any
 
 from benchmarks.fleet import ColdCall, running_fleet
 from benchmarks.harness import running_stack
-from benchmarks.report import Goal, Summary, print_goal, print_table, summarize, write_json
+from benchmarks.report import Goal, print_goal, print_table, summarize_ms, write_json
+from benchmarks.rounds import alternate
 from runtime.session import Session
 
 __all__ = ["main"]
 
 NAME = "reaction"
 GOAL_P50_MS = 100.0
-ARGUMENTS: dict[str, Any] = {"demo.echo": b"0123456789abcdef", "bench.work": 1}
+ARGUMENTS: dict[str, Any] = {"demo.echo": b"0123456789abcdef"}  # others take 1
 
 
 async def measure(args: argparse.Namespace) -> list[ColdCall]:
     argument = ARGUMENTS.get(args.function, 1)
-    colds = []
+    colds: list[ColdCall] = []
     async with running_stack() as stack, running_fleet(stack) as fleet:
         session = await Session.open(stack.settings, name="bench-client")
         try:
             await fleet.to_zero()
             await fleet.cold_call(session, args.function, argument)  # warm-up, not counted
-            for index in range(args.rounds):
+
+            async def from_zero() -> ColdCall:
                 await fleet.to_zero()
-                colds.append(await fleet.cold_call(session, args.function, argument))
-                print(f"  round {index + 1}/{args.rounds} done", file=sys.stderr, flush=True)
+                return await fleet.cold_call(session, args.function, argument)
+
+            colds = (await alternate({"ours": from_zero}, args.rounds))["ours"]
             await fleet.to_zero()
         finally:
             await session.close()
     return colds
 
 
-def _summary(values_ms: list[float]) -> Summary:
-    return summarize([round(v * 1e6) for v in values_ms])
-
-
 def report(args: argparse.Namespace, colds: list[ColdCall]) -> None:
-    reaction = _summary([c.reaction_ms for c in colds])
-    fork = _summary([c.phases_ms.get("fork", 0.0) for c in colds])
-    detect = _summary([c.reaction_ms - c.phases_ms.get("fork", 0.0) for c in colds])
-    total = _summary([c.total_ms for c in colds])
+    reaction = summarize_ms([c.reaction_ms for c in colds])
+    fork = summarize_ms([c.phases_ms.get("fork", 0.0) for c in colds])
+    detect = summarize_ms([c.reaction_ms - c.phases_ms.get("fork", 0.0) for c in colds])
+    total = summarize_ms([c.total_ms for c in colds])
     fork_share = statistics.median(c.phases_ms.get("fork", 0.0) / c.reaction_ms for c in colds)
     rows = [
         [label, f"{s.p50_ms:.2f}", f"{s.p99_ms:.2f}", f"{s.mean_ms:.2f}"]

@@ -25,6 +25,7 @@ __all__ = [
     "print_goal",
     "print_table",
     "summarize",
+    "summarize_ms",
     "write_json",
 ]
 
@@ -80,6 +81,11 @@ def summarize(samples_ns: Sequence[int]) -> Summary:
         p99_ms=_quantile(ordered, 0.99) / 1e6,
         mean_ms=statistics.fmean(ordered) / 1e6,
     )
+
+
+def summarize_ms(values_ms: Sequence[float]) -> Summary:
+    """`summarize` for durations already in milliseconds."""
+    return summarize([round(v * 1e6) for v in values_ms])
 
 
 def median_summary(rounds: Sequence[Summary]) -> Summary:

@@ -6,11 +6,14 @@ and neither always runs first, right after the other has warmed or cooled the ca
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TypeVar
 
-__all__ = ["alternate"]
+from benchmarks.report import Summary, summarize
+
+__all__ = ["alternate", "timed_rounds"]
 
 T = TypeVar("T")
 
@@ -27,3 +30,19 @@ async def alternate(
             results[name].append(await sides[name]())
         print(f"  round {index + 1}/{rounds} done", file=sys.stderr, flush=True)
     return results
+
+
+async def timed_rounds(
+    timers: Mapping[str, Callable[[int], Awaitable[list[int]]]],
+    *,
+    calls: int,
+    warmup: int,
+    rounds: int,
+) -> dict[str, list[Summary]]:
+    """Warm every side with `warmup` calls, then alternate rounds of `calls` sequential calls;
+    each side's latency summary per round. A timer takes a call count and returns ns samples."""
+    for timer in timers.values():
+        await timer(warmup)
+    sides = {name: functools.partial(timer, calls) for name, timer in timers.items()}
+    samples = await alternate(sides, rounds)
+    return {name: [summarize(s) for s in per_round] for name, per_round in samples.items()}
