@@ -198,12 +198,16 @@ async def _dispatch_admin(args: argparse.Namespace, settings: Settings) -> int:
 def _http(args: argparse.Namespace, *, host: str | None = None) -> Http:
     """The HTTP bridge's settings: flags first, then AUTAN_HTTP_* and AUTAN_API_KEYS[_FILE]."""
     from runtime.commands import Http
-    from runtime.gateway import GatewayConfig, api_keys_from_env
 
     env = os.environ
+    port = _port(args.http_port, env.get("AUTAN_HTTP_PORT"))
+    if not port:  # no bridge: neither its imports nor its settings
+        return Http(port=0)
+    from runtime.gateway import GatewayConfig, api_keys_from_env
+
     return Http(
         host=host or getattr(args, "http_host", None) or env.get("AUTAN_HTTP_HOST", "127.0.0.1"),
-        port=_port(args.http_port, env.get("AUTAN_HTTP_PORT")),
+        port=port,
         api_keys=api_keys_from_env(env),
         config=GatewayConfig.from_env(env),
     )

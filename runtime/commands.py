@@ -11,7 +11,7 @@ import anyio
 import msgspec
 import structlog
 
-from broker import CONFIG_BUCKET, Broker, ConsumerNotFound, ConsumerPolicy, StreamLimits
+from broker import CONFIG_BUCKET, Broker, ConsumerPolicy, StreamLimits
 from runtime.deadletters import DeadLetters, Letter
 from runtime.deploy import DeployResult, deploy_app, discover_apps
 from runtime.embedded import NatsServer
@@ -21,7 +21,7 @@ from runtime.scaler import STATUS_BUCKET, FunctionStatus, Scaler
 from runtime.session import Session, storage_url
 from runtime.settings import Settings
 from runtime.worker import Boot, Worker
-from runtime.workers import WorkerDirectory
+from runtime.workers import function_states
 from storage import ArtifactStore
 
 __all__ = [
@@ -168,26 +168,20 @@ def _letters_table(letters: list[Letter]) -> str:
 async def ls(settings: Settings) -> int:
     session = await Session.open(settings, name="autan-ls")
     try:
-        specs = await session.registry.all()
-        workers = await WorkerDirectory.open(session.broker)
-        alive = await workers.alive()
+        states = await function_states(session.broker, await session.registry.all())
         print(f"{'FUNCTION':<24} {'VERSION':<18} {'WORKERS':>7} {'BACKLOG':>7}  PROVIDERS")
-        problems = []
-        for spec in sorted(specs, key=lambda s: s.qualname):
-            try:
-                backlog = str((await session.broker.backlog(spec.source)).total)
-            except ConsumerNotFound as exc:
-                backlog = "?"
-                problems.append(f"{spec.qualname}: {exc}")
-            mine = [w for w in alive if w.function == spec.qualname]
-            providers = sorted({p for w in mine for p in w.providers})
+        for state in states:
+            spec = state.spec
+            backlog = "?" if state.backlog is None else str(state.backlog)
+            providers = sorted({p for w in state.workers for p in w.providers})
             print(
-                f"{spec.qualname:<24} {spec.version:<18} {len(mine):>7} {backlog:>7}  "
+                f"{spec.qualname:<24} {spec.version:<18} {len(state.workers):>7} {backlog:>7}  "
                 f"{','.join(providers) or '-'}"
             )
-        for problem in problems:
-            print(problem)
-        if not specs:
+        for state in states:
+            if state.missing is not None:
+                print(f"{state.spec.qualname}: {state.missing}")
+        if not states:
             print("nothing deployed: run 'autan deploy PATH' (or 'autan up')")
     finally:
         await session.close()
@@ -232,8 +226,7 @@ class Http(msgspec.Struct, frozen=True):
 async def gateway(settings: Settings, http: Http) -> int:
     """The HTTP bridge alone, against the stack's NATS, until a signal."""
     async with anyio.create_task_group() as group:
-        port = await group.start(_serve_http, settings, http)
-        log.info("HTTP bridge listening", url=f"http://{http.host}:{port}")
+        await group.start(_serve_http, settings, http)  # it logs where it listens
         await _wait_for_signal()
         group.cancel_scope.cancel()
     return 0
@@ -275,7 +268,6 @@ async def serve(settings: Settings, *, target: str, metrics_port: int, http: Htt
     """Deploy `target`, then scale its functions' workers on this host until a signal."""
     session = await Session.open(settings, name="autan-scaler")
     try:
-        await session.broker.ensure_calls_stream(_limits(settings))
         await _record_storage(session.broker, settings)
         results = await deploy_target(session, settings, target)
         metrics = ScalerMetrics()
@@ -301,8 +293,7 @@ async def _run_scaler(
         await group.start(provider.serve)
         await group.start(Scaler(session.broker, provider, metrics=metrics).serve)
         if http.port:
-            port = await group.start(_serve_http, settings, http)
-            log.info("HTTP bridge listening", url=f"http://{http.host}:{port}")
+            await group.start(_serve_http, settings, http)  # it logs where it listens
         await _wait_for_signal()
         group.cancel_scope.cancel()
 

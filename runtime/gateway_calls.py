@@ -180,7 +180,8 @@ async def _call_live(session: Session, call: PlannedCall, wait_s: float) -> Succ
         await submission.acked()  # a call that was never stored is an error, not "pending"
     finally:
         submission.forget()
-    await _remember(session, call)
+    if not call.remember:  # else recorded before it was submitted
+        await _remember(session, call)
     return None
 
 

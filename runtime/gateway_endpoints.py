@@ -58,7 +58,7 @@ from runtime.gateway_schema import (
 )
 from runtime.session import Session
 from runtime.spec import FunctionSpec
-from runtime.workers import WorkerDirectory, WorkerInfo
+from runtime.workers import FunctionState, function_states
 
 __all__ = ["Endpoints"]
 
@@ -97,7 +97,7 @@ class Endpoints:
         )
         args, kwargs = decode_arguments(body, kind, explicit=options.explicit)
         call = _plan(access, spec, args, kwargs, options.idempotency_key)
-        if self.keys.enabled and not access.all_apps:
+        if not access.all_apps:  # keys off: every request may see every app
             call = msgspec.structs.replace(call, remember=True)
         status_url = _status_url(request, call.call_id)
         headers = {"Autan-Call-Id": call.call_id}
@@ -127,7 +127,7 @@ class Endpoints:
         call_id = request.path_params["call_id"]
         session = self.link.session
         record, result = await lookup(session, call_id) if valid_call_id(call_id) else (None, None)
-        if (record is None and result is None) or not _may_read(access, record, self.keys):
+        if (record is None and result is None) or not _may_read(access, record):
             raise NotFound(
                 f"no call {call_id}: unknown, older than the results' retention, or not "
                 "visible to this key"
@@ -157,10 +157,7 @@ class Endpoints:
         access = self._access(request)
         session = self.link.session
         specs = [spec for spec in await session.registry.all() if access.may_see(spec.app)]
-        alive = await (await WorkerDirectory.open(session.broker)).alive()
-        infos = [
-            await _info(session, spec, alive) for spec in sorted(specs, key=lambda s: s.qualname)
-        ]
+        infos = [_info(state) for state in await function_states(session.broker, specs)]
         return json_response(FunctionList(functions=infos))
 
     async def healthz(self, request: Request) -> Response:
@@ -177,7 +174,7 @@ class Endpoints:
     async def metrics(self, request: Request) -> Response:
         """GET /metrics: Prometheus text; with keys on, only for a key to every app."""
         access = self._access(request)
-        if self.keys.enabled and not access.all_apps:
+        if not access.all_apps:
             raise Forbidden("/metrics is for keys that may call every app ('*')")
         return Response(self._metrics.exposition(), media_type=_PROMETHEUS)
 
@@ -246,15 +243,17 @@ async def _result(
     return value_response(decode_value(data), msgpack=False, headers=headers)
 
 
-def _may_read(access: Access, record: CallRecord | None, keys: KeyRing) -> bool:
-    """Calls of other apps are hidden; calls the gateway did not record, but to all-app keys."""
-    if not keys.enabled:
-        return True
+def _may_read(access: Access, record: CallRecord | None) -> bool:
+    """Calls of other apps are hidden; calls the gateway did not record, but to all-app keys
+    (with keys off, every request has access to all apps)."""
     return access.all_apps if record is None else access.may_see(record.app)
 
 
-async def _info(session: Session, spec: FunctionSpec, alive: list[WorkerInfo]) -> FunctionInfo:
-    options = spec.options
+def _info(state: FunctionState) -> FunctionInfo:
+    """The listing's entry; ConsumerNotFound (502) when the function's consumer is gone."""
+    if state.missing is not None:
+        raise state.missing
+    spec, options = state.spec, state.spec.options
     policies = Policies(
         timeout_s=options.timeout_s,
         retries=options.retries,
@@ -266,15 +265,13 @@ async def _info(session: Session, spec: FunctionSpec, alive: list[WorkerInfo]) -
     )
     workers = [
         WorkerSummary(worker_id=w.worker_id, state=w.state, host=w.host, providers=w.providers)
-        for w in alive
-        if w.function == spec.qualname
+        for w in state.workers
     ]
-    backlog = await session.broker.backlog(spec.source)
     return FunctionInfo(
         app=spec.app,
         name=spec.name,
         version=spec.version,
         policies=policies,
         workers=workers,
-        backlog=backlog.total,
+        backlog=state.backlog or 0,
     )

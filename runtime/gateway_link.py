@@ -12,8 +12,7 @@ import anyio
 import structlog
 from anyio.abc import TaskStatus
 
-from broker import RESULTS_BUCKET, Broker, BrokerError, BrokerUnavailable, KeyNotFound
-from runtime.registry import Registry
+from broker import RESULTS_BUCKET, BrokerError, BrokerUnavailable, KeyNotFound
 from runtime.session import Session
 from runtime.settings import Settings
 
@@ -82,16 +81,7 @@ class Link:
             delay_s = min(delay_s * 2, _RETRY_MAX_S)
 
     async def _connect(self) -> Session:
-        settings = self.settings
-        broker = await Broker.connect(
-            settings.nats_url, name="autan-gateway", connect_timeout_s=settings.connect_timeout_s
-        )
-        try:
-            return Session(broker, await Registry.open(broker), settings)
-        except BaseException:
-            with anyio.CancelScope(shield=True):
-                await broker.close()
-            raise
+        return await Session.open(self.settings, name="autan-gateway")
 
     async def unready_reason(self, timeout_s: float = 2.0) -> str | None:
         """None when NATS is connected and JetStream answers within `timeout_s`, else why not."""

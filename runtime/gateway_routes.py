@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from runtime.gateway_schema import (
+    SCHEMA_REF,
     Accepted,
     CallStatus,
     ErrorBody,
@@ -18,8 +19,6 @@ from runtime.gateway_schema import (
 )
 
 __all__ = ["OPERATIONS"]
-
-_REF = "#/components/schemas/{name}"
 
 
 def _path(name: str, description: str) -> dict[str, Any]:
@@ -57,7 +56,7 @@ _CALL_BODY = {
     "required": False,
     "content": {
         "application/json": {
-            "schema": {"anyOf": [{}, {"$ref": _REF.format(name="ExplicitArguments")}]}
+            "schema": {"anyOf": [{}, {"$ref": SCHEMA_REF.format(name="ExplicitArguments")}]}
         },
         "application/msgpack": {"schema": {}},
         "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},

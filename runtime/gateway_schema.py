@@ -14,6 +14,7 @@ import msgspec
 from runtime.options import Batching, Retries, Scaling
 
 __all__ = [
+    "SCHEMA_REF",
     "Accepted",
     "CallStatus",
     "ErrorBody",
@@ -130,12 +131,12 @@ _SCHEMA_TYPES: tuple[Any, ...] = (
     FunctionList,
     Health,
 )
-_REF = "#/components/schemas/{name}"
+SCHEMA_REF = "#/components/schemas/{name}"  # where a component's schema is referenced
 
 
 def openapi_document(operations: list[Operation], *, title: str, version: str) -> dict[str, Any]:
     """The OpenAPI 3.1 document of `operations`, schemas generated from the Structs above."""
-    _, components = msgspec.json.schema_components(_SCHEMA_TYPES, ref_template=_REF)
+    _, components = msgspec.json.schema_components(_SCHEMA_TYPES, ref_template=SCHEMA_REF)
     paths: dict[str, dict[str, Any]] = {}
     for operation in operations:
         paths.setdefault(operation.path, {})[operation.method.lower()] = _operation(operation)
@@ -172,5 +173,5 @@ def _response(description: str, body: Any) -> dict[str, Any]:
         return {"description": description}
     if isinstance(body, dict):  # a media type -> schema mapping given as is
         return {"description": description, "content": body}
-    (schema,), _ = msgspec.json.schema_components((body,), ref_template=_REF)
+    (schema,), _ = msgspec.json.schema_components((body,), ref_template=SCHEMA_REF)
     return {"description": description, "content": {"application/json": {"schema": schema}}}

@@ -18,6 +18,8 @@ from contextlib import suppress
 from functools import partial
 from typing import Any, TypeVar
 
+import anyio
+
 from broker import (
     CONFIG_BUCKET,
     RESULTS_BUCKET,
@@ -68,7 +70,12 @@ class Session:
         broker = await Broker.connect(
             settings.nats_url, name=name, connect_timeout_s=settings.connect_timeout_s
         )
-        return cls(broker, await Registry.open(broker), settings)
+        try:
+            return cls(broker, await Registry.open(broker), settings)
+        except BaseException:  # the connection would be left open otherwise
+            with anyio.CancelScope(shield=True):
+                await broker.close()
+            raise
 
     async def close(self) -> None:
         if self._store is not None:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import asyncio
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass
 
 import anyio
 import msgspec
 
-from broker import Broker, Bucket
+from broker import Broker, Bucket, ConsumerNotFound
+from runtime.spec import FunctionSpec
 
-__all__ = ["HEARTBEAT_S", "WorkerDirectory", "WorkerInfo"]
+__all__ = ["HEARTBEAT_S", "FunctionState", "WorkerDirectory", "WorkerInfo", "function_states"]
 
 WORKERS_BUCKET = "autan_workers"
 HEARTBEAT_S = 5.0
@@ -76,3 +79,30 @@ class WorkerDirectory:
 
 def _key(info: WorkerInfo) -> str:
     return f"{info.function}.{info.worker_id}".replace(" ", "_")
+
+
+@dataclass(frozen=True)
+class FunctionState:
+    """One function as `autan ls` and `GET /v1/functions` show it."""
+
+    spec: FunctionSpec
+    workers: list[WorkerInfo]  # its live workers
+    backlog: int | None  # calls pending or unacked; None when its consumer is gone
+    missing: ConsumerNotFound | None = None  # why there is no backlog
+
+
+async def function_states(broker: Broker, specs: Iterable[FunctionSpec]) -> list[FunctionState]:
+    """Each of `specs` (sorted by name) with its live workers and its backlog, the backlogs
+    read concurrently."""
+    ordered = sorted(specs, key=lambda spec: spec.qualname)
+    alive = await (await WorkerDirectory.open(broker)).alive()
+
+    async def state(spec: FunctionSpec) -> FunctionState:
+        workers = [w for w in alive if w.function == spec.qualname]
+        try:
+            backlog = await broker.backlog(spec.source)
+        except ConsumerNotFound as exc:
+            return FunctionState(spec, workers, None, exc)
+        return FunctionState(spec, workers, backlog.total)
+
+    return list(await asyncio.gather(*(state(spec) for spec in ordered)))

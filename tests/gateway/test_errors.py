@@ -141,7 +141,7 @@ async def test_unknown_app_is_404(client: httpx.AsyncClient) -> None:
     assert "nowhere" in _error(response, 404, "NotFound")
 
 
-@pytest.mark.parametrize("call_id", ["unknownunknownunknown1", "not.a/valid id"])
+@pytest.mark.parametrize("call_id", ["unknownunknownunknown1", "not.a valid id!"])
 async def test_unknown_call_is_404(client: httpx.AsyncClient, call_id: str) -> None:
     response = await client.get(f"/v1/calls/{call_id}")
     _error(response, 404, "NotFound")
