@@ -12,12 +12,24 @@ import pytest
 
 from runtime.embedded import NatsServer, free_port
 from runtime.settings import Settings
+from tests.conftest_s3 import s3_server
 from tests.stack import Stack
+
+__all__ = ["s3_server"]  # one S3 server for the session, for every test that asks for one
 
 
 @pytest.fixture(scope="session")
 def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
     server = NatsServer(tmp_path_factory.mktemp("nats"), port=free_port())
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def own_nats(tmp_path: Path) -> Iterator[NatsServer]:
+    """A nats-server of this test's own, for state the session's server must not see."""
+    server = NatsServer(tmp_path / "nats", port=free_port())
     server.start()
     yield server
     server.stop()

@@ -1,9 +1,9 @@
-"""The S3 API server the storage tests talk to (a plain module; tests/conftest.py is separate).
+"""The S3 API server the tests talk to (a plain module; tests/conftest.py registers the fixture).
 
 By default a moto server runs as a subprocess on a free loopback port for the whole session.
 With `AUTAN_TEST_S3_ENDPOINT=host:port` (plus `AUTAN_TEST_S3_ACCESS_KEY` and
 `AUTAN_TEST_S3_SECRET_KEY`) the tests use that server instead, e.g. a real MinIO.
-Import the fixture into a conftest: `from tests.conftest_s3 import s3_server`.
+tests/conftest.py imports `s3_server`, so that every test shares one server.
 """
 
 from __future__ import annotations

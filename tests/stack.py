@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager, suppress
 
 import anyio
 
+from broker import CALLS_STREAM
 from runtime.app import App
 from runtime.commands import deploy_target
 from runtime.deploy import DeployResult, discover_apps
@@ -44,6 +45,11 @@ class Stack:
             await stack.stop_workers()
             await app.sessions.aclose()
             await session.close()
+
+    async def stored_calls(self) -> int:
+        """Messages the calls stream has stored so far (its last sequence)."""
+        info = await self.session.broker.js.stream_info(CALLS_STREAM)
+        return int(info.state.last_seq)
 
     async def start_worker(self, fn: str) -> Worker:
         worker = Worker(self.session.settings, self.app.name, fn)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
@@ -16,19 +15,16 @@ from broker import (
     call_subject,
     calls_source,
 )
-from runtime.embedded import NatsServer, free_port
+from runtime.embedded import NatsServer
 
 
 @pytest.fixture
-async def small_broker(tmp_path: Path) -> AsyncIterator[Broker]:
-    server = NatsServer(tmp_path / "nats", port=free_port())
-    server.start()
-    broker = await Broker.connect(server.url)
+async def small_broker(own_nats: NatsServer) -> AsyncIterator[Broker]:
+    broker = await Broker.connect(own_nats.url)
     try:
         yield broker
     finally:
         await broker.close()
-        server.stop()
 
 
 async def test_full_queue_refuses_and_keeps_what_it_accepted(small_broker: Broker) -> None:

@@ -65,6 +65,18 @@ class Ledger:
         lines = self.log_path.read_text().splitlines()
         return Counter(line.split()[1] for line in lines if line.startswith(event + " "))
 
+    def busy_pids(self) -> list[int]:
+        """Workers running a call now: its start is logged, its end not yet."""
+        running: dict[tuple[str, str], int] = {}
+        lines = self.log_path.read_text().splitlines() if self.log_path.exists() else []
+        for line in lines:
+            event, call_id, attempt, pid, _ = line.split()
+            if event == "start":
+                running[call_id, attempt] = int(pid)
+            elif event == "end":
+                running.pop((call_id, attempt), None)
+        return sorted(set(running.values()))
+
     async def settle(self, session: Session, timeout_s: float = 90) -> Report:
         """Wait for every accepted call's outcome (or the deadline), then count."""
         completed: set[str] = set()

@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
 import httpx
 import msgspec
-import pytest
 
-from broker import Broker, StreamLimits
 from runtime.commands import deploy_target
 from runtime.embedded import NatsServer, free_port
 from runtime.session import Session
@@ -22,23 +17,10 @@ def _settings(settings: Settings, server_url: str) -> Settings:
     return msgspec.structs.replace(settings, nats_url=server_url, connect_timeout_s=0.5)
 
 
-@pytest.fixture
-async def own_nats(tmp_path: Path) -> AsyncIterator[NatsServer]:
-    server = NatsServer(tmp_path / "nats", port=free_port())
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 async def test_full_calls_stream_is_429_with_retry_after(
     own_nats: NatsServer, settings: Settings
 ) -> None:
-    small = _settings(settings, own_nats.url)
-    broker = await Broker.connect(own_nats.url)
-    await broker.ensure_calls_stream(StreamLimits(max_msgs=2))
-    await broker.close()
+    small = msgspec.structs.replace(_settings(settings, own_nats.url), max_queued_calls=2)
     session = await Session.open(small)
     try:
         await deploy_target(session, small, "tests.gateway.app")  # no workers: calls stay queued

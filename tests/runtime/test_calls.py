@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from broker import CALLS_STREAM, UnencodableValue
+from broker import UnencodableValue
 from runtime import Call, FunctionNotFound, FunctionTimeout, RemoteError
 from tests.apps import sample
 from tests.stack import Stack
@@ -112,24 +112,19 @@ async def test_unencodable_result_is_an_error(stack: Stack) -> None:
 
 
 async def test_unknown_function_names_the_deployed_ones(stack: Stack) -> None:
-    before = await _stored_calls(stack)
+    before = await stack.stored_calls()
     with pytest.raises(
         FunctionNotFound, match=r"no function 'echoo' in app 'tests'; deployed: .*echo"
     ):
         await stack.session.call("tests", "echoo", ("x",), {})
-    assert await _stored_calls(stack) == before
+    assert await stack.stored_calls() == before
 
 
 async def test_unencodable_argument_fails_before_publishing(stack: Stack) -> None:
-    before = await _stored_calls(stack)
+    before = await stack.stored_calls()
     with pytest.raises(UnencodableValue, match="type object"):
         await sample.echo.remote.aio(object())
-    assert await _stored_calls(stack) == before
-
-
-async def _stored_calls(stack: Stack) -> int:
-    info = await stack.session.broker.js.stream_info(CALLS_STREAM)
-    return int(info.state.last_seq)
+    assert await stack.stored_calls() == before
 
 
 async def _gather(calls: list[Coroutine[Any, Any, Any]]) -> list[Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -93,7 +94,7 @@ async def test_an_overrun_hands_back_the_calls_waiting_for_the_thread() -> None:
     async with anyio.create_task_group() as group:
         group.start_soon(executor.watch)
         group.start_soon(run, "stuck", 3.0)
-        await anyio.sleep(0.05)
+        await anyio.lowlevel.checkpoint()  # "stuck" is queued for the thread first
         group.start_soon(run, "waiting", 0.0)
         await both_back.wait()
         group.cancel_scope.cancel()
@@ -108,9 +109,11 @@ async def test_an_overrun_hands_back_the_calls_waiting_for_the_thread() -> None:
 
 async def test_sync_calls_run_in_order_on_the_call_thread() -> None:
     order: list[int] = []
+    threads: set[str] = set()
 
     def record(ctx: Context, item: int) -> int:
         order.append(item)
+        threads.add(threading.current_thread().name)
         return item
 
     executor = _executor(record, batched=False, timeout_s=5, concurrency=1)
@@ -119,6 +122,7 @@ async def test_sync_calls_run_in_order_on_the_call_thread() -> None:
             group.start_soon(executor.run, _calls(item))
             await anyio.lowlevel.checkpoint()
     assert order == [0, 1, 2, 3, 4]
+    assert threads == {"autan-call-0"}
 
 
 async def test_closing_ends_the_call_threads() -> None:

@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 
 from broker import (
-    CALLS_STREAM,
     Inline,
     UnencodableValue,
     decode_call,
@@ -31,17 +30,12 @@ from tests.apps import sample
 from tests.stack import Stack
 
 
-async def _stored_calls(stack: Stack) -> int:
-    info = await stack.session.broker.js.stream_info(CALLS_STREAM)
-    return int(info.state.last_seq)
-
-
 async def test_arrays_go_in_packs_and_each_caller_gets_its_own_row(stack: Stack) -> None:
     rows = [np.full(3, i, dtype=np.float32) for i in range(40)]
-    before = await _stored_calls(stack)
+    before = await stack.stored_calls()
     results = [r async for r in sample.double_rows.map.aio(rows)]
     # max_size 8, one worker: packs of 8 * PACK_BATCHES inputs, so 2 messages for 40.
-    assert await _stored_calls(stack) - before == 2
+    assert await stack.stored_calls() - before == 2
     assert len(results) == 40
     for got, row in zip(results, rows, strict=True):
         assert got.dtype == np.float32
@@ -50,18 +44,20 @@ async def test_arrays_go_in_packs_and_each_caller_gets_its_own_row(stack: Stack)
 
 async def test_packs_of_large_inputs_stay_under_the_inline_limit(stack: Stack) -> None:
     rows = [np.full(20_000, i, dtype=np.float32) for i in range(40)]  # 80 KB each
-    before = await _stored_calls(stack)
+    before = await stack.stored_calls()
     results = [r async for r in sample.double_rows.map.aio(rows)]
     for got, row in zip(results, rows, strict=True):
         np.testing.assert_array_equal(got, row * 2)
     # The first pack (32 rows, 2.5 MB) travels through object storage; once the size
     # of a row is known, packs hold what fits in 512 KiB: 6 rows, so 2 more messages.
-    assert await _stored_calls(stack) - before == 3
+    assert await stack.stored_calls() - before == 3
 
 
 async def test_inputs_that_do_not_stack_still_travel_in_packs(stack: Stack) -> None:
     rows = [np.zeros(n, dtype=np.float32) + n for n in (1, 2, 3, 1, 2)]
+    before = await stack.stored_calls()
     results = [r async for r in sample.double_rows.map.aio(rows)]
+    assert await stack.stored_calls() - before == 1  # one pack, item by item inside
     for got, row in zip(results, rows, strict=True):
         np.testing.assert_array_equal(got, row * 2)
 
@@ -148,17 +144,17 @@ def test_pack_size(
 
 
 async def test_remote_calls_made_at_once_travel_in_packs(stack: Stack) -> None:
-    before = await _stored_calls(stack)
+    before = await stack.stored_calls()
     calls = [sample.double_rows.remote.aio(np.full(2, i, dtype=np.float32)) for i in range(50)]
     results = await asyncio.gather(*calls)
     # One worker: packs of 8 * PACK_BATCHES, so 2 messages for 50 calls.
-    assert await _stored_calls(stack) - before == 2
+    assert await stack.stored_calls() - before == 2
     for i, got in enumerate(results):
         np.testing.assert_array_equal(got, np.full(2, i * 2, dtype=np.float32))
-    before = await _stored_calls(stack)
+    before = await stack.stored_calls()
     one = np.ones(2, np.float32)
     np.testing.assert_array_equal(await sample.double_rows.remote.aio(one), one * 2)
-    assert await _stored_calls(stack) - before == 1  # a lone call goes alone
+    assert await stack.stored_calls() - before == 1  # a lone call goes alone
 
 
 async def test_among_calls_made_at_once_only_the_bad_ones_fail(stack: Stack) -> None:

@@ -189,7 +189,12 @@ async def test_a_function_without_its_consumer_does_not_stop_the_others(
     ghost = msgspec.structs.replace(hello, name="ghost")  # registered, no consumer made
     await session.registry.put(ghost)
     try:
-        await anyio.sleep(2.5)  # the scaler reads the registry again every 2 s
+
+        async def ghost_skipped() -> bool:  # once the scaler has read the registry again
+            tracked = running.scaler.functions.get("scaled.ghost")
+            return tracked is not None and tracked.missing
+
+        await poll(ghost_skipped, timeout_s=10)
         value, _ = await session.call_result("scaled", "hello", ("still",), {})
         assert value == "hello still"
         assert running.scaler.functions["scaled.ghost"].last.reason.startswith("no consumer")

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from storage import ObjectStore, open_store
-from tests.conftest_s3 import S3Server, s3_server
+from tests.conftest_s3 import S3Server
 
-__all__ = ["BACKENDS", "s3_server", "s3_url", "store"]
+__all__ = ["BACKENDS", "s3_url", "store"]
 
 BACKENDS = ["file", "s3"]
 
