@@ -12,6 +12,8 @@ from broker import CALLS_STREAM
 from runtime.app import App
 from runtime.commands import deploy_target
 from runtime.deploy import DeployResult, discover_apps
+from runtime.provider import LocalProvider
+from runtime.scaler import Scaler
 from runtime.session import Session
 from runtime.settings import Settings
 from runtime.worker import Worker
@@ -73,6 +75,41 @@ class Stack:
         for fn in list(self.workers):
             with suppress(Exception):
                 await self.stop_worker(fn)
+
+
+@asynccontextmanager
+async def serving(
+    provider: LocalProvider, scaler: Scaler, *, stop_timeout_s: float = 30
+) -> AsyncIterator[None]:
+    """The provider and the scaler serving in the background while the block runs.
+
+    A task of its own rather than a task group, since pytest-asyncio fixtures span
+    tasks. If they cannot start, entering raises why; if they crash meanwhile, leaving
+    raises it, rather than the test timing out on a scaler that is gone.
+    """
+    ready = asyncio.Event()
+
+    async def serve() -> None:
+        async with anyio.create_task_group() as group:
+            await group.start(provider.serve)
+            await group.start(scaler.serve)
+            ready.set()
+
+    task = asyncio.ensure_future(serve())
+    waiter = asyncio.ensure_future(ready.wait())
+    await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    waiter.cancel()
+    if task.done():
+        task.result()
+    try:
+        yield
+    finally:
+        crashed = task.done()
+        task.cancel()
+        with anyio.CancelScope(shield=True), anyio.fail_after(stop_timeout_s):
+            await asyncio.gather(task, return_exceptions=True)
+    if crashed and not task.cancelled():
+        task.result()
 
 
 async def poll(

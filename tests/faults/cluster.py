@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-
-import anyio
 
 from runtime.commands import deploy_target
 from runtime.embedded import NatsServer, free_port
@@ -16,6 +13,7 @@ from runtime.scaler import Scaler
 from runtime.session import Session
 from runtime.settings import Settings
 from tests.faults.app import app
+from tests.stack import serving
 
 
 class Cluster:
@@ -77,30 +75,9 @@ class Cluster:
             await deploy_target(session, settings, "tests.faults.app")
             app.sessions.configure(settings)
             cluster = cls(server, settings, session)
-            async with cluster._serving():
+            async with serving(cluster.provider, cluster.scaler, stop_timeout_s=60):
                 yield cluster
         finally:
             await app.sessions.aclose()
             await session.close()
             server.stop()
-
-    @asynccontextmanager
-    async def _serving(self) -> AsyncIterator[None]:
-        ready = asyncio.Event()
-
-        async def serve() -> None:
-            async with anyio.create_task_group() as group:
-                await group.start(self.provider.serve)
-                await group.start(self.scaler.serve)
-                ready.set()
-
-        task = asyncio.ensure_future(serve())
-        waiter = asyncio.ensure_future(ready.wait())
-        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
-        waiter.cancel()
-        try:
-            yield
-        finally:
-            task.cancel()
-            with anyio.CancelScope(shield=True), anyio.move_on_after(60):
-                await asyncio.gather(task, return_exceptions=True)

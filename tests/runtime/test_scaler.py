@@ -19,7 +19,7 @@ from runtime.commands import deploy_target, ls
 from runtime.provider import LocalProvider, WorkerProcess
 from runtime.scaler import Scaler, _load
 from tests.apps import scaled
-from tests.stack import Stack, poll
+from tests.stack import Stack, poll, serving
 
 
 class Running:
@@ -37,22 +37,8 @@ class Running:
 async def running(scaled_stack: Stack) -> AsyncIterator[Running]:
     provider = LocalProvider(scaled_stack.session.settings, stop_grace_s=10)
     scaler = Scaler(scaled_stack.session.broker, provider)
-    ready = asyncio.Event()
-
-    async def serve() -> None:
-        async with anyio.create_task_group() as group:
-            await group.start(provider.serve)
-            await group.start(scaler.serve)
-            ready.set()
-
-    task = asyncio.ensure_future(serve())
-    await asyncio.wait({task, asyncio.ensure_future(ready.wait())}, return_when="FIRST_COMPLETED")
-    try:
+    async with serving(provider, scaler):
         yield Running(provider, scaler)
-    finally:
-        task.cancel()
-        with anyio.CancelScope(shield=True), anyio.fail_after(30):
-            await asyncio.gather(task, return_exceptions=True)
 
 
 async def _delivered(broker: Broker) -> bool:
