@@ -1,4 +1,4 @@
-"""NATS JetStream for Autan: connection, subjects, the calls stream, consumers, buckets, wire.
+"""NATS JetStream for Autan: connection, names, the calls stream, consumers, buckets, wire.
 
 Only this package imports `nats`; its errors are translated into `broker.errors`.
 """
@@ -41,26 +41,40 @@ from broker.messages import (
     item_call_id,
     rows,
 )
-from broker.replies import Reply
-from broker.streams import Backlog, ConsumerPolicy, Source, StreamLimits, calls_source
-from broker.subjects import (
+from broker.names import (
     CALLS_STREAM,
     CONFIG_BUCKET,
     DLQ_STREAM,
+    DLQ_SUBJECTS,
+    GATEWAY_CALLS_BUCKET,
+    READINESS_PROBE_KEY,
     REGISTRY_BUCKET,
+    RESERVED_PREFIXES,
     RESULTS_BUCKET,
+    STATUS_BUCKET,
+    STORAGE_URL_KEY,
+    WORKERS_BUCKET,
     call_subject,
     consumer_name,
     dlq_subject,
     function_key,
 )
+from broker.replies import Reply
+from broker.streams import Backlog, ConsumerPolicy, Source, StreamLimits, calls_source
 
 __all__ = [
     "CALLS_STREAM",
     "CONFIG_BUCKET",
     "DLQ_STREAM",
+    "DLQ_SUBJECTS",
+    "GATEWAY_CALLS_BUCKET",
+    "READINESS_PROBE_KEY",
     "REGISTRY_BUCKET",
+    "RESERVED_PREFIXES",
     "RESULTS_BUCKET",
+    "STATUS_BUCKET",
+    "STORAGE_URL_KEY",
+    "WORKERS_BUCKET",
     "Backlog",
     "Broker",
     "BrokerError",

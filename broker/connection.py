@@ -21,6 +21,7 @@ from broker.deadletters import DeadLetterStream
 from broker.errors import BrokerError, BrokerUnavailable, PublishRejected, QueueFull
 from broker.ids import new_call_id
 from broker.kv import Bucket
+from broker.names import INBOX_PREFIX
 from broker.replies import Reply, ReplyMux
 from broker.streams import StreamAdmin
 
@@ -63,6 +64,7 @@ class Broker(StreamAdmin):
                     error_cb=errors.on_error,
                     disconnected_cb=errors.on_disconnect,
                     reconnected_cb=errors.on_reconnect,
+                    inbox_prefix=INBOX_PREFIX,
                 ),
                 connect_timeout_s,
             )
@@ -89,6 +91,11 @@ class Broker(StreamAdmin):
         # Pull requests die with the old connection: the feeds ask again.
         for feed in self._feeds:
             feed.forget_requests()
+
+    @property
+    def is_connected(self) -> bool:
+        """Whether the connection is up now (False while it reconnects)."""
+        return bool(self.nc.is_connected)
 
     async def flush(self) -> None:
         await self.nc.flush()

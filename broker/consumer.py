@@ -17,6 +17,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from broker.batching import batch_wait_s
+from broker.names import pull_subject
 
 __all__ = ["Delivery", "PullFeed"]
 
@@ -76,7 +77,7 @@ class PullFeed:
     ) -> None:
         self._nc = nc
         self.ack_wait_s = ack_wait_s
-        self._next_subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"
+        self._next_subject = pull_subject(stream, consumer)
         self.window = max(1, window)
         self._inbox = nc.new_inbox()
         self._queue: asyncio.Queue[Delivery] = asyncio.Queue()

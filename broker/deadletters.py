@@ -11,7 +11,7 @@ import nats.js.errors
 from nats.js import JetStreamContext, api
 
 from broker.errors import BrokerUnavailable
-from broker.subjects import DLQ_STREAM, DLQ_SUBJECTS
+from broker.names import DLQ_STREAM, DLQ_SUBJECTS
 
 __all__ = ["DeadLetterStream", "StoredLetter"]
 

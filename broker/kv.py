@@ -16,6 +16,7 @@ from nats.js.client import JetStreamContext
 from nats.js.kv import KeyValue
 
 from broker.errors import BrokerUnavailable, KeyExists, KeyNotFound
+from broker.names import kv_stream, kv_subject
 
 __all__ = ["Bucket"]
 
@@ -75,9 +76,11 @@ class Bucket:
         see before the last initial value (nats.py#842): a listing could then miss keys
         that exist.
         """
-        prefix = f"$KV.{self.name}."
+        prefix = kv_subject(self.name, "")
         try:
-            info = await self._js.stream_info(f"KV_{self.name}", subjects_filter=f"{prefix}>")
+            info = await self._js.stream_info(
+                kv_stream(self.name), subjects_filter=kv_subject(self.name)
+            )
         except _TRANSIENT as exc:
             raise self._unavailable("listing", "*") from exc
         keys = sorted(subject.removeprefix(prefix) for subject in info.state.subjects or {})
@@ -114,7 +117,7 @@ class Bucket:
         stored just after the first read is caught by reading again, soon and then every
         second: the server routes a message before JetStream has stored it.
         """
-        subscription = await self._nc.subscribe(f"$KV.{self.name}.{key}")
+        subscription = await self._nc.subscribe(kv_subject(self.name, key))
         try:
             with contextlib.suppress(KeyNotFound):
                 return await self.get(key)

@@ -12,6 +12,8 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from broker.names import reply_subject
+
 __all__ = ["Reply", "ReplyMux"]
 
 
@@ -35,7 +37,7 @@ class ReplyMux:
         self._sub: Subscription | None = None
 
     async def start(self) -> None:
-        self._sub = await self._nc.subscribe(f"{self.prefix}.*", cb=self._on_msg)
+        self._sub = await self._nc.subscribe(reply_subject(self.prefix), cb=self._on_msg)
 
     async def stop(self) -> None:
         if self._sub is not None:
@@ -45,7 +47,7 @@ class ReplyMux:
         self._futures.clear()
 
     def subject(self, token: str) -> str:
-        return f"{self.prefix}.{token}"
+        return reply_subject(self.prefix, token)
 
     def expect(self, token: str) -> asyncio.Future[Reply]:
         """A future for the next message on `subject(token)`; call `forget` if abandoned."""

@@ -20,7 +20,7 @@ from nats.js import JetStreamContext, api
 from broker.consumer import PullFeed
 from broker.deadletters import DeadLetterStream
 from broker.errors import BrokerUnavailable, ConsumerNotFound, StreamConflict
-from broker.subjects import (
+from broker.names import (
     CALLS_STREAM,
     CALLS_SUBJECTS,
     call_subject,

@@ -13,7 +13,7 @@ import pytest
 from nats.js import api
 
 from broker import StreamConflict, StreamLimits
-from broker.subjects import subject_covers, subjects_overlap
+from broker.names import subject_covers, subjects_overlap
 from runtime.provider import LocalProvider
 from runtime.scaler import Scaler
 from runtime.settings import Settings

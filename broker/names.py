@@ -1,0 +1,152 @@
+"""Every NATS name Autan uses: streams, subjects, consumers, KV buckets, inbox prefix.
+
+One table, so that NATS permissions for each role can be written from it, and a
+test keeps every other module from spelling a name literally.
+
+    streams     AUTAN_CALLS (work queue: autan.call.<app>.<fn>)
+                AUTAN_DLQ (dead letters: autan.dlq.<app>.<fn>)
+                AUTAN_TRIGGER_<APP>_<FN> (a trigger's events, when no stream captures them)
+    consumers   fn_<app>_<fn>: one durable pull consumer per function
+    buckets     autan_functions (registry), autan_results (spawned calls' results),
+                autan_config (the stack's storage URL), autan_workers (heartbeats),
+                autan_status (the scaler's per-function status),
+                autan_gateway_calls (the HTTP bridge's call records)
+    inboxes     _INBOX.<connection>.<token>: replies, acks, results, pull deliveries
+    JetStream   $JS.API.CONSUMER.MSG.NEXT.<stream>.<consumer> (pull requests),
+                $JS.ACK.<stream>.<consumer>.> (acks), $KV.<bucket>.<key> (KV entries)
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CALLS_STREAM",
+    "CALLS_SUBJECTS",
+    "CALL_PREFIX",
+    "CONFIG_BUCKET",
+    "DLQ_PREFIX",
+    "DLQ_STREAM",
+    "DLQ_SUBJECTS",
+    "GATEWAY_CALLS_BUCKET",
+    "INBOX_PREFIX",
+    "READINESS_PROBE_KEY",
+    "REGISTRY_BUCKET",
+    "RESERVED_PREFIXES",
+    "RESULTS_BUCKET",
+    "STATUS_BUCKET",
+    "STORAGE_URL_KEY",
+    "WORKERS_BUCKET",
+    "call_subject",
+    "consumer_name",
+    "dlq_subject",
+    "function_key",
+    "kv_stream",
+    "kv_subject",
+    "pull_subject",
+    "reply_subject",
+    "subject_covers",
+    "subjects_overlap",
+    "trigger_stream_name",
+]
+
+# -- subjects and streams --------------------------------------------------------------
+CALL_PREFIX = "autan.call"
+DLQ_PREFIX = "autan.dlq"
+CALLS_STREAM = "AUTAN_CALLS"
+CALLS_SUBJECTS = f"{CALL_PREFIX}.>"
+DLQ_STREAM = "AUTAN_DLQ"
+DLQ_SUBJECTS = f"{DLQ_PREFIX}.>"
+_TRIGGER_STREAM_PREFIX = "AUTAN_TRIGGER"
+INBOX_PREFIX = "_INBOX"
+# Subjects a user's `on=` or `emit=` may not use: Autan's own, the server's, inboxes.
+RESERVED_PREFIXES = ("autan.", "$", f"{INBOX_PREFIX}.")
+
+# -- KV buckets and their well-known keys ------------------------------------------------
+REGISTRY_BUCKET = "autan_functions"
+RESULTS_BUCKET = "autan_results"
+CONFIG_BUCKET = "autan_config"
+WORKERS_BUCKET = "autan_workers"
+STATUS_BUCKET = "autan_status"
+GATEWAY_CALLS_BUCKET = "autan_gateway_calls"
+STORAGE_URL_KEY = "storage_url"  # in CONFIG_BUCKET: where the stack's objects are
+READINESS_PROBE_KEY = "gateway-readiness-probe"  # read (never written) by /readyz
+
+_KV_PREFIX = "$KV"
+_KV_STREAM_PREFIX = "KV_"
+_PULL_PREFIX = "$JS.API.CONSUMER.MSG.NEXT"
+
+
+def call_subject(app: str, fn: str) -> str:
+    """`autan.call.<app>.<fn>`: where calls to one function are published."""
+    return f"{CALL_PREFIX}.{app}.{fn}"
+
+
+def dlq_subject(app: str, fn: str) -> str:
+    """`autan.dlq.<app>.<fn>`: where a function's dead letters are kept."""
+    return f"{DLQ_PREFIX}.{app}.{fn}"
+
+
+def consumer_name(app: str, fn: str) -> str:
+    """The durable pull consumer of one function (one per function on a work-queue stream)."""
+    return f"fn_{app}_{fn}".replace(".", "_")
+
+
+def function_key(app: str, fn: str) -> str:
+    """The registry key of one function: `<app>.<fn>`."""
+    return f"{app}.{fn}"
+
+
+def trigger_stream_name(app: str, fn: str) -> str:
+    """The stream created for a trigger no existing stream captures."""
+    return f"{_TRIGGER_STREAM_PREFIX}_{app}_{fn}".replace(".", "_").replace("-", "_").upper()
+
+
+def kv_stream(bucket: str) -> str:
+    """The stream that holds a KV bucket."""
+    return f"{_KV_STREAM_PREFIX}{bucket}"
+
+
+def kv_subject(bucket: str, key: str = ">") -> str:
+    """The subject of one key of a bucket (`>`: every key)."""
+    return f"{_KV_PREFIX}.{bucket}.{key}"
+
+
+def pull_subject(stream: str, consumer: str) -> str:
+    """Where pull requests for a durable consumer's messages are sent."""
+    return f"{_PULL_PREFIX}.{stream}.{consumer}"
+
+
+def reply_subject(prefix: str, token: str = "*") -> str:
+    """A reply subject under a connection's inbox prefix (`*`: all of them)."""
+    return f"{prefix}.{token}"
+
+
+def subject_covers(pattern: str, subject: str) -> bool:
+    """Whether every subject that `subject` matches is matched by `pattern` too.
+
+    >>> subject_covers("uploads.>", "uploads.images.*")
+    True
+    """
+    wanted, given = pattern.split("."), subject.split(".")
+    for index, token in enumerate(wanted):
+        if token == ">":
+            return len(given) > index
+        if index >= len(given) or given[index] == ">":
+            return False
+        if token != "*" and token != given[index]:
+            return False
+    return len(given) == len(wanted)
+
+
+def subjects_overlap(a: str, b: str) -> bool:
+    """Whether some subject is matched by both `a` and `b`."""
+    left, right = a.split("."), b.split(".")
+    for index in range(max(len(left), len(right))):
+        x = left[index] if index < len(left) else None
+        y = right[index] if index < len(right) else None
+        if x == ">" or y == ">":
+            return x is not None and y is not None
+        if x is None or y is None:
+            return False
+        if x != "*" and y != "*" and x != y:
+            return False
+    return True
