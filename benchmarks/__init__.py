@@ -14,7 +14,7 @@
 Each takes size flags (all but `gpu_throughput` also `--quick`), prints a table with the
 ratio and the goal, and writes `benchmarks/out/<name>.json`. They are not tests: `make bench`
 runs them, nothing asserts.
-Shared set-up (server, deploy, worker processes) is in `benchmarks.harness`; the scaler and the
-local provider run in the benchmark's process through `benchmarks.fleet`, on the `bench` app
-(`benchmarks.apps`).
+Shared set-up (server, deploy, worker processes) is in `benchmarks.kit.harness`; the scaler and the
+local provider run in the benchmark's process through `benchmarks.kit.fleet`, on the `bench` app
+(`benchmarks.kit.apps`).
 """

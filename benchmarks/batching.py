@@ -28,14 +28,15 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.batching_app import MLP_PATH, app, embed_batched, embed_single, mlp
-from benchmarks.harness import Stack, cpu_seconds, running_stack, thread_cpu_seconds
-from benchmarks.report import Goal, print_goal, print_table, summarize, write_json
-from benchmarks.rounds import alternate
+from benchmarks.kit.batching_app import MLP_PATH, app, embed_batched, embed_single, mlp
+from benchmarks.kit.cli import Size, run_benchmark
+from benchmarks.kit.harness import Stack, cpu_seconds, running_stack, thread_cpu_seconds
+from benchmarks.kit.report import Goal, print_goal, print_table, summarize, write_json
+from benchmarks.kit.rounds import alternate
 from functions.embed import MODEL as EMBED_MODEL
 from functions.embed import build_tokenizer, encode_feeds, pool
 from runtime import Model
-from runtime.models import load_models
+from runtime.core import load_models
 
 ROWS = 4096
 RAW_BATCH = 32
@@ -207,31 +208,30 @@ def _report(figures: dict[str, Any], embed: dict[str, float], args: argparse.Nam
     goals.append(Goal("embed with batching >= 3x without", speedup, speedup >= 3))
     for goal in goals:
         print_goal(goal)
-    path = write_json("batching", {"mlp": figures, "embed": embed, "goals": goals,
+    write_json("batching", {"mlp": figures, "embed": embed, "goals": goals,
                                    "config": vars(args)})  # fmt: skip
-    print(f"written: {path}")
 
 
-async def _main(args: argparse.Namespace) -> None:
+async def measure(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, float]]:
     async with running_stack() as stack:
-        await stack.deploy("benchmarks.batching_app")
+        await stack.deploy("benchmarks.kit.batching_app")
         app.sessions.configure(stack.settings)
         try:
-            figures = await _mlp_figures(stack, args)
-            embed = await _embed_figures(stack, args)
+            return await _mlp_figures(stack, args), await _embed_figures(stack, args)
         finally:
             await app.sessions.aclose()
-    _report(figures, embed, args)
+
+
+def report(args: argparse.Namespace, measured: tuple[dict[str, Any], dict[str, float]]) -> None:
+    _report(*measured, args)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer rows and rounds")
-    parser.add_argument("--threads", type=int, default=1, help="intra-op threads, both sides")
-    parser.add_argument("--rounds", type=int, default=0)
-    args = parser.parse_args()
-    args.rounds = args.rounds or (2 if args.quick else 5)
-    asyncio.run(_main(args))
+    sizes = [
+        Size("rounds", "rounds (sides alternate within each)", 2, 5),
+        Size("threads", "intra-op threads, both sides", 1, 1),
+    ]
+    run_benchmark(__doc__, measure, report, sizes=sizes)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,6 @@ import os
 os.environ["ORT_DISABLE_TELEMETRY"] = "1"
 
 import argparse
-import asyncio
 import statistics
 import time
 from contextlib import aclosing
@@ -32,16 +31,17 @@ from typing import Any
 
 import anyio
 
-from benchmarks.apps import work, work_one
-from benchmarks.fleet import Fleet, running_fleet
-from benchmarks.harness import running_stack
-from benchmarks.plot import plot_timeline
-from benchmarks.report import OUT_DIR, Goal, print_goal, print_table, write_json
-from benchmarks.rounds import alternate
+from benchmarks.kit.apps import work, work_one
+from benchmarks.kit.cli import Size, run_benchmark
+from benchmarks.kit.fleet import Fleet, running_fleet
+from benchmarks.kit.harness import running_stack
+from benchmarks.kit.plot import plot_timeline
+from benchmarks.kit.report import OUT_DIR, Goal, print_goal, print_table, write_json
+from benchmarks.kit.rounds import alternate
 from broker import Broker
 from runtime import Function, RemoteError
-from runtime.provider import WorkerProcess
-from runtime.session import Session
+from runtime.client import Session
+from runtime.control import ProvidedWorker
 
 __all__ = ["main"]
 
@@ -123,7 +123,7 @@ class Sampler:
     def __init__(self, broker: Broker, fleet: Fleet, qualname: str, t0: float) -> None:
         self.broker, self.fleet, self.qualname, self.t0 = broker, fleet, qualname, t0
         self.samples: list[Sample] = []
-        self.seen: dict[int, WorkerProcess] = {}
+        self.seen: dict[str, ProvidedWorker] = {}
 
     async def run(self, stop: anyio.Event) -> None:
         tick = 0
@@ -137,9 +137,9 @@ class Sampler:
         """Record one sample; returns its time (seconds since t0)."""
         backlog = await self.fleet.backlog(self.qualname, self.broker)
         workers = self.fleet.workers(self.qualname)
-        self.seen.update({w.pid: w for w in workers})
+        self.seen.update({w.worker_id: w for w in workers})
         ready = sum(1 for w in workers if w.state == "ready")
-        now = time.monotonic() - self.t0
+        now = time.time() - self.t0
         self.samples.append(Sample(now, backlog, len(workers) - ready, ready))
         return now
 
@@ -150,14 +150,14 @@ class Sampler:
 async def run_scaled(fleet: Fleet, broker: Broker, calls: int) -> ScaledRun:
     await fleet.to_zero(SCALED)
     stop = anyio.Event()
-    sampler = Sampler(broker, fleet, SCALED, time.monotonic())
+    sampler = Sampler(broker, fleet, SCALED, time.time())
     async with anyio.create_task_group() as group:
         group.start_soon(sampler.run, stop)
         drained = await drain(work, calls)
         await fleet.provider.wait_until(
-            lambda ws: not any(w.qualname == SCALED for w in ws), ZERO_TIMEOUT_S
+            lambda ws: not any(w.function == SCALED for w in ws), ZERO_TIMEOUT_S
         )
-        zero_s = time.monotonic() - sampler.t0
+        zero_s = time.time() - sampler.t0
         stop.set()
     await sampler.sample()  # the end: no worker left
     workers = list(sampler.seen.values())
@@ -165,8 +165,8 @@ async def run_scaled(fleet: Fleet, broker: Broker, calls: int) -> ScaledRun:
         drained,
         zero_s,
         sampler.samples,
-        sampler.since_t0([w.spawned_at for w in workers]),
-        sampler.since_t0([w.ready_at for w in workers]),
+        sampler.since_t0([w.started_unix_s for w in workers]),
+        sampler.since_t0([w.ready_unix_s or None for w in workers]),
     )
 
 
@@ -175,7 +175,7 @@ async def run_one(fleet: Fleet, calls: int) -> Drained:
     await fleet.to_zero(ONE)
     await work_one.remote.aio(-1)
     await fleet.provider.wait_until(
-        lambda ws: any(w.qualname == ONE and w.state == "ready" for w in ws), ZERO_TIMEOUT_S
+        lambda ws: any(w.function == ONE and w.state == "ready" for w in ws), ZERO_TIMEOUT_S
     )
     try:
         return await drain(work_one, calls)
@@ -278,7 +278,7 @@ def report(args: argparse.Namespace, measured: dict[str, list[Any]]) -> None:
         f"keep_warm_s={work.options.scaling.keep_warm_s:g})",
         marks={"drained": last.drained.seconds, "back to zero": last.zero_s},
     )
-    path = write_json(
+    write_json(
         NAME,
         {
             "config": vars(args),
@@ -293,7 +293,7 @@ def report(args: argparse.Namespace, measured: dict[str, list[Any]]) -> None:
             ],
         },
     )
-    print(f"written: {path}, {png}")
+    print(f"written: {png}")
 
 
 def _scaled_json(run: ScaledRun) -> dict[str, Any]:
@@ -310,20 +310,12 @@ def _scaled_json(run: ScaledRun) -> dict[str, Any]:
     }
 
 
-def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="about 15 s: 400 calls, 1 round")
-    parser.add_argument("--calls", type=int, help="calls per side and round (default 2000)")
-    parser.add_argument("--rounds", type=int, help="rounds (sides alternate within each)")
-    args = parser.parse_args()
-    args.calls = args.calls or (400 if args.quick else 2000)
-    args.rounds = args.rounds or (1 if args.quick else 2)
-    return args
-
-
 def main() -> None:
-    args = parse_args()
-    report(args, asyncio.run(measure(args)))
+    sizes = [
+        Size("calls", "calls per side and round", 400, 2000),
+        Size("rounds", "rounds (sides alternate within each)", 1, 2),
+    ]
+    run_benchmark(__doc__, measure, report, sizes=sizes)
 
 
 if __name__ == "__main__":

@@ -38,13 +38,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks.apps import FEATURES, TINY_MODEL
-from benchmarks.fleet import ColdCall, Fleet, running_fleet
-from benchmarks.harness import ROOT, child_env, running_stack
-from benchmarks.report import Goal, print_goal, print_table, summarize_ms, write_json
-from benchmarks.rounds import alternate
+from benchmarks.kit.apps import FEATURES, TINY_MODEL
+from benchmarks.kit.cli import Size, run_benchmark
+from benchmarks.kit.fleet import ColdCall, Fleet, running_fleet
+from benchmarks.kit.harness import ROOT, child_env, running_stack
+from benchmarks.kit.report import Goal, print_goal, print_table, summarize_ms, write_json
+from benchmarks.kit.rounds import alternate
 from functions.embed import embed
-from runtime.session import Session
+from runtime.client import Session
 
 __all__ = ["main"]
 
@@ -235,7 +236,7 @@ def report(args: argparse.Namespace, samples: dict[str, list[Any]]) -> None:
     for goal in goals:
         print_goal(goal)
     print(f"(embed, reported: ratio {results['embed']['ratio_p50']:.2f})")
-    path = write_json(
+    write_json(
         NAME,
         {
             "config": vars(args),
@@ -245,21 +246,11 @@ def report(args: argparse.Namespace, samples: dict[str, list[Any]]) -> None:
             "goals": goals,
         },
     )
-    print(f"written: {path}")
-
-
-def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="about 10 s: 3 rounds")
-    parser.add_argument("--rounds", type=int, help="rounds (each side once per round)")
-    args = parser.parse_args()
-    args.rounds = args.rounds or (3 if args.quick else 15)
-    return args
 
 
 def main() -> None:
-    args = parse_args()
-    report(args, asyncio.run(measure(args)))
+    sizes = [Size("rounds", "rounds (each side once per round)", 3, 15)]
+    run_benchmark(__doc__, measure, report, sizes=sizes)
 
 
 if __name__ == "__main__":

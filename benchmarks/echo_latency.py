@@ -29,8 +29,9 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js import api
 
-from benchmarks.harness import Stack, running_stack
-from benchmarks.report import (
+from benchmarks.kit.cli import Size, run_benchmark
+from benchmarks.kit.harness import Stack, running_stack
+from benchmarks.kit.report import (
     Goal,
     Summary,
     median_summary,
@@ -38,8 +39,8 @@ from benchmarks.report import (
     print_table,
     write_json,
 )
-from benchmarks.responder import REPLY_HEADER
-from benchmarks.rounds import timed_rounds
+from benchmarks.kit.responder import REPLY_HEADER
+from benchmarks.kit.rounds import timed_rounds
 from functions.echo import echo
 
 __all__ = ["main"]
@@ -118,7 +119,7 @@ class JetStreamEcho:
         floor = cls(nc)
         await nc.subscribe(f"{floor.prefix}.*", cb=floor._on_msg)
         await stack.start_helper(
-            "benchmarks.responder", stack.nats_url, JS_SUBJECT, "--stream", JS_STREAM
+            "benchmarks.kit.responder", stack.nats_url, JS_SUBJECT, "--stream", JS_STREAM
         )
         return floor
 
@@ -154,7 +155,7 @@ class JetStreamEcho:
 async def measure(args: argparse.Namespace) -> dict[str, Any]:
     async with running_stack() as stack:
         worker = await stack.start_worker("demo.echo", threads=1)
-        await stack.start_helper("benchmarks.responder", stack.nats_url, SUBJECT)
+        await stack.start_helper("benchmarks.kit.responder", stack.nats_url, SUBJECT)
         nc = await nats.connect(stack.nats_url, name="bench-raw")
         try:
             js = await JetStreamEcho.open(stack, nc)
@@ -204,7 +205,7 @@ def report(args: argparse.Namespace, measured: dict[str, Any]) -> None:
     )
     goal = Goal(f"p50 ratio ours/raw <= {GOAL_RATIO}", ratio, ratio <= GOAL_RATIO)
     print_goal(goal)
-    path = write_json(
+    write_json(
         NAME,
         {
             "config": vars(args),
@@ -220,25 +221,15 @@ def report(args: argparse.Namespace, measured: dict[str, Any]) -> None:
             **measured,
         },
     )
-    print(f"written: {path}")
-
-
-def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="a few seconds: 3 x 300 calls")
-    parser.add_argument("--calls", type=int, help="sequential calls per side and round")
-    parser.add_argument("--rounds", type=int, help="rounds (sides alternate within each)")
-    parser.add_argument("--warmup", type=int, help="calls per side before measuring")
-    args = parser.parse_args()
-    args.calls = args.calls or (300 if args.quick else 2000)
-    args.rounds = args.rounds or (3 if args.quick else 5)
-    args.warmup = args.warmup or (50 if args.quick else 200)
-    return args
 
 
 def main() -> None:
-    args = parse_args()
-    report(args, asyncio.run(measure(args)))
+    sizes = [
+        Size("calls", "sequential calls per side and round", 300, 2000),
+        Size("rounds", "rounds (sides alternate within each)", 3, 5),
+        Size("warmup", "calls per side before measuring", 50, 200),
+    ]
+    run_benchmark(__doc__, measure, report, sizes=sizes)
 
 
 if __name__ == "__main__":

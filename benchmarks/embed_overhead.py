@@ -2,7 +2,7 @@
 
 Ours: `await embed.remote.aio(text)`, one call in flight, one worker process started with
 `--threads N`. Floor: in this process, the same model file's ONNX Runtime session, built by
-`runtime.models.load_models` with the same N intra-op threads, run on exactly the feeds
+`runtime.core.load_models` with the same N intra-op threads, run on exactly the feeds
 `embed` builds for that text (`encode_feeds(build_tokenizer(), [text])`). Both sides use
 N=1 by default (`--threads 0` gives both ONNX Runtime's default). Rounds alternate the sides.
 Goal: under 1 ms added at p50 (ours - floor).
@@ -17,7 +17,6 @@ import os
 os.environ["ORT_DISABLE_TELEMETRY"] = "1"
 
 import argparse
-import asyncio
 import time
 from pathlib import Path
 from typing import Any
@@ -25,8 +24,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from benchmarks.harness import running_stack
-from benchmarks.report import (
+from benchmarks.kit.cli import Size, run_benchmark
+from benchmarks.kit.harness import running_stack
+from benchmarks.kit.report import (
     Goal,
     Summary,
     median_summary,
@@ -34,9 +34,9 @@ from benchmarks.report import (
     print_table,
     write_json,
 )
-from benchmarks.rounds import timed_rounds
+from benchmarks.kit.rounds import timed_rounds
 from functions.embed import build_tokenizer, embed, encode_feeds, pool
-from runtime.models import ModelHandle, load_models
+from runtime.core import ModelHandle, load_models
 
 __all__ = ["main"]
 
@@ -138,7 +138,7 @@ def report(args: argparse.Namespace, measured: dict[str, Any]) -> None:
     print_goal(goal)
     _print_cold_start(measured["worker_cold_start_ms"])
     per_round = [o.p50_ms - f.p50_ms for o, f in zip(rounds["ours"], rounds["floor"], strict=True)]
-    path = write_json(
+    write_json(
         NAME,
         {
             "config": vars(args),
@@ -151,28 +151,16 @@ def report(args: argparse.Namespace, measured: dict[str, Any]) -> None:
             **measured,
         },
     )
-    print(f"written: {path}")
-
-
-def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="a few seconds: 3 x 100 calls")
-    parser.add_argument("--calls", type=int, help="sequential calls per side and round")
-    parser.add_argument("--rounds", type=int, help="rounds (sides alternate within each)")
-    parser.add_argument("--warmup", type=int, help="calls per side before measuring")
-    parser.add_argument(
-        "--threads", type=int, default=1, help="intra-op threads, both sides (0: ORT default)"
-    )
-    args = parser.parse_args()
-    args.calls = args.calls or (100 if args.quick else 500)
-    args.rounds = args.rounds or (3 if args.quick else 5)
-    args.warmup = args.warmup or (20 if args.quick else 50)
-    return args
 
 
 def main() -> None:
-    args = parse_args()
-    report(args, asyncio.run(measure(args)))
+    sizes = [
+        Size("calls", "sequential calls per side and round", 100, 500),
+        Size("rounds", "rounds (sides alternate within each)", 3, 5),
+        Size("warmup", "calls per side before measuring", 20, 50),
+        Size("threads", "intra-op threads, both sides (0: ORT default)", 1, 1),
+    ]
+    run_benchmark(__doc__, measure, report, sizes=sizes)
 
 
 if __name__ == "__main__":

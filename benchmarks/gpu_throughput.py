@@ -33,9 +33,10 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.mlp_model import build_mlp
-from benchmarks.report import Goal, print_goal, print_table, write_json
-from runtime.models import GpuChoice, NoGpuProvider, load_models
+from benchmarks.kit.cli import Size, parse
+from benchmarks.kit.mlp_model import build_mlp
+from benchmarks.kit.report import Goal, print_goal, print_table, write_json
+from runtime.core import GpuChoice, NoGpuProvider, load_models
 
 SIZES = (32, 64, 128, 256, 512, 1024, 2048, 4096)
 
@@ -99,11 +100,11 @@ async def _through_runtime(
     os.environ["AUTAN_BENCH_GPU_BATCH"] = str(best)
     os.environ["AUTAN_BENCH_GPU"] = gpu
     os.environ["AUTAN_BENCH_GPU_HIDDEN"], os.environ["AUTAN_BENCH_GPU_REPEATS"] = map(str, model)
-    from benchmarks.gpu_app import app, mlp_gpu
-    from benchmarks.harness import running_stack
+    from benchmarks.kit.gpu_app import app, mlp_gpu
+    from benchmarks.kit.harness import running_stack
 
     async with running_stack(bundled=False) as stack:
-        await stack.deploy("benchmarks.gpu_app")
+        await stack.deploy("benchmarks.kit.gpu_app")
         app.sessions.configure(stack.settings)
         await stack.start_worker("gpubench.mlp_gpu")
         try:
@@ -117,9 +118,7 @@ async def _through_runtime(
     return len(rows) / elapsed
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=65536)
+def _flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--cpu-dry-run",
         action="store_true",
@@ -127,7 +126,10 @@ def main() -> None:
         "its figures are not GPU figures",
     )
     parser.add_argument("--heavy", action="store_true", help="the compute-heavy MLP")
-    args = parser.parse_args()
+
+
+def main() -> None:
+    args = parse(__doc__, [Size("rows", "rows through each path", 65536, 65536)], _flags)
     model = _model(heavy=args.heavy, dry_run=args.cpu_dry_run)
     name = "gpu_throughput_heavy" if args.heavy else "gpu_throughput"
     gpu: GpuChoice = "auto" if args.cpu_dry_run else True

@@ -4,11 +4,11 @@ One stack (nats-server, `demo` and `trigbench` deployed, one warm worker per fun
 `autan gateway` in its own process, loopback only), three figures:
 
 1. Sync call. Ours: `POST /v1/functions/demo/echo` with a 16-character JSON string, sent
-   by a bare HTTP/1.1 keep-alive client on asyncio streams (`benchmarks.http_client`, so
+   by a bare HTTP/1.1 keep-alive client on asyncio streams (`benchmarks.kit.http_client`, so
    that the figure is the bridge's, not a client library's), one request in flight.
    Floor: `await echo.remote.aio(...)` of the same string from this process.
    Goal: the bridge adds under 1 ms at p50.
-2. Accept under load. `benchmarks.httpload`, its own process, sends
+2. Accept under load. `benchmarks.kit.httpload`, its own process, sends
    `POST /v1/functions/demo/echo?async=true` open-loop at 500/s on 8 keep-alive
    connections and times each from its scheduled send to the 202. Informative floor: the
    same process and schedule publishing with ack to a work-queue stream (JetStream
@@ -45,11 +45,12 @@ from nats.aio.msg import Msg
 from nats.js import api
 
 from benchmarks.echo_latency import time_ours, time_raw
-from benchmarks.gateway_process import HOST, Gateway, start_gateway
-from benchmarks.harness import Stack, running_stack
-from benchmarks.http_client import HttpConnection, encode_request
-from benchmarks.httpload import CONNECTIONS, spawn_load
-from benchmarks.report import (
+from benchmarks.kit.cli import Size, run_benchmark
+from benchmarks.kit.gateway_process import HOST, Gateway, start_gateway
+from benchmarks.kit.harness import Stack, running_stack
+from benchmarks.kit.http_client import HttpConnection, encode_request
+from benchmarks.kit.httpload import CONNECTIONS, spawn_load
+from benchmarks.kit.report import (
     Goal,
     Summary,
     median_summary,
@@ -57,10 +58,10 @@ from benchmarks.report import (
     print_table,
     write_json,
 )
-from benchmarks.rounds import alternate, timed_rounds
-from benchmarks.trigger_app import EMITTED, EVENTS
+from benchmarks.kit.rounds import alternate, timed_rounds
+from benchmarks.kit.trigger_app import EMITTED, EVENTS
 from functions.app import app as demo_app
-from runtime.session import Session
+from runtime.client import Session
 
 __all__ = ["main"]
 
@@ -216,10 +217,10 @@ async def measure_trigger(nc: NatsClient, args: argparse.Namespace) -> dict[str,
 
 async def measure(args: argparse.Namespace) -> dict[str, Any]:
     async with running_stack() as stack:
-        await stack.deploy("benchmarks.trigger_app")
+        await stack.deploy("benchmarks.kit.trigger_app")
         await stack.start_worker("demo.echo", threads=1)
         await stack.start_worker("trigbench.relay", threads=1)
-        await stack.start_helper("benchmarks.responder", stack.nats_url, RAW_SUBJECT)
+        await stack.start_helper("benchmarks.kit.responder", stack.nats_url, RAW_SUBJECT)
         gateway = await start_gateway(stack, log_level=args.gateway_log_level)
         nc = await nats.connect(stack.nats_url, name="bench-http-bridge")
         try:
@@ -309,33 +310,23 @@ def report(args: argparse.Namespace, measured: dict[str, Any]) -> None:
         "accept": report_accept(args, measured["accept"]),
         "trigger": report_trigger(args, measured["trigger"]),
     }
-    path = write_json(NAME, {"config": vars(args), "figures": figures, "rounds": measured})
-    print(f"written: {path}")
-
-
-def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="about 15 s: fewer, shorter rounds")
-    parser.add_argument("--calls", type=int, help="sequential calls (events) per side and round")
-    parser.add_argument("--rounds", type=int, help="rounds of figures 1 and 3")
-    parser.add_argument("--warmup", type=int, help="calls per side before measuring")
-    parser.add_argument("--rate", type=float, default=500.0, help="figure 2's requests/s")
-    parser.add_argument("--seconds", type=float, help="figure 2's load per side and round")
-    parser.add_argument("--load-rounds", type=int, help="rounds of figure 2")
-    parser.add_argument("--gateway-log-level", default="info", help="the gateway's log level")
-    args = parser.parse_args()
-    args.calls = args.calls or (200 if args.quick else 1000)
-    args.rounds = args.rounds or (3 if args.quick else 5)
-    args.warmup = args.warmup or (30 if args.quick else 100)
-    args.seconds = args.seconds or (3.0 if args.quick else 4.0)
-    args.load_rounds = args.load_rounds or (1 if args.quick else 5)
-    args.connections = CONNECTIONS  # httpload's default, which the load runs with
-    return args
+    write_json(NAME, {"config": vars(args), "figures": figures, "rounds": measured})
 
 
 def main() -> None:
-    args = parse_args()
-    report(args, asyncio.run(measure(args)))
+    def extra(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--gateway-log-level", default="info", help="the gateway's log level")
+        parser.set_defaults(connections=CONNECTIONS)  # httpload's default, which the load uses
+
+    sizes = [
+        Size("calls", "sequential calls (events) per side and round", 200, 1000),
+        Size("rounds", "rounds of figures 1 and 3", 3, 5),
+        Size("warmup", "calls per side before measuring", 30, 100),
+        Size("rate", "figure 2's requests/s", 500.0, 500.0, float),
+        Size("seconds", "figure 2's load per side and round", 3.0, 4.0, float),
+        Size("load_rounds", "rounds of figure 2", 1, 5),
+    ]
+    run_benchmark(__doc__, measure, report, sizes=sizes, extra=extra)
 
 
 if __name__ == "__main__":

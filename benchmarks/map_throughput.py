@@ -28,9 +28,10 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext, api
 
-from benchmarks.harness import Process, Stack, running_stack
-from benchmarks.report import Goal, Rate, median_rate, print_goal, print_table, write_json
-from benchmarks.rounds import alternate
+from benchmarks.kit.cli import Size, run_benchmark
+from benchmarks.kit.harness import Process, Stack, running_stack
+from benchmarks.kit.report import Goal, Rate, median_rate, print_goal, print_table, write_json
+from benchmarks.kit.rounds import alternate
 from functions.echo import echo
 
 __all__ = ["main"]
@@ -79,7 +80,7 @@ class RawFloor:
         )
         done = await nc.subscribe(DONE_SUBJECT)
         puller = await stack.start_helper(
-            "benchmarks.puller", stack.nats_url, STREAM, SUBJECT, DONE_SUBJECT,
+            "benchmarks.kit.puller", stack.nats_url, STREAM, SUBJECT, DONE_SUBJECT,
             str(args.calls), "--batch", str(args.batch),
         )  # fmt: skip
         return cls(js, done, puller, args.calls)
@@ -145,7 +146,7 @@ def report(args: argparse.Namespace, measured: dict[str, Any]) -> None:
     goal = Goal(f"ours >= {GOAL_FRACTION} x raw rate", fraction, fraction >= GOAL_FRACTION)
     print_goal(goal)
     per_round = [o.per_s / r.per_s for o, r in zip(rounds["ours"], rounds["raw"], strict=True)]
-    path = write_json(
+    write_json(
         NAME,
         {
             "config": vars(args),
@@ -156,25 +157,16 @@ def report(args: argparse.Namespace, measured: dict[str, Any]) -> None:
             **measured,
         },
     )
-    print(f"written: {path}")
-
-
-def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="a few seconds: 3 x 2000 calls")
-    parser.add_argument("--calls", type=int, help="calls per side and round")
-    parser.add_argument("--rounds", type=int, help="rounds (sides alternate within each)")
-    parser.add_argument("--window", type=int, default=1024, help="calls / publishes in flight")
-    parser.add_argument("--batch", type=int, default=32, help="the floor consumer's fetch size")
-    args = parser.parse_args()
-    args.calls = args.calls or (2000 if args.quick else 20_000)
-    args.rounds = args.rounds or (3 if args.quick else 5)
-    return args
 
 
 def main() -> None:
-    args = parse_args()
-    report(args, asyncio.run(measure(args)))
+    sizes = [
+        Size("calls", "calls per side and round", 2000, 20_000),
+        Size("rounds", "rounds (sides alternate within each)", 3, 5),
+        Size("window", "calls / publishes in flight", 1024, 1024),
+        Size("batch", "the floor consumer's fetch size", 32, 32),
+    ]
+    run_benchmark(__doc__, measure, report, sizes=sizes)
 
 
 if __name__ == "__main__":

@@ -3,8 +3,8 @@
 The scaler runs in this process (as `autan up` runs it) with the local provider and its fork
 server. Each round: every worker stopped and the scaler watching at zero, then
 `session.call_result(...)` to the function; the clock starts just before the publish
-(`time.monotonic()`) and stops when the provider's fork returned the worker's pid
-(`WorkerProcess.spawned_at`, the same clock in this process). The worker's own `fork` phase
+(`time.time()`) and stops when the provider's fork returned the worker's pid
+(`ProvidedWorker.started_unix_s`, the same clock in this process). The worker's own `fork` phase
 (provider asks -> the child runs) says how much of it is the fork; the rest is the scaler
 hearing the call, reading the backlog and deciding. The scaler's 0.1 s tick is no floor: a
 call to a function at zero wakes it at once. Goal: p50 under 100 ms.
@@ -19,15 +19,15 @@ import os
 os.environ["ORT_DISABLE_TELEMETRY"] = "1"
 
 import argparse
-import asyncio
 import statistics
 from typing import Any
 
-from benchmarks.fleet import ColdCall, running_fleet
-from benchmarks.harness import running_stack
-from benchmarks.report import Goal, print_goal, print_table, summarize_ms, write_json
-from benchmarks.rounds import alternate
-from runtime.session import Session
+from benchmarks.kit.cli import Size, run_benchmark
+from benchmarks.kit.fleet import ColdCall, running_fleet
+from benchmarks.kit.harness import running_stack
+from benchmarks.kit.report import Goal, print_goal, print_table, summarize_ms, write_json
+from benchmarks.kit.rounds import alternate
+from runtime.client import Session
 
 __all__ = ["main"]
 
@@ -37,6 +37,7 @@ ARGUMENTS: dict[str, Any] = {"demo.echo": b"0123456789abcdef"}  # others take 1
 
 
 async def measure(args: argparse.Namespace) -> list[ColdCall]:
+    args.rounds = max(10, args.rounds)
     argument = ARGUMENTS.get(args.function, 1)
     colds: list[ColdCall] = []
     async with running_stack() as stack, running_fleet(stack) as fleet:
@@ -81,7 +82,7 @@ def report(args: argparse.Namespace, colds: list[ColdCall]) -> None:
         f"reaction p50 < {GOAL_P50_MS:g} ms", reaction.p50_ms, reaction.p50_ms < GOAL_P50_MS
     )
     print_goal(goal)
-    path = write_json(
+    write_json(
         NAME,
         {
             "config": vars(args),
@@ -101,22 +102,14 @@ def report(args: argparse.Namespace, colds: list[ColdCall]) -> None:
             "goal": goal,
         },
     )
-    print(f"written: {path}")
-
-
-def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="a few seconds: 10 rounds")
-    parser.add_argument("--rounds", type=int, help="calls from zero (at least 10)")
-    parser.add_argument("--function", default="demo.echo", help="APP.FN to call (demo.echo)")
-    args = parser.parse_args()
-    args.rounds = max(10, args.rounds or (10 if args.quick else 40))
-    return args
 
 
 def main() -> None:
-    args = parse_args()
-    report(args, asyncio.run(measure(args)))
+    def extra(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--function", default="demo.echo", help="APP.FN to call (demo.echo)")
+
+    sizes = [Size("rounds", "calls from zero (at least 10)", 10, 40)]
+    run_benchmark(__doc__, measure, report, sizes=sizes, extra=extra)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ import os
 os.environ["ORT_DISABLE_TELEMETRY"] = "1"
 
 import argparse
-import asyncio
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -24,13 +23,14 @@ from typing import Any
 
 import anyio
 
-from benchmarks.fleet import Fleet, running_fleet
-from benchmarks.harness import Stack, running_stack
-from benchmarks.report import Goal, print_goal, print_table, write_json
+from benchmarks.kit.cli import Size, run_benchmark
+from benchmarks.kit.fleet import Fleet, running_fleet
+from benchmarks.kit.harness import Stack, running_stack
+from benchmarks.kit.report import Goal, print_goal, print_table, write_json
 from broker import BrokerUnavailable, QueueFull
 from runtime import RemoteError
-from runtime.deadletters import DeadLetters
-from runtime.session import Session
+from runtime.client import Session
+from runtime.ops import DeadLetters
 
 SAMPLE_EVERY_S = 5.0
 
@@ -151,21 +151,20 @@ def _report(tally: Tally, ledger: dict[str, int], elapsed: float, args: argparse
     bad = ledger["lost"] + ledger["duplicate_results"]
     goal = Goal("lost == 0 and duplicate results == 0", bad, bad == 0)
     print_goal(goal)
-    path = write_json("soak", {"config": vars(args), "ledger": ledger, "elapsed_s": elapsed,
+    write_json("soak", {"config": vars(args), "ledger": ledger, "elapsed_s": elapsed,
                                "samples": tally.samples, "goal": goal})  # fmt: skip
-    print(f"written: {path}")
+
+
+def report(args: argparse.Namespace, measured: tuple[Tally, dict[str, int], float]) -> None:
+    _report(*measured, args)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--clients", type=int, default=50)
-    parser.add_argument("--minutes", type=float, default=10.0)
-    parser.add_argument("--quick", action="store_true", help="10 clients for 20 s")
-    args = parser.parse_args()
-    if args.quick:
-        args.clients, args.minutes = 10, 1 / 3
-    tally, ledger, elapsed = asyncio.run(_run(args))
-    _report(tally, ledger, elapsed, args)
+    sizes = [
+        Size("clients", "callers at once", 10, 50),
+        Size("minutes", "how long", 1 / 3, 10.0, float),
+    ]
+    run_benchmark(__doc__, _run, report, sizes=sizes)
 
 
 if __name__ == "__main__":

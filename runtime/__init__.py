@@ -1,5 +1,9 @@
 """Autan's engine and public API.
 
+The engine lives in rooms around a shared core: `client` (what callers import),
+`worker` (the process that runs user code), `control` (scaler, providers, the
+embedded stack), `gateway` (the HTTP bridge) and `ops` (the CLI, deploy).
+
 from runtime import App, Batching, Model, Retries, Scaling
 
 app = App("demo")
@@ -19,20 +23,24 @@ import os
 os.environ["ORT_DISABLE_TELEMETRY"] = "1"
 
 from broker import BrokerUnavailable, QueueFull, UnencodableValue
-from runtime.app import App
-from runtime.context import Context
-from runtime.errors import (
+from runtime.client import App, BatchedFunction, Call, Function
+from runtime.core import (
     ArtifactRejected,
     AutanError,
+    Batching,
+    Context,
     DeployError,
     FunctionNotFound,
     FunctionTimeout,
+    InvalidOption,
+    Model,
     RemoteError,
+    Retries,
+    Scaling,
+    Settings,
+    pad_batch,
+    stack_batch,
 )
-from runtime.handles import BatchedFunction, Call, Function
-from runtime.options import Batching, InvalidOption, Model, Retries, Scaling
-from runtime.settings import Settings
-from runtime.tensors import pad_batch, stack_batch
 
 __all__ = [
     "App",

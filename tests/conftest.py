@@ -10,8 +10,8 @@ os.environ["ORT_DISABLE_TELEMETRY"] = "1"
 
 import pytest
 
-from runtime.embedded import NatsServer, free_port
-from runtime.settings import Settings
+from runtime.control import NatsServer, free_port
+from runtime.core import Settings
 from tests.conftest_s3 import s3_server
 from tests.stack import Stack
 

@@ -10,7 +10,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from runtime.models import NoGpuProvider, load_models
+from runtime.core import NoGpuProvider, load_models
 
 __all__ = ["gpu_works", "tiny_mlp"]
 

@@ -9,13 +9,11 @@ from contextlib import asynccontextmanager, suppress
 import anyio
 
 from broker import CALLS_STREAM
-from runtime.app import App
-from runtime.commands import deploy_target
-from runtime.deploy import DeployResult, discover_apps
-from runtime.provider import LocalProvider
-from runtime.scaler import Scaler
-from runtime.session import Session
-from runtime.settings import Settings
+from runtime.client import App, Session
+from runtime.control import LocalProvider
+from runtime.control.scaler import Scaler
+from runtime.core import Settings
+from runtime.ops import DeployResult, deploy_target, discover_apps
 from runtime.worker import Worker
 
 
@@ -35,7 +33,7 @@ class Stack:
         cls, settings: Settings, target: str, *, start_workers: bool = True
     ) -> AsyncIterator[Stack]:
         session = await Session.open(settings)
-        results = await deploy_target(session, settings, target)
+        results = await deploy_target(session.link, target)
         [app] = discover_apps(target)
         app.sessions.configure(settings)
         stack = cls(session, results, app)

@@ -20,11 +20,10 @@ from pathlib import Path
 import anyio
 import pytest
 
-from broker import BrokerUnavailable
-from runtime.embedded import free_port
-from runtime.scaler import STATUS_BUCKET
-from runtime.session import Session
-from runtime.settings import Settings
+from broker import STATUS_BUCKET, BrokerUnavailable
+from runtime.client import Session
+from runtime.control import free_port
+from runtime.core import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 AIR_GAP_S = 12.5
@@ -39,7 +38,7 @@ def _env() -> dict[str, str]:
 
 
 def _autan(*args: str, url: str) -> str:
-    command = [sys.executable, "-m", "runtime.cli", "--nats-url", url, *args]
+    command = [sys.executable, "-m", "runtime.ops.cli", "--nats-url", url, *args]
     done = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     return done.stdout
@@ -97,7 +96,7 @@ def test_autan_up_serves_the_bundled_functions_air_gapped(tmp_path: Path) -> Non
     url = f"nats://127.0.0.1:{port}"
     trace = tmp_path / "connect.trace"
     command = ["strace", "-f", "-qq", "-e", "trace=connect,sendto,sendmsg", "-o", str(trace),
-               sys.executable, "-m", "runtime.cli", "--data-dir", str(tmp_path / "data"),
+               sys.executable, "-m", "runtime.ops.cli", "--data-dir", str(tmp_path / "data"),
                "up", "--nats-port", str(port), "--metrics-port", str(metrics_port),
                "--http-port", str(http_port)]  # fmt: skip
     stack = subprocess.Popen(command, env=_env(), cwd=tmp_path, start_new_session=True)

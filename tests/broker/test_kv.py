@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from broker import Broker, KeyNotFound
-from runtime.embedded import NatsServer
+from runtime.control import NatsServer
 
 
 @pytest.fixture

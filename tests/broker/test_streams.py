@@ -15,7 +15,7 @@ from broker import (
     call_subject,
     calls_source,
 )
-from runtime.embedded import NatsServer
+from runtime.control import NatsServer
 
 
 @pytest.fixture

@@ -6,12 +6,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from runtime.commands import deploy_target
-from runtime.embedded import NatsServer, free_port
-from runtime.provider import LocalProvider, WorkerProcess
-from runtime.scaler import Scaler
-from runtime.session import Session
-from runtime.settings import Settings
+from runtime.client import Session
+from runtime.control import LocalProvider, NatsServer, ProvidedWorker, free_port
+from runtime.control.scaler import Scaler
+from runtime.core import Settings
+from runtime.ops import deploy_target
 from tests.faults.app import app
 from tests.stack import serving
 
@@ -26,15 +25,15 @@ class Cluster:
         self.provider = LocalProvider(settings, stop_grace_s=20)
         self.scaler = Scaler(session.broker, provider=self.provider)
 
-    def workers(self, fn: str) -> list[WorkerProcess]:
+    def workers(self, fn: str) -> list[ProvidedWorker]:
         return self.provider.workers(f"faults.{fn}")
 
     async def ready_workers(
         self, fn: str, count: int, timeout_s: float = 60
-    ) -> list[WorkerProcess]:
-        def enough(workers: list[WorkerProcess]) -> bool:
+    ) -> list[ProvidedWorker]:
+        def enough(workers: list[ProvidedWorker]) -> bool:
             return (
-                sum(w.qualname == f"faults.{fn}" and w.state == "ready" for w in workers) >= count
+                sum(w.function == f"faults.{fn}" and w.state == "ready" for w in workers) >= count
             )
 
         await self.provider.wait_until(enough, timeout_s)
@@ -72,7 +71,7 @@ class Cluster:
         )
         session = await Session.open(settings)
         try:
-            await deploy_target(session, settings, "tests.faults.app")
+            await deploy_target(session.link, "tests.faults.app")
             app.sessions.configure(settings)
             cluster = cls(server, settings, session)
             async with serving(cluster.provider, cluster.scaler, stop_timeout_s=60):

@@ -17,9 +17,8 @@ import msgspec
 
 from broker import BrokerUnavailable, PublishRejected, QueueFull
 from runtime import RemoteError
-from runtime.deadletters import DeadLetters
-from runtime.handles import BatchedFunction, Function
-from runtime.session import Session
+from runtime.client import BatchedFunction, Function, Session
+from runtime.ops import DeadLetters
 
 
 class Report(msgspec.Struct, frozen=True):

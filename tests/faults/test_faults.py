@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from runtime import RemoteError
-from runtime.deadletters import DeadLetters
+from runtime.ops import DeadLetters
 from tests.faults import app as fx
 from tests.faults.cluster import Cluster
 from tests.faults.conftest import record
@@ -157,7 +157,7 @@ async def test_scale_down_while_calls_are_in_flight(tmp_path: Path, ledger: Ledg
             await ledger.spawn(fx.work, 0.5)
         workers = await cluster.ready_workers("work", 2)
         await _started(ledger, 10)
-        await cluster.provider.stop(workers[0])  # what the scaler does on scale-down
+        await cluster.provider.stop(workers[0].worker_id)  # what the scaler does on scale-down
         report = await ledger.settle(cluster.session)
     record("scale-down with calls in flight", report)
     assert (report.completed, report.lost, report.duplicate_results) == (40, 0, 0)

@@ -7,8 +7,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from runtime.gateway import GatewayConfig
-from runtime.settings import Settings
+from runtime.core import HttpSettings, Settings
 from tests.gateway.running import ALL_KEY, bearer, running_gateway
 from tests.stack import Stack
 
@@ -24,7 +23,7 @@ async def gw_stack(settings: Settings) -> AsyncIterator[Stack]:
 @pytest.fixture(scope="session")
 async def gateway(settings: Settings, gw_stack: Stack) -> AsyncIterator[str]:
     """A gateway with API keys on and a 64 KiB body limit; its base URL."""
-    config = GatewayConfig(max_body_bytes=MAX_BODY_BYTES)
+    config = HttpSettings(max_body_bytes=MAX_BODY_BYTES)
     async with running_gateway(settings, config=config) as url:
         yield url
 

@@ -10,9 +10,10 @@ from typing import Any
 
 import anyio
 import httpx
+import msgspec
 
-from runtime.gateway import ApiKey, ApiKeys, GatewayConfig, serve_gateway
-from runtime.settings import Settings
+from runtime.core import ApiKey, ApiKeys, HttpSettings, Settings
+from runtime.gateway import serve_gateway
 from tests.stack import poll
 
 ALL_KEY = "test-key-for-every-app"
@@ -37,12 +38,13 @@ async def running_gateway(
     settings: Settings,
     *,
     api_keys: ApiKeys | None = KEYS,
-    config: GatewayConfig | None = None,
+    config: HttpSettings | None = None,
     ready: bool = True,
 ) -> AsyncIterator[str]:
     """The gateway's base URL while it serves; `ready` waits until /readyz says so."""
     started: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-    serve = partial(serve_gateway, settings, port=0, api_keys=api_keys, config=config)
+    http = msgspec.structs.replace(config or HttpSettings(), port=0, api_keys=api_keys)
+    serve = partial(serve_gateway, msgspec.structs.replace(settings, http=http))
     task = asyncio.ensure_future(_serve(serve, started))
     waiters: set[asyncio.Future[Any]] = {task, started}
     await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)

@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 from starlette.datastructures import Headers, QueryParams
 
-from runtime.gateway import GatewayConfig
-from runtime.gateway_config import CallOptions
-from runtime.gateway_errors import BadRequest
+from runtime.core import HttpSettings, Settings
+from runtime.gateway.call_options import CallOptions
+from runtime.gateway.errors import BadRequest
 
 
 def test_config_from_env() -> None:
-    config = GatewayConfig.from_env(
+    settings = Settings.from_env(
         {
             "AUTAN_HTTP_MAX_BODY_BYTES": "1024",
             "AUTAN_HTTP_TIMEOUT_S": "5",
@@ -20,7 +20,7 @@ def test_config_from_env() -> None:
             "UNRELATED": "x",
         }
     )
-    assert config == GatewayConfig(max_body_bytes=1024, timeout_s=5.0, tracebacks=True)
+    assert settings.http == HttpSettings(max_body_bytes=1024, timeout_s=5.0, tracebacks=True)
 
 
 @pytest.mark.parametrize(
@@ -32,8 +32,8 @@ def test_config_from_env() -> None:
     ],
 )
 def test_bad_config_is_refused(env: dict[str, str]) -> None:
-    with pytest.raises(ValueError, match=r"invalid gateway setting"):
-        GatewayConfig.from_env(env)
+    with pytest.raises(ValueError, match=r"invalid HTTP bridge setting"):
+        Settings.from_env(env)
 
 
 @pytest.mark.parametrize(
@@ -48,7 +48,7 @@ def test_bad_config_is_refused(env: dict[str, str]) -> None:
 )
 def test_sync_wait(query: str, function_timeout_s: float, wait_s: float) -> None:
     options = CallOptions.read(Headers(), QueryParams(query))
-    assert options.wait_s(GatewayConfig(), function_timeout_s) == wait_s
+    assert options.wait_s(HttpSettings(), function_timeout_s) == wait_s
 
 
 @pytest.mark.parametrize(

@@ -8,8 +8,8 @@ import httpx
 import msgspec
 import pytest
 
-from runtime.gateway_codec import read_body
-from runtime.gateway_errors import PayloadTooLarge
+from runtime.gateway.codec import read_body
+from runtime.gateway.errors import PayloadTooLarge
 from tests.gateway.conftest import MAX_BODY_BYTES
 
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 import httpx
 import msgspec
 
-from runtime.commands import deploy_target
-from runtime.embedded import NatsServer, free_port
-from runtime.session import Session
-from runtime.settings import Settings
+from runtime.control import NatsServer, free_port
+from runtime.core import Link, Settings
+from runtime.ops import deploy_target
 from tests.gateway.running import running_gateway
 from tests.stack import poll
 
@@ -21,11 +20,8 @@ async def test_full_calls_stream_is_429_with_retry_after(
     own_nats: NatsServer, settings: Settings
 ) -> None:
     small = msgspec.structs.replace(_settings(settings, own_nats.url), max_queued_calls=2)
-    session = await Session.open(small)
-    try:
-        await deploy_target(session, small, "tests.gateway.app")  # no workers: calls stay queued
-    finally:
-        await session.close()
+    async with await Link.open(small) as link:
+        await deploy_target(link, "tests.gateway.app")  # no workers: calls stay queued
     async with (
         running_gateway(small, api_keys=None) as url,
         httpx.AsyncClient(base_url=url) as client,

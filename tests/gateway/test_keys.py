@@ -7,16 +7,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from runtime.gateway import (
-    ApiKey,
-    ApiKeys,
-    api_keys_from_env,
-    load_api_keys,
-    parse_api_keys,
-    serve_gateway,
-)
-from runtime.gateway_keys import is_loopback
-from runtime.settings import Settings
+from runtime.core import ApiKey, ApiKeys, Settings, load_api_keys, parse_api_keys
+from runtime.gateway import serve_gateway
+from runtime.gateway.keys import is_loopback
 from tests.gateway.running import ALL_KEY, GW_KEY, OTHER_KEY, bearer
 from tests.stack import Stack
 
@@ -50,13 +43,17 @@ def test_load_json_and_toml_files(tmp_path: Path) -> None:
 def test_keys_from_the_environment(tmp_path: Path) -> None:
     path = tmp_path / "keys.toml"
     path.write_text('[[keys]]\nkey = "from-file"\n')
-    assert api_keys_from_env({}) is None
-    assert api_keys_from_env({"AUTAN_API_KEYS": "tok:demo"}) == parse_api_keys("tok:demo")
-    from_file = api_keys_from_env({"AUTAN_API_KEYS_FILE": str(path)})
+
+    def keys(env: dict[str, str]) -> ApiKeys | None:
+        return Settings.from_env(env).http.api_keys
+
+    assert keys({}) is None
+    assert keys({"AUTAN_API_KEYS": "tok:demo"}) == parse_api_keys("tok:demo")
+    from_file = keys({"AUTAN_API_KEYS_FILE": str(path)})
     assert from_file is not None
     assert from_file.keys[0].key == "from-file"
     with pytest.raises(ValueError, match="not both"):
-        api_keys_from_env({"AUTAN_API_KEYS": "a", "AUTAN_API_KEYS_FILE": str(path)})
+        keys({"AUTAN_API_KEYS": "a", "AUTAN_API_KEYS_FILE": str(path)})
 
 
 @pytest.mark.parametrize(
@@ -107,7 +104,7 @@ def test_loopback_addresses(host: str, loopback: bool) -> None:
 @pytest.mark.parametrize("host", ["0.0.0.0", "::"])
 async def test_keys_off_is_refused_off_loopback(settings: Settings, host: str) -> None:
     with pytest.raises(ValueError, match="without API keys"):
-        await serve_gateway(settings, host=host, port=0, api_keys=None)
+        await serve_gateway(settings.with_http(host=host, port=0))
 
 
 async def test_missing_or_unknown_key_is_401(gateway: str) -> None:

@@ -10,15 +10,15 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from runtime.gateway import GatewayConfig, serve_gateway
-from runtime.settings import Settings
+from runtime.core import HttpSettings, Settings
+from runtime.gateway import serve_gateway
 from tests.gateway.running import running_gateway
 from tests.stack import Stack, poll
 
 
 @pytest.fixture(scope="module")
 async def open_gateway(settings: Settings, gw_stack: Stack) -> AsyncIterator[str]:
-    config = GatewayConfig(tracebacks=True)
+    config = HttpSettings(tracebacks=True)
     async with running_gateway(settings, api_keys=None, config=config) as url:
         yield url
 
@@ -81,4 +81,4 @@ async def test_busy_port_is_a_clear_error(settings: Settings) -> None:
         taken.listen()
         port = taken.getsockname()[1]
         with pytest.raises(ValueError, match=f"cannot listen on 127.0.0.1:{port}"):
-            await serve_gateway(settings, port=port)
+            await serve_gateway(settings.with_http(port=port))

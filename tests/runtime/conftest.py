@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from runtime.settings import Settings
+from runtime.core import Settings
 from tests.stack import Stack
 
 

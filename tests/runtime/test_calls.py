@@ -43,7 +43,7 @@ async def test_large_payloads_travel_by_reference(stack: Stack) -> None:
     big = np.ones((1024, 1024), dtype=np.float32)  # 4 MiB, over the 512 KiB threshold
     result = await sample.scale.remote.aio(big, 3.0)
     np.testing.assert_array_equal(result, big * 3)
-    stored = await (await stack.session.store()).list("payloads/")
+    stored = await (await stack.session.link.store()).list("payloads/")
     assert any(info.size_bytes > 4 * 1024 * 1024 for info in stored)
 
 

@@ -7,11 +7,8 @@ import asyncio
 import pytest
 
 from broker import Broker
-from runtime.coalesce import Coalesced
-from runtime.embedded import NatsServer
-from runtime.handles import FunctionOptions
-from runtime.registry import Registry
-from runtime.spec import FunctionSpec
+from runtime.control import NatsServer
+from runtime.core import Coalesced, FunctionOptions, FunctionSpec, Registry
 
 
 async def test_calls_made_while_a_run_is_under_way_share_it() -> None:

@@ -8,7 +8,7 @@ import anyio
 import pytest
 
 from runtime import Call, RemoteError
-from runtime.deadletters import DeadLetters
+from runtime.ops import DeadLetters
 from tests.apps import sample
 from tests.stack import Stack
 
@@ -16,7 +16,7 @@ from tests.stack import Stack
 async def _autan(stack: Stack, *args: str) -> str:
     url = stack.session.settings.nats_url
     done = await anyio.run_process(
-        [sys.executable, "-m", "runtime.cli", "--nats-url", url, "dlq", *args]
+        [sys.executable, "-m", "runtime.ops.cli", "--nats-url", url, "dlq", *args]
     )
     return done.stdout.decode()
 

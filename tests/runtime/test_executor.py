@@ -11,8 +11,9 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from runtime.context import Context
-from runtime.executor import Executor, Invocation, Outcome
+from runtime.core import Context
+from runtime.worker.executor import Executor
+from runtime.worker.invocations import Invocation, Outcome
 
 
 def _executor(fn: Callable[..., Any], **options: Any) -> Executor:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from runtime.models import ModelHandle, load_models
+from runtime.core import ModelHandle, load_models
 from tests.onnx_models import gpu_works, tiny_mlp
 
 pytestmark = pytest.mark.skipif(not gpu_works(), reason="no GPU execution provider works here")

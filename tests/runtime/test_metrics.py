@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import generate_latest
 
-from runtime.metrics import ScalerMetrics
+from runtime.control import ScalerMetrics
 
 
 def test_batch_sizes_sum_the_latest_report_of_each_worker() -> None:

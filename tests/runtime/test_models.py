@@ -7,9 +7,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from runtime import models
-from runtime.models import ModelFile, NoGpuProvider, load_models, onnxruntime_conflict
-from runtime.tensors import pad_batch, stack_batch
+from runtime.core import (
+    ModelFile,
+    NoGpuProvider,
+    load_models,
+    models,
+    onnxruntime_conflict,
+    pad_batch,
+    stack_batch,
+)
 from storage import Digest
 from tests.onnx_models import gpu_works, tiny_mlp
 

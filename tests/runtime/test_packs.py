@@ -22,10 +22,9 @@ from broker import (
     new_call_id,
 )
 from runtime import Batching, InvalidOption, RemoteError, Scaling
-from runtime.deadletters import DeadLetters
-from runtime.handles import FunctionOptions
-from runtime.packs import PACK_BATCHES, pack_size
-from runtime.spec import FunctionSpec
+from runtime.client.packs import PACK_BATCHES, pack_size
+from runtime.core import FunctionOptions, FunctionSpec
+from runtime.ops import DeadLetters
 from tests.apps import sample
 from tests.stack import Stack
 
@@ -102,7 +101,7 @@ async def test_a_pack_that_cannot_be_read_is_refused_and_dead_lettered(stack: St
     spec = await stack.session.registry.get("tests", "inverse")
     pack_id = new_call_id()
     two_items = encode_value([[[1.0], {}], [[2.0], {}]])
-    submission = await stack.session.submit_encoded(
+    submission = await stack.session.link.submit(
         spec, pack_id, two_items, live=True, record=False, items=3
     )
     answer = decode_pack_result(await submission.result())

@@ -8,36 +8,44 @@ import signal
 import anyio
 import pytest
 
-from runtime.provider import LocalProvider
-from runtime.workers import WorkerDirectory, WorkerInfo
+from runtime.control import LocalProvider, ProvidedWorker, Provider
+from runtime.core import FunctionSpec, WorkerDirectory, WorkerInfo
 from tests.apps import scaled
 from tests.stack import Stack
 
 
-async def _ready(stack: Stack, pid: int) -> WorkerInfo:
+async def _ready(stack: Stack, worker: ProvidedWorker) -> WorkerInfo:
     directory = await WorkerDirectory.open(stack.session.broker)
     [info] = [
         w
         for w in await directory.wait_until(
-            lambda ws: any(w.pid == pid and w.state == "ready" for w in ws), 60
+            lambda ws: any(w.worker_id == worker.worker_id and w.state == "ready" for w in ws), 60
         )
-        if w.pid == pid
+        if w.worker_id == worker.worker_id
     ]
     return info
 
 
+async def _hello(stack: Stack) -> FunctionSpec:
+    return await stack.session.registry.get("scaled", "hello")
+
+
 @pytest.mark.parametrize("fork", [True, False], ids=["forked", "spawned"])
 async def test_a_worker_starts_serves_and_stops(scaled_stack: Stack, fork: bool) -> None:
-    provider = LocalProvider(scaled_stack.session.settings, fork=fork, stop_grace_s=10)
+    # Typed as the protocol: the scaler's view, checked by mypy.
+    provider: Provider = LocalProvider(scaled_stack.session.settings, fork=fork, stop_grace_s=10)
     async with anyio.create_task_group() as group:
         await group.start(provider.serve)
-        worker = await provider.start("scaled.hello")
-        info = await _ready(scaled_stack, worker.pid)
+        worker = await provider.start(await _hello(scaled_stack))
+        assert worker.state == "starting"
+        info = await _ready(scaled_stack, worker)
+        assert info.pid == worker.pid
         assert ("fork" in info.cold_start_ms) is fork
         assert {"connect", "manifest", "fetch", "unpickle", "ready"} <= set(info.cold_start_ms)
         assert await scaled.hello.remote.aio("you") == "hello you"
-        await provider.stop(worker)
-        assert worker.returncode == 0
+        await provider.stop(worker.worker_id)
+        assert [w.state for w in provider.workers()] in ([], ["stopping"])
+        assert await provider.exit_code(worker.worker_id) == 0
         assert provider.workers() == []
         group.cancel_scope.cancel()
 
@@ -46,12 +54,11 @@ async def test_a_killed_worker_is_reported(scaled_stack: Stack) -> None:
     provider = LocalProvider(scaled_stack.session.settings)
     async with anyio.create_task_group() as group:
         await group.start(provider.serve)
-        worker = await provider.start("scaled.hello")
-        await _ready(scaled_stack, worker.pid)
+        worker = await provider.start(await _hello(scaled_stack))
+        await _ready(scaled_stack, worker)
         os.kill(worker.pid, signal.SIGKILL)
         with anyio.fail_after(10):
-            await worker.exited.wait()
-        assert worker.returncode == -signal.SIGKILL
+            assert await provider.exit_code(worker.worker_id) == -signal.SIGKILL
         group.cancel_scope.cancel()
 
 
@@ -60,8 +67,9 @@ async def test_cores_are_shared_between_workers(scaled_stack: Stack) -> None:
     provider.cores = 8
     async with anyio.create_task_group() as group:
         await group.start(provider.serve)
-        first = await provider.start("scaled.hello")
-        second = await provider.start("scaled.hello")
+        first = await provider.start(await _hello(scaled_stack))
+        second = await provider.start(await _hello(scaled_stack))
         assert (first.threads, second.threads) == (8, 4)
-        await provider.stop_all()
-        group.cancel_scope.cancel()
+        assert provider.capacity().workers == 2
+        group.cancel_scope.cancel()  # serve stops them all
+    assert provider.workers() == []

@@ -15,9 +15,10 @@ import pytest
 
 from broker import REGISTRY_BUCKET, Backlog, Broker, calls_source, function_key
 from runtime import Call
-from runtime.commands import deploy_target, ls
-from runtime.provider import LocalProvider, WorkerProcess
-from runtime.scaler import Scaler, _load
+from runtime.control import LocalProvider, ProvidedWorker
+from runtime.control.scaler import Scaler, _load
+from runtime.ops import deploy_target
+from runtime.ops.admin import ls
 from tests.apps import scaled
 from tests.stack import Stack, poll, serving
 
@@ -29,7 +30,7 @@ class Running:
         self.provider = provider
         self.scaler = scaler
 
-    def workers(self, fn: str) -> list[WorkerProcess]:
+    def workers(self, fn: str) -> list[ProvidedWorker]:
         return self.provider.workers(f"scaled.{fn}")
 
 
@@ -45,10 +46,10 @@ async def _delivered(broker: Broker) -> bool:
     return (await broker.backlog(calls_source("scaled", "slow"))).num_ack_pending > 0
 
 
-async def _all_exit(workers: list[WorkerProcess]) -> None:
+async def _all_exit(provider: LocalProvider, workers: list[ProvidedWorker]) -> list[int]:
+    """Each worker's exit code, once all have exited."""
     with anyio.fail_after(15):
-        for worker in workers:
-            await worker.exited.wait()
+        return [await provider.exit_code(worker.worker_id) for worker in workers]
 
 
 async def _peak(sample: Callable[[], int], until: anyio.Event) -> int:
@@ -73,8 +74,7 @@ async def test_first_call_starts_a_worker_then_it_scales_to_zero(
     workers = running.workers("hello")
     assert len(workers) == 1
     assert running.scaler.functions["scaled.hello"].last.reason == "activate: 1 waiting, no worker"
-    await _all_exit(workers)  # keep_warm_s=1: back to zero
-    assert workers[0].returncode == 0
+    assert await _all_exit(running.provider, workers) == [0]  # keep_warm_s=1: back to zero
     assert running.workers("hello") == []
 
 
@@ -100,7 +100,7 @@ async def test_a_burst_scales_out_then_back_to_zero(running: Running) -> None:
     results, peak = await _map_watching_workers(running, scaled.slow, [0.3] * 24)
     assert results == [0.3] * 24
     assert peak == 4
-    await _all_exit(running.workers("slow"))
+    await _all_exit(running.provider, running.workers("slow"))
 
 
 async def test_packs_count_as_their_calls_when_scaling(running: Running) -> None:
@@ -108,20 +108,20 @@ async def test_packs_count_as_their_calls_when_scaling(running: Running) -> None
     results, peak = await _map_watching_workers(running, scaled.slow_batch, [0.5] * 128)
     assert results == [0.5] * 128
     assert peak >= 3
-    await _all_exit(running.workers("slow_batch"))
+    await _all_exit(running.provider, running.workers("slow_batch"))
 
 
 async def test_draining_a_worker_loses_no_call(running: Running) -> None:
     calls: list[Call[float]] = [await scaled.slow.spawn.aio(0.4) for _ in range(12)]
     await running.provider.wait_until(
-        lambda ws: sum(w.qualname == "scaled.slow" and w.state == "ready" for w in ws) >= 2, 30
+        lambda ws: sum(w.function == "scaled.slow" and w.state == "ready" for w in ws) >= 2, 30
     )
     victim = running.workers("slow")[0]
-    await running.provider.stop(victim)
-    assert victim.returncode == 0
+    await running.provider.stop(victim.worker_id)
+    assert await running.provider.exit_code(victim.worker_id) == 0
     results = [await call.get_aio(timeout_s=30) for call in calls]
     assert results == [0.4] * 12
-    await _all_exit(running.workers("slow"))
+    await _all_exit(running.provider, running.workers("slow"))
 
 
 async def test_a_call_on_a_killed_worker_is_delivered_again(
@@ -136,14 +136,14 @@ async def test_a_call_on_a_killed_worker_is_delivered_again(
         value, result = await pending
     assert value == 1.0
     assert result.attempts == 2
-    assert result.worker != f"{running.provider.host}-{victim.pid}"
-    await _all_exit(running.workers("slow"))
+    assert result.worker != victim.worker_id
+    await _all_exit(running.provider, running.workers("slow"))
 
 
-def _ready(version: str | None = None) -> Callable[[list[WorkerProcess]], bool]:
-    def check(workers: list[WorkerProcess]) -> bool:
+def _ready(version: str | None = None) -> Callable[[list[ProvidedWorker]], bool]:
+    def check(workers: list[ProvidedWorker]) -> bool:
         return any(
-            w.qualname == "scaled.warm" and w.state == "ready" and version in (None, w.version)
+            w.function == "scaled.warm" and w.state == "ready" and version in (None, w.version)
             for w in workers
         )
 
@@ -154,13 +154,12 @@ async def test_a_new_version_retires_the_old_workers(running: Running, scaled_st
     await running.provider.wait_until(_ready(), 30)  # min_warm=1
     [old] = running.workers("warm")
     assert await scaled.warm.remote.aio(2) == 2
-    settings = scaled_stack.session.settings
-    [result] = await deploy_target(scaled_stack.session, settings, "tests.apps.scaled_v2")
+    [result] = await deploy_target(scaled_stack.session.link, "tests.apps.scaled_v2")
     assert result.changed
     assert result.version != old.version
     with anyio.fail_after(20):
-        await old.exited.wait()
-    assert old.returncode == 0  # drained and stopped, not killed
+        code = await running.provider.exit_code(old.worker_id)
+    assert code == 0  # drained and stopped, not killed
     await running.provider.wait_until(_ready(result.version), 30)
     assert await scaled.warm.remote.aio(2) == 20  # the new code
 
@@ -192,7 +191,7 @@ async def test_a_function_without_its_consumer_does_not_stop_the_others(
     finally:
         registry = await session.broker.bucket(REGISTRY_BUCKET)
         await registry.delete(function_key("scaled", "ghost"))
-    await _all_exit(running.workers("hello"))
+    await _all_exit(running.provider, running.workers("hello"))
 
 
 def test_the_load_counts_calls_not_messages() -> None:

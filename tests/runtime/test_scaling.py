@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from runtime.options import Scaling
-from runtime.scaling import (
+from runtime.control.decision import (
     STALL_S,
     FunctionLoad,
     PeakWindow,
@@ -13,6 +12,7 @@ from runtime.scaling import (
     target_workers,
     wanted_workers,
 )
+from runtime.core import Scaling
 
 POLICY = Scaling(min_warm=0, max_workers=4, target_backlog=16, keep_warm_s=60)
 WARM = Scaling(min_warm=1, max_workers=4, target_backlog=16, keep_warm_s=60)

@@ -11,8 +11,8 @@ import msgspec
 import pytest
 
 from broker import BrokerUnavailable
-from runtime.session import SessionProvider
-from runtime.settings import Settings
+from runtime.client import SessionProvider
+from runtime.core import Settings
 
 
 def _connections_to(url: str) -> int:
@@ -78,7 +78,7 @@ async def test_concurrent_first_uses_of_storage_share_one_store(settings: Settin
     provider = SessionProvider(msgspec.structs.replace(settings, storage_url=""))
     try:
         session = await provider.current()
-        stores = await asyncio.gather(*(session.store() for _ in range(20)))
+        stores = await asyncio.gather(*(session.link.store() for _ in range(20)))
         assert len({id(store) for store in stores}) == 1
     finally:
         await provider.aclose()

@@ -14,9 +14,9 @@ from nats.js import api
 
 from broker import StreamConflict, StreamLimits
 from broker.names import subject_covers, subjects_overlap
-from runtime.provider import LocalProvider
-from runtime.scaler import Scaler
-from runtime.settings import Settings
+from runtime.control import LocalProvider
+from runtime.control.scaler import Scaler
+from runtime.core import Settings
 from tests.stack import Stack
 
 
@@ -143,7 +143,7 @@ async def test_overlapping_streams_are_refused_and_covering_ones_reused(
 
 async def test_replay_from_the_command_line(trig_stack: Stack) -> None:
     url = trig_stack.session.settings.nats_url
-    command = [sys.executable, "-m", "runtime.cli", "--nats-url", url, "trigger", "replay"]
+    command = [sys.executable, "-m", "runtime.ops.cli", "--nats-url", url, "trigger", "replay"]
     done = await anyio.run_process([*command, "trig.exclaim", "--from-seq", "1"])
     assert b"will be delivered again" in done.stdout
     refused = await anyio.run_process([*command, "trig.nope", "--since", "1m"], check=False)

@@ -1,0 +1,207 @@
+"""`App` and the `@app.function` decorator."""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from collections.abc import Callable, Coroutine, Mapping
+from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar, overload
+
+from runtime.client.handles import BatchedFunction, Function
+from runtime.client.session import Session
+from runtime.client.sessions import SessionProvider
+from runtime.core import (
+    DEFAULT_OPTIONS,
+    Batching,
+    Context,
+    FunctionOptions,
+    GpuChoice,
+    InvalidOption,
+    Model,
+    Retries,
+    Scaling,
+    Settings,
+)
+
+__all__ = ["App"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+T = TypeVar("T")
+U = TypeVar("U")
+
+_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789_-")
+
+
+def _check_name(kind: str, name: str) -> str:
+    if not name or not set(name) <= _NAME_CHARS or name[0] in "-_":
+        raise InvalidOption(
+            f"{kind} name {name!r}: use lower-case letters, digits, '_' and '-', "
+            "starting with a letter or digit (it becomes part of NATS subjects)"
+        )
+    return name
+
+
+class _Decorator(Protocol):
+    """`@app.function(...)` without batching: async functions give their awaited result type."""
+
+    @overload
+    def __call__(
+        self, fn: Callable[Concatenate[Context, P], Coroutine[Any, Any, R]]
+    ) -> Function[P, R]: ...
+
+    @overload
+    def __call__(self, fn: Callable[Concatenate[Context, P], R]) -> Function[P, R]: ...
+
+
+class App:
+    """A named group of functions deployed and called together.
+
+    >>> app = App("demo")
+    >>> @app.function(timeout_s=10)
+    ... def echo(ctx: Context, value: str) -> str:
+    ...     return value
+    >>> echo.local("hi")
+    'hi'
+    """
+
+    def __init__(self, name: str, *, settings: Settings | None = None) -> None:
+        self.name = _check_name("app", name)
+        self.functions: dict[str, Function[Any, Any] | BatchedFunction[Any, Any]] = {}
+        self._sessions = SessionProvider(settings)
+
+    def __repr__(self) -> str:
+        return f"App({self.name!r}, functions={sorted(self.functions)})"
+
+    @property
+    def sessions(self) -> SessionProvider:
+        """Connections to the broker used by the handles' remote methods."""
+        return self._sessions
+
+    async def session(self) -> Session:
+        """The connected session for the running event loop."""
+        return await self._sessions.current()
+
+    @overload
+    def function(
+        self,
+        *,
+        batching: Batching,
+        models: Mapping[str, Model] | None = ...,
+        scaling: Scaling = ...,
+        retries: Retries = ...,
+        timeout_s: float = ...,
+        gpu: GpuChoice = ...,
+        concurrency: int = ...,
+        setup: Callable[[Context], Any] | None = ...,
+        name: str | None = ...,
+        on: str | None = ...,
+        emit: str | None = ...,
+        max_age_s: float = ...,
+        memory_mb: int | None = ...,
+    ) -> Callable[[Callable[[Context, list[T]], list[U]]], BatchedFunction[T, U]]: ...
+
+    @overload
+    def function(
+        self,
+        *,
+        batching: None = ...,
+        models: Mapping[str, Model] | None = ...,
+        scaling: Scaling = ...,
+        retries: Retries = ...,
+        timeout_s: float = ...,
+        gpu: GpuChoice = ...,
+        concurrency: int = ...,
+        setup: Callable[[Context], Any] | None = ...,
+        name: str | None = ...,
+        on: str | None = ...,
+        emit: str | None = ...,
+        max_age_s: float = ...,
+        memory_mb: int | None = ...,
+    ) -> _Decorator: ...
+
+    def function(
+        self,
+        *,
+        batching: Batching | None = DEFAULT_OPTIONS.batching,
+        models: Mapping[str, Model] | None = None,
+        scaling: Scaling = DEFAULT_OPTIONS.scaling,
+        retries: Retries = DEFAULT_OPTIONS.retries,
+        timeout_s: float = DEFAULT_OPTIONS.timeout_s,
+        gpu: GpuChoice = DEFAULT_OPTIONS.gpu,
+        concurrency: int = DEFAULT_OPTIONS.concurrency,
+        setup: Callable[[Context], Any] | None = None,
+        name: str | None = None,
+        on: str | None = DEFAULT_OPTIONS.on,
+        emit: str | None = DEFAULT_OPTIONS.emit,
+        max_age_s: float = DEFAULT_OPTIONS.max_age_s,
+        memory_mb: int | None = DEFAULT_OPTIONS.memory_mb,
+    ) -> Callable[[Callable[..., Any]], Any]:
+        """Declare a function of this app; options are checked here, not at the first call.
+
+        The function takes a `Context` first. With `batching`, it takes a list of inputs and
+        returns a list of results of the same length; callers still pass one input. With
+        `on="uploads.>"`, every message published on a matching subject is a call whose one
+        argument is the message's bytes; `emit="subject"` publishes every result there.
+        """
+        options = FunctionOptions(
+            models=dict(models or {}),
+            batching=batching,
+            scaling=scaling,
+            retries=retries,
+            timeout_s=float(timeout_s),
+            gpu=gpu,
+            concurrency=concurrency,
+            on=on,
+            emit=emit,
+            max_age_s=float(max_age_s),
+            memory_mb=memory_mb,
+        )
+
+        def decorate(fn: Callable[..., Any]) -> Any:
+            fn_name = _check_name("function", name or fn.__name__)
+            if fn_name in self.functions:
+                raise InvalidOption(f"app {self.name!r} already has a function {fn_name!r}")
+            _check_signature(fn, batched=batching is not None)
+            handle: Function[Any, Any] | BatchedFunction[Any, Any]
+            kind = Function if batching is None else BatchedFunction
+            handle = kind(self.name, fn_name, fn, options, setup, self._sessions)
+            self.functions[fn_name] = handle
+            return handle
+
+        return decorate
+
+
+def _check_signature(fn: Callable[..., Any], *, batched: bool) -> None:
+    if not callable(fn):
+        raise InvalidOption(f"@app.function decorates a function, got {fn!r}")
+    params = [
+        p
+        for p in inspect.signature(fn).parameters.values()
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    ]
+    if not params:
+        raise InvalidOption(
+            f"{fn.__qualname__}: the first parameter receives the call context; "
+            f"write def {fn.__name__}(ctx, ...)"
+        )
+    if batched:
+        _check_batched(fn, params)
+
+
+def _check_batched(fn: Callable[..., Any], params: list[inspect.Parameter]) -> None:
+    example = f"def {fn.__name__}(ctx, items: list[str]) -> list[...]"
+    if len(params) != 2:
+        raise InvalidOption(
+            f"{fn.__qualname__}: a batched function takes the context and one list: {example}"
+        )
+    try:
+        hints = typing.get_type_hints(fn)
+    except Exception as exc:
+        raise InvalidOption(f"{fn.__qualname__}: cannot read its annotations: {exc}") from exc
+    for label, hint in (("input", hints.get(params[1].name)), ("return", hints.get("return"))):
+        if typing.get_origin(hint) is not list:
+            raise InvalidOption(
+                f"{fn.__qualname__}: batching needs a function that takes and returns a list "
+                f"(its {label} is annotated {hint!r}): {example}"
+            )

@@ -1,0 +1,134 @@
+"""Sessions per event loop, and a loop for synchronous callers.
+
+A NATS connection is bound to the loop it was made on, so `SessionProvider` gives each
+event loop its own `Session`, and runs blocking callers' work on a loop of their own
+thread, so `embed.remote("x")` works from plain synchronous code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import weakref
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
+from functools import partial
+from typing import Any, TypeVar
+
+from runtime.client.session import Session
+from runtime.core import Coalesced, Settings
+
+__all__ = ["SessionProvider"]
+
+T = TypeVar("T")
+
+
+class SessionProvider:
+    """Sessions per event loop, opened on first use from the given (or environment) settings."""
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self._settings = settings
+        self._sessions: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Session] = (
+            weakref.WeakKeyDictionary()
+        )
+        # The session being opened, per loop: calls that come meanwhile wait for it.
+        self._opening: Coalesced[asyncio.AbstractEventLoop, Session] = Coalesced()
+        self._lock = threading.Lock()
+        self._thread_loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._local = threading.local()
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = Settings.from_env()
+        return self._settings
+
+    def configure(self, settings: Settings) -> None:
+        """Use these settings for sessions opened from now on."""
+        self._settings = settings
+
+    async def current(self) -> Session:
+        """The running loop's session; the first call opens it, and calls made while it
+        opens wait for that one (each opening its own would leave connections behind)."""
+        loop = asyncio.get_running_loop()
+        session = self._sessions.get(loop)
+        if session is None:
+            session = await self._opening.run(loop, partial(self._open, loop))
+        return session
+
+    async def _open(self, loop: asyncio.AbstractEventLoop) -> Session:
+        session = self._sessions[loop] = await Session.open(self.settings)
+        return session
+
+    async def aclose(self) -> None:
+        """Close the session of the running loop."""
+        session = self._sessions.pop(asyncio.get_running_loop(), None)
+        if session is not None:
+            await session.close()
+
+    def run_sync(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """Run `fn(*args)` to completion for a synchronous caller.
+
+        A thread without a running event loop drives a loop of its own, so a blocking
+        call crosses no thread (a cross-thread hop costs about 0.1 ms). Between calls
+        that loop is idle; the NATS client catches up when it runs again. From inside
+        a running loop, the call runs on a private loop thread instead.
+        """
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return self._thread_own_loop().run_until_complete(_call(fn, *args))
+        future = asyncio.run_coroutine_threadsafe(_call(fn, *args), self._background_loop())
+        return future.result()
+
+    def iterate_sync(
+        self, fn: Callable[..., AsyncGenerator[T, None]], *args: Any, **kw: Any
+    ) -> Iterator[T]:
+        """Drive an async generator from synchronous code."""
+        iterator = fn(*args, **kw)
+        try:
+            while True:
+                try:
+                    yield self.run_sync(iterator.__anext__)
+                except StopAsyncIteration:
+                    return
+        finally:
+            self.run_sync(iterator.aclose)
+
+    def close(self) -> None:
+        """Close the sessions of synchronous callers: this thread's and the background one."""
+        own: asyncio.AbstractEventLoop | None = getattr(self._local, "loop", None)
+        if own is not None and not own.is_closed():
+            own.run_until_complete(self.aclose())
+            own.close()
+            self._local.loop = None
+        with self._lock:
+            thread, self._thread = self._thread, None
+            loop, self._thread_loop = self._thread_loop, None
+        if thread is None or loop is None:
+            return
+        asyncio.run_coroutine_threadsafe(self.aclose(), loop).result()
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join()
+        loop.close()
+
+    def _thread_own_loop(self) -> asyncio.AbstractEventLoop:
+        loop: asyncio.AbstractEventLoop | None = getattr(self._local, "loop", None)
+        if loop is None or loop.is_closed():
+            loop = self._local.loop = asyncio.new_event_loop()
+        return loop
+
+    def _background_loop(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._thread_loop is None:
+                loop = asyncio.new_event_loop()
+                thread = threading.Thread(
+                    target=loop.run_forever, name="autan-sessions", daemon=True
+                )
+                thread.start()
+                self._thread_loop, self._thread = loop, thread
+            return self._thread_loop
+
+
+async def _call(fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+    return await fn(*args)

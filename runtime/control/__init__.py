@@ -1,0 +1,43 @@
+"""The control plane: the scaler, its pure decision, providers, the embedded NATS server.
+
+The scaler reaches workers only through the `Provider` protocol (`LocalProvider` is the
+first); it never imports the worker room, nor the client or the gateway.
+"""
+
+from runtime.control.decision import (
+    Decision,
+    FunctionLoad,
+    PeakWindow,
+    decide,
+    target_workers,
+    wanted_workers,
+)
+from runtime.control.embedded import NatsServer, find_nats_server, free_port
+from runtime.control.local import LocalProvider, detect_gpus, worker_env
+from runtime.control.metrics import ScalerMetrics
+from runtime.control.provider import Capacity, ProvidedWorker, Provider, WorkerState
+from runtime.control.scaler import Scaler
+from runtime.control.status import FunctionStatus, read_statuses
+
+__all__ = [
+    "Capacity",
+    "Decision",
+    "FunctionLoad",
+    "FunctionStatus",
+    "LocalProvider",
+    "NatsServer",
+    "PeakWindow",
+    "ProvidedWorker",
+    "Provider",
+    "Scaler",
+    "ScalerMetrics",
+    "WorkerState",
+    "decide",
+    "detect_gpus",
+    "find_nats_server",
+    "free_port",
+    "read_statuses",
+    "target_workers",
+    "wanted_workers",
+    "worker_env",
+]

@@ -1,0 +1,334 @@
+"""Workers as local processes, forked from a pre-initialised process: the first `Provider`.
+
+The provider starts and stops workers for the scaler; it knows each one from its
+fork to its exit. Forking from the fork server (`control.forking`) skips the
+interpreter start and the imports (~250 ms with onnxruntime); `fork=False` spawns
+fresh interpreters instead. Each worker gets a share of the cores for ONNX Runtime's
+threads, a GPU of its own when the function asks for one and GPUs exist, and the
+provider's settings (`Settings.to_env`), not whatever the environment holds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+
+import anyio
+import msgspec
+import structlog
+from anyio.abc import Process, TaskGroup, TaskStatus
+
+from runtime.control.forking import ForkServer
+from runtime.control.provider import Capacity, ProvidedWorker, WorkerState
+from runtime.core import (
+    WORKER_MODULE,
+    FunctionSpec,
+    HttpSettings,
+    Settings,
+    WorkerInfo,
+    WorkerLaunch,
+)
+
+__all__ = ["LocalProvider", "detect_gpus", "worker_env"]
+
+log = structlog.get_logger("autan.provider")
+
+_EXITS_KEPT = 1024  # exit codes remembered for `exit_code` after a worker is gone
+
+
+def detect_gpus() -> list[int]:
+    """GPU device ids on this host: from nvidia-smi when present, else none."""
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return []
+    try:
+        listing = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return [i for i, line in enumerate(listing.stdout.splitlines()) if line.startswith("GPU ")]
+
+
+def worker_env(settings: Settings, *, threads: int, device: int | None) -> dict[str, str]:
+    """A worker's environment: this process's, its settings replaced by the provider's
+    (those given in code too), without the HTTP bridge's."""
+    inherited = {k: v for k, v in os.environ.items() if not Settings.reads(k)}
+    own = msgspec.structs.replace(
+        settings, data_dir=settings.data_dir.resolve(), http=HttpSettings()
+    )
+    env = {**inherited, **own.to_env(), "ORT_DISABLE_TELEMETRY": "1"}
+    env["OMP_NUM_THREADS"] = str(threads)
+    if device is not None:
+        env["CUDA_VISIBLE_DEVICES"] = str(device)
+    return env
+
+
+class _Process:
+    """One worker process, as the provider keeps it (the scaler sees `ProvidedWorker`s)."""
+
+    def __init__(self, launch: WorkerLaunch, version: str, device: int | None) -> None:
+        self.launch = launch
+        self.version = version
+        self.device = device
+        self.pid = 0
+        self.process: Process | None = None  # when spawned rather than forked
+        self.started_unix_s = time.time()
+        self.ready_unix_s = 0.0
+        self.stopping = False
+        self.returncode: int | None = None
+        self.exited = anyio.Event()
+
+    @property
+    def state(self) -> WorkerState:
+        if self.stopping:
+            return "stopping"
+        return "ready" if self.ready_unix_s else "starting"
+
+    def view(self, host: str) -> ProvidedWorker:
+        return ProvidedWorker(
+            worker_id=self.launch.worker_id,
+            function=self.launch.function,
+            version=self.version,
+            state=self.state,
+            host=host,
+            started_unix_s=self.started_unix_s,
+            ready_unix_s=self.ready_unix_s,
+            threads=self.launch.threads,
+            device=self.device,
+            pid=self.pid,
+        )
+
+
+class LocalProvider:
+    """Start and stop worker processes on this host."""
+
+    def __init__(self, settings: Settings, *, fork: bool = True, stop_grace_s: float = 30.0):
+        self.settings = settings
+        self.fork = fork
+        self.stop_grace_s = stop_grace_s
+        self.gpus = detect_gpus()
+        self.cores = os.cpu_count() or 1
+        self.host = socket.gethostname()
+        self._workers: dict[str, _Process] = {}
+        self._exits: OrderedDict[str, int] = OrderedDict()
+        self._unclaimed_exits: dict[int, int] = {}  # a child that ended before it was noted
+        self._forks = ForkServer(self._exited_pid)
+        self._group: TaskGroup | None = None
+        self._changed = anyio.Event()
+        self._failed_starts: dict[str, tuple[int, float]] = {}  # count, when the last failed
+
+    # -- lifetime ----------------------------------------------------------------------
+
+    async def serve(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Own the fork server and the workers; on cancellation, stop them all.
+
+        Stopping needs the fork server's exit reports, so a reader keeps going in the
+        shielded clean-up until the fork server has ended.
+        """
+        try:
+            async with anyio.create_task_group() as group:
+                self._group = group
+                if self.fork:
+                    await self._forks.start(group)
+                task_status.started()
+                await anyio.sleep_forever()
+        finally:
+            self._group = None
+            with anyio.CancelScope(shield=True):
+                async with anyio.create_task_group() as cleanup:
+                    if self._forks.running:
+                        cleanup.start_soon(self._forks.read)
+                    await self._stop_all()
+                    await self._forks.stop()
+
+    async def _stop_all(self) -> None:
+        async with anyio.create_task_group() as group:
+            for worker in list(self._workers.values()):
+                group.start_soon(self._drain, worker)
+
+    # -- the Provider protocol -------------------------------------------------------------
+
+    def workers(self, function: str | None = None) -> list[ProvidedWorker]:
+        """Live workers (all, or of one function), oldest first."""
+        return [
+            worker.view(self.host)
+            for worker in self._workers.values()
+            if worker.returncode is None and function in (None, worker.launch.function)
+        ]
+
+    def capacity(self) -> Capacity:
+        pages = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        return Capacity(
+            hosts=(self.host,),
+            cores=self.cores,
+            memory_mb=pages // (1024 * 1024),
+            gpus=tuple(self.gpus),
+            workers=len(self.workers()),
+        )
+
+    async def wait_until(
+        self, done: Callable[[list[ProvidedWorker]], bool], timeout_s: float
+    ) -> list[ProvidedWorker]:
+        """Wait until `done(live workers)` holds (workers start, become ready, exit)."""
+        with anyio.fail_after(timeout_s):
+            while not done(self.workers()):
+                await self._changed.wait()
+        return self.workers()
+
+    def start_delay_s(self, function: str) -> float:
+        """0.5 s after the first failed start, doubling up to 30 s: a worker that cannot
+        start (storage or NATS away, a broken environment) is not restarted in a loop."""
+        failures, last = self._failed_starts.get(function, (0, 0.0))
+        if not failures:
+            return 0.0
+        backoff_s = min(30.0, 0.5 * 2.0 ** (failures - 1))
+        return max(0.0, last + backoff_s - time.monotonic())
+
+    def observe(self, info: WorkerInfo) -> ProvidedWorker | None:
+        """Note what worker `info.worker_id` announced (its version; ready), if it is ours."""
+        worker = self._workers.get(info.worker_id)
+        if worker is None or worker.returncode is not None:
+            return None
+        worker.version = info.version or worker.version
+        if info.state == "ready" and not worker.ready_unix_s:
+            worker.ready_unix_s = time.time()
+            self._failed_starts.pop(worker.launch.function, None)
+            self._notify()
+        return worker.view(self.host)
+
+    async def start(self, spec: FunctionSpec) -> ProvidedWorker:
+        """Start one worker of `spec`; returns once its process exists."""
+        threads = max(1, self.cores // (len(self.workers()) + 1))
+        device = self._pick_device() if spec.options.gpu else None
+        launch = WorkerLaunch(
+            function=spec.qualname,
+            worker_id=f"{self.host}-{secrets.token_hex(4)}",
+            threads=threads,
+            memory_mb=spec.options.memory_mb,
+            spawned_unix_s=time.time(),
+        )
+        worker = _Process(launch, spec.version, device)
+        env = worker_env(self.settings, threads=threads, device=device)
+        if self.fork:
+            worker.pid = await self._forks.fork(launch.argv(), env)
+        else:
+            worker.process = await self._spawn(launch.argv(), env)
+            worker.pid = worker.process.pid
+        worker.started_unix_s = time.time()  # its process exists from now
+        self._workers[launch.worker_id] = worker
+        self._notify()
+        if (code := self._unclaimed_exits.pop(worker.pid, None)) is not None:
+            self._exited(worker, code)
+        log.info("worker started", function=spec.qualname, worker=launch.worker_id,
+                 pid=worker.pid, threads=threads, device=device)  # fmt: skip
+        return worker.view(self.host)
+
+    async def stop(self, worker_id: str) -> None:
+        """SIGTERM now (the worker stops pulling and finishes); SIGKILL after the grace
+        period, in the background."""
+        worker = self._workers.get(worker_id)
+        if worker is None or worker.stopping or worker.returncode is not None:
+            return
+        worker.stopping = True
+        _signal(worker.pid, signal.SIGTERM)
+        self._notify()
+        if self._group is not None:
+            self._group.start_soon(self._drain, worker)
+
+    async def exit_code(self, worker_id: str) -> int:
+        worker = self._workers.get(worker_id)
+        if worker is not None:
+            await self._exit_of(worker)
+        try:
+            return self._exits[worker_id]
+        except KeyError:
+            raise LookupError(f"no worker {worker_id!r} was started here") from None
+
+    # -- processes ---------------------------------------------------------------------
+
+    async def _drain(self, worker: _Process) -> None:
+        """Stop a worker: SIGTERM, then SIGKILL if it outlives the grace period."""
+        if worker.returncode is not None:
+            return
+        if not worker.stopping:
+            worker.stopping = True
+            _signal(worker.pid, signal.SIGTERM)
+        with anyio.move_on_after(self.stop_grace_s):
+            await self._exit_of(worker)
+            return
+        log.warning("worker did not stop in time; killing it", worker=worker.launch.worker_id)
+        _signal(worker.pid, signal.SIGKILL)
+        await self._exit_of(worker)
+
+    async def _exit_of(self, worker: _Process) -> None:
+        # A spawned process is awaited directly: its waiting task may be cancelled already.
+        if worker.process is not None and worker.returncode is None:
+            self._exited(worker, await worker.process.wait())
+        await worker.exited.wait()
+
+    async def _spawn(self, argv: list[str], env: dict[str, str]) -> Process:
+        command = [sys.executable, "-m", WORKER_MODULE, *argv]
+        process = await anyio.open_process(command, env=env, stdin=subprocess.DEVNULL,
+                                           stdout=None, stderr=None)  # fmt: skip
+        if self._group is None:
+            raise RuntimeError("serve() owns the processes: start it first")
+        self._group.start_soon(self._await_exit, process)
+        return process
+
+    async def _await_exit(self, process: Process) -> None:
+        code = await process.wait()
+        self._exited_pid(process.pid, code)
+
+    def _exited_pid(self, pid: int, code: int) -> None:
+        for worker in self._workers.values():
+            if worker.pid == pid and worker.returncode is None:
+                self._exited(worker, code)
+                return
+        self._unclaimed_exits[pid] = code
+        if len(self._unclaimed_exits) > _EXITS_KEPT:
+            del self._unclaimed_exits[next(iter(self._unclaimed_exits))]
+
+    def _exited(self, worker: _Process, code: int) -> None:
+        if worker.returncode is not None:
+            return
+        worker.returncode = code
+        worker_id = worker.launch.worker_id
+        self._workers.pop(worker_id, None)
+        self._exits[worker_id] = code
+        while len(self._exits) > _EXITS_KEPT:
+            self._exits.popitem(last=False)
+        worker.exited.set()
+        function = worker.launch.function
+        if not worker.ready_unix_s and not worker.stopping:
+            failures = self._failed_starts.get(function, (0, 0.0))[0] + 1
+            self._failed_starts[function] = (failures, time.monotonic())
+        self._notify()
+        level = "info" if worker.stopping and code == 0 else "warning"
+        getattr(log, level)("worker exited", function=function, worker=worker_id,
+                            pid=worker.pid, code=code)  # fmt: skip
+
+    def _pick_device(self) -> int | None:
+        if not self.gpus:
+            return None
+        load = {gpu: 0 for gpu in self.gpus}
+        for worker in self._workers.values():
+            if worker.device is not None and worker.returncode is None:
+                load[worker.device] += 1
+        return min(load, key=lambda gpu: (load[gpu], gpu))
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = anyio.Event()
+
+
+def _signal(pid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)

@@ -1,0 +1,108 @@
+"""The core every room shares: options, specs, the registry, settings, errors, the link.
+
+It imports no room (`client`, `worker`, `control`, `gateway`, `ops`); they all import it.
+"""
+
+from runtime.core.apikeys import ALL_APPS, ApiKey, ApiKeys, load_api_keys, parse_api_keys
+from runtime.core.coalesce import Coalesced
+from runtime.core.context import Context
+from runtime.core.directory import (
+    HEARTBEAT_S,
+    FunctionState,
+    WorkerDirectory,
+    WorkerInfo,
+    function_states,
+)
+from runtime.core.errors import (
+    ArtifactRejected,
+    AutanError,
+    DeployError,
+    FunctionNotFound,
+    FunctionTimeout,
+    RemoteError,
+    known_error,
+)
+from runtime.core.launch import FORKSERVER_MODULE, WORKER_MODULE, WorkerLaunch
+from runtime.core.link import Link, record_storage_url, storage_url
+from runtime.core.logs import configure_logging
+from runtime.core.models import (
+    ModelFile,
+    ModelHandle,
+    NoGpuProvider,
+    load_models,
+    onnxruntime_conflict,
+    preload_onnxruntime,
+)
+from runtime.core.options import (
+    DEFAULT_OPTIONS,
+    Batching,
+    FunctionOptions,
+    GpuChoice,
+    InvalidOption,
+    Model,
+    Retries,
+    Scaling,
+)
+from runtime.core.registry import Registry
+from runtime.core.settings import HttpSettings, Settings
+from runtime.core.spec import (
+    FunctionSpec,
+    Manifest,
+    ModelEntry,
+    python_version,
+    split_qualname,
+)
+from runtime.core.tensors import pad_batch, stack_batch
+
+__all__ = [
+    "ALL_APPS",
+    "DEFAULT_OPTIONS",
+    "FORKSERVER_MODULE",
+    "HEARTBEAT_S",
+    "WORKER_MODULE",
+    "ApiKey",
+    "ApiKeys",
+    "ArtifactRejected",
+    "AutanError",
+    "Batching",
+    "Coalesced",
+    "Context",
+    "DeployError",
+    "FunctionNotFound",
+    "FunctionOptions",
+    "FunctionSpec",
+    "FunctionState",
+    "FunctionTimeout",
+    "GpuChoice",
+    "HttpSettings",
+    "InvalidOption",
+    "Link",
+    "Manifest",
+    "Model",
+    "ModelEntry",
+    "ModelFile",
+    "ModelHandle",
+    "NoGpuProvider",
+    "Registry",
+    "RemoteError",
+    "Retries",
+    "Scaling",
+    "Settings",
+    "WorkerDirectory",
+    "WorkerInfo",
+    "WorkerLaunch",
+    "configure_logging",
+    "function_states",
+    "known_error",
+    "load_api_keys",
+    "load_models",
+    "onnxruntime_conflict",
+    "pad_batch",
+    "parse_api_keys",
+    "preload_onnxruntime",
+    "python_version",
+    "record_storage_url",
+    "split_qualname",
+    "stack_batch",
+    "storage_url",
+]

@@ -1,0 +1,68 @@
+"""How a worker process is started: the command line a provider writes and a worker reads.
+
+The contract between the control plane and the worker room, which never import each
+other: a provider runs `python -m runtime.worker APP.FN --worker-id ...` (or asks the
+fork server, `python -m runtime.worker.forkserver`, for the same argv) with the
+environment `Settings.to_env()` gives; the worker parses it back with `WorkerLaunch`.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+import msgspec
+
+__all__ = ["FORKSERVER_MODULE", "WORKER_MODULE", "WorkerLaunch"]
+
+WORKER_MODULE = "runtime.worker"
+FORKSERVER_MODULE = "runtime.worker.forkserver"
+
+
+class WorkerLaunch(msgspec.Struct, frozen=True, kw_only=True):
+    """One worker to start: which function, its id, and the resources it is given."""
+
+    function: str  # APP.FN
+    worker_id: str = ""  # the provider's name for it ("": <host>-<pid>)
+    threads: int = 0  # ONNX Runtime intra-op threads (0: ONNX Runtime's default)
+    device: int = 0  # GPU device id, as the worker sees the devices it may use
+    memory_mb: int | None = None  # address-space limit; past it, MemoryError
+    spawned_unix_s: float = 0.0  # when the provider asked for it (a cold-start phase)
+
+    def argv(self) -> list[str]:
+        """The arguments `from_argv` reads back as this launch."""
+        args = [self.function, "--threads", str(self.threads), "--device", str(self.device)]
+        if self.worker_id:
+            args += ["--worker-id", self.worker_id]
+        if self.memory_mb:
+            args += ["--memory-mb", str(self.memory_mb)]
+        if self.spawned_unix_s:
+            args += ["--spawned-unix-s", repr(self.spawned_unix_s)]
+        return args
+
+    @classmethod
+    def from_argv(cls, argv: Sequence[str]) -> WorkerLaunch:
+        parser = argparse.ArgumentParser(prog="autan worker", description="serve one function")
+        cls.add_arguments(parser)
+        return cls.from_args(parser.parse_args(list(argv)))
+
+    @staticmethod
+    def add_arguments(parser: argparse.ArgumentParser) -> None:
+        """The arguments of `autan worker` (and of `python -m runtime.worker`)."""
+        parser.add_argument("function", metavar="APP.FN")
+        parser.add_argument("--worker-id", default="", help="default: <host>-<pid>")
+        parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads")
+        parser.add_argument("--device", type=int, default=0, help="GPU device id")
+        parser.add_argument("--memory-mb", type=int, default=None, help="address-space limit")
+        parser.add_argument("--spawned-unix-s", type=float, default=0.0, help=argparse.SUPPRESS)
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> WorkerLaunch:
+        return cls(
+            function=args.function,
+            worker_id=args.worker_id,
+            threads=args.threads,
+            device=args.device,
+            memory_mb=args.memory_mb,
+            spawned_unix_s=args.spawned_unix_s,
+        )

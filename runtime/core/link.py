@@ -1,0 +1,163 @@
+"""The link every process shares: one NATS connection, the registry, the payload store.
+
+Callers (`client.Session`), the HTTP bridge and workers all reach the stack through
+a `Link`: it publishes calls, moves large payloads through object storage, and reads
+function specs. It is opened per process (or per event loop) and closed with it:
+
+    async with await Link.open(settings, name="autan-tool") as link:
+        spec = await link.registry.get("demo", "echo")
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import suppress
+from types import TracebackType
+
+import anyio
+
+from broker import (
+    CONFIG_BUCKET,
+    RESULTS_BUCKET,
+    STORAGE_URL_KEY,
+    Broker,
+    Bucket,
+    CallMsg,
+    Inline,
+    KeyNotFound,
+    Payload,
+    StoredRef,
+    Submission,
+    call_subject,
+    encode,
+)
+from runtime.core.registry import Registry
+from runtime.core.settings import Settings
+from runtime.core.spec import FunctionSpec
+from storage import ObjectStore, open_store
+
+__all__ = ["Link", "record_storage_url", "storage_url"]
+
+
+class Link:
+    """One broker connection with the registry and the stack's object store."""
+
+    def __init__(self, broker: Broker, registry: Registry, settings: Settings) -> None:
+        self.broker = broker
+        self.registry = registry
+        self.settings = settings
+        self._store: ObjectStore | None = None
+
+    @classmethod
+    async def open(cls, settings: Settings, *, name: str = "autan-client") -> Link:
+        """Connect (BrokerUnavailable names the URL when NATS cannot be reached)."""
+        broker = await Broker.connect(
+            settings.nats_url, name=name, connect_timeout_s=settings.connect_timeout_s
+        )
+        try:
+            return cls(broker, await Registry.open(broker), settings)
+        except BaseException:  # the connection would be left open otherwise
+            with anyio.CancelScope(shield=True):
+                await broker.close()
+            raise
+
+    async def close(self) -> None:
+        if self._store is not None:
+            await self._store.aclose()
+        await self.broker.close()
+
+    async def __aenter__(self) -> Link:
+        return self
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        with anyio.CancelScope(shield=True):
+            await self.close()
+
+    # -- calls out ---------------------------------------------------------------------
+
+    async def submit(
+        self,
+        spec: FunctionSpec,
+        call_id: str,
+        encoded: bytes,
+        *,
+        live: bool,
+        record: bool,
+        items: int = 0,
+    ) -> Submission:
+        """Publish a call whose `[args, kwargs]` are encoded already (`encode_value`).
+
+        `live`: the result comes back on this connection; `record`: the worker keeps it
+        in the results bucket (for `result()`, later or elsewhere). `items`: the call is
+        a pack of that many calls, `encoded` their list of `[args, kwargs]`.
+        """
+        payload = await self.offload(f"payloads/{call_id}", encoded)
+        message = CallMsg(
+            call_id=call_id,
+            app=spec.app,
+            fn=spec.name,
+            payload=payload,
+            reply=self.broker.result_subject(call_id) if live else None,
+            record=record,
+            created_unix_s=time.time(),
+            timeout_s=spec.options.timeout_s,
+            items=items,
+        )
+        return await self.broker.submit(
+            call_subject(spec.app, spec.name), call_id, encode(message), expect_result=live
+        )
+
+    async def results(self) -> Bucket:
+        """The bucket where spawned calls' results are recorded (first writer wins)."""
+        return await self.broker.bucket(RESULTS_BUCKET, ttl_s=self.settings.result_ttl_s)
+
+    # -- payloads ----------------------------------------------------------------------
+
+    async def offload(self, key: str, data: bytes, limit: int | None = None) -> Payload:
+        """`data` inline up to `limit` bytes (default: the payload threshold), else stored
+        under `key` and sent by reference."""
+        if len(data) <= (self.settings.payload_threshold_bytes if limit is None else limit):
+            return Inline(data)
+        store = await self.store()
+        await store.put(key, data)
+        return StoredRef(key=key, size_bytes=len(data))
+
+    async def load(self, payload: Payload) -> bytes:
+        match payload:
+            case Inline(data=data):
+                return data
+            case StoredRef(key=key):
+                return await (await self.store()).get(key)
+
+    async def store(self) -> ObjectStore:
+        """The stack's object store (payloads too large to travel inline, artifacts)."""
+        if self._store is None:
+            url = await storage_url(self.broker, self.settings)
+            if self._store is None:  # else a call made meanwhile opened it: one client
+                self._store = open_store(
+                    url,
+                    access_key=self.settings.s3_access_key,
+                    secret_key=self.settings.s3_secret_key,
+                )
+        return self._store
+
+
+async def storage_url(broker: Broker, settings: Settings) -> str:
+    """The configured storage URL, else the one the stack recorded, else the local default."""
+    if settings.storage_url:
+        return settings.storage_url
+    bucket = await broker.bucket(CONFIG_BUCKET)
+    with suppress(KeyNotFound):
+        return (await bucket.get(STORAGE_URL_KEY)).decode()
+    return settings.default_storage_url()
+
+
+async def record_storage_url(broker: Broker, settings: Settings) -> None:
+    """Record where the stack's objects are, so that callers need no storage setting."""
+    bucket = await broker.bucket(CONFIG_BUCKET)
+    await bucket.put(STORAGE_URL_KEY, (await storage_url(broker, settings)).encode())

@@ -1,0 +1,203 @@
+"""Settings: one frozen value, read from the environment at the edge, handed on as a value.
+
+The CLI (and a worker's entry point, and the first remote call of a script that gave no
+settings) read `Settings.from_env`; everything else receives a `Settings`. Processes
+that Autan starts get theirs through `to_env`, so settings given in code reach them.
+
+    AUTAN_<FIELD>           a field of `Settings` (AUTAN_NATS_URL, AUTAN_DATA_DIR, ...)
+    AUTAN_HTTP_<FIELD>      a field of `HttpSettings` (AUTAN_HTTP_PORT, AUTAN_HTTP_TIMEOUT_S, ...)
+    AUTAN_API_KEYS          the bridge's API keys (or AUTAN_API_KEYS_FILE, a JSON/TOML file)
+    MINIO_ROOT_USER/_PASSWORD   S3 credentials when AUTAN_S3_ACCESS_KEY/_SECRET_KEY are unset
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+
+from runtime.core.apikeys import ApiKeys, load_api_keys, parse_api_keys
+
+__all__ = ["HttpSettings", "Settings"]
+
+LogFormat = Literal["console", "json"]
+
+_PREFIX = "AUTAN_"
+_HTTP_PREFIX = "AUTAN_HTTP_"
+_API_KEYS = "AUTAN_API_KEYS"
+_API_KEYS_FILE = "AUTAN_API_KEYS_FILE"
+
+
+class HttpSettings(msgspec.Struct, frozen=True, kw_only=True):
+    """The HTTP bridge: where it listens, its limits, and its API keys (None: keys off,
+    allowed only on a loopback address)."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000  # 0: `autan up` and `autan serve` run no bridge
+    max_body_bytes: int = 16 * 1024 * 1024  # larger bodies are refused (413)
+    timeout_s: float = 60.0  # default wait of a sync call before 504
+    max_timeout_s: float = 300.0  # cap of `?timeout_s=` (and of the default)
+    tracebacks: bool = False  # include functions' tracebacks in error bodies
+    shutdown_grace_s: float = 5.0  # how long open requests may finish on shutdown
+    api_keys: ApiKeys | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_body_bytes < 1:
+            raise ValueError(f"max_body_bytes={self.max_body_bytes}: use a positive size")
+        if not 0 < self.timeout_s <= self.max_timeout_s:
+            raise ValueError(
+                f"timeout_s={self.timeout_s}, max_timeout_s={self.max_timeout_s}: use "
+                "0 < timeout_s <= max_timeout_s"
+            )
+        if not 0 <= self.port < 65536:
+            raise ValueError(f"port={self.port}: use 0 (off) to 65535")
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    """Where NATS and object storage are, and how this process behaves.
+
+    `storage_url=None` means: the stack's storage, as `autan up` or `autan deploy`
+    recorded it in NATS (callers then need no storage setting of their own).
+    """
+
+    nats_url: str = "nats://127.0.0.1:4222"
+    storage_url: str | None = None
+    data_dir: Path = Path(".autan")
+    s3_access_key: str | None = None
+    s3_secret_key: str | None = None
+    log_format: LogFormat = "console"
+    log_level: str = "info"
+    connect_timeout_s: float = 5.0
+    payload_threshold_bytes: int = 512 * 1024
+    result_ttl_s: float = 3600.0
+    signing_key: str | None = None
+    ack_wait_s: float = 30.0
+    max_queued_calls: int = 1_000_000  # messages (a pack is one); past it, QueueFull, no drop
+    metrics_port: int = 9464  # the scaler's Prometheus /metrics (0: off)
+    http: HttpSettings = HttpSettings()
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+        """The settings in `env` (default: this process's environment); `overrides` that are
+        not None win (the CLI's flags). ValueError names what is wrong."""
+        env = os.environ if env is None else env
+        values = _read(env, _PREFIX, _top_fields())
+        if "s3_access_key" not in values and env.get("MINIO_ROOT_USER"):
+            values["s3_access_key"] = env["MINIO_ROOT_USER"]
+        if "s3_secret_key" not in values and env.get("MINIO_ROOT_PASSWORD"):
+            values["s3_secret_key"] = env["MINIO_ROOT_PASSWORD"]
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        try:
+            settings = msgspec.convert(values, cls, strict=False, dec_hook=_decode_path)
+        except msgspec.ValidationError as exc:
+            raise ValueError(f"invalid Autan setting: {exc}") from exc
+        return msgspec.structs.replace(settings, http=_http_from_env(env))
+
+    def to_env(self) -> dict[str, str]:
+        """The environment that `from_env` reads back as these settings: every field that
+        is set, defaults included, so that they win over what a child inherits."""
+        env = _write(self, _PREFIX, skip={"http"})
+        env.update(_write(self.http, _HTTP_PREFIX, skip={"api_keys"}))
+        if self.http.api_keys is not None:
+            env[_API_KEYS] = msgspec.json.encode(self.http.api_keys).decode()
+        return env
+
+    @staticmethod
+    def reads(variable: str) -> bool:
+        """Whether `from_env` reads `variable` (so that a child's own settings replace it)."""
+        if variable.startswith(_HTTP_PREFIX) or variable in (_API_KEYS, _API_KEYS_FILE):
+            return True
+        return variable.startswith(_PREFIX) and variable[len(_PREFIX) :].lower() in _top_fields()
+
+    def with_http(self, **changes: Any) -> Settings:
+        """These settings with some of the HTTP bridge's changed (None: left as it is)."""
+        given = {name: value for name, value in changes.items() if value is not None}
+        return msgspec.structs.replace(self, http=msgspec.structs.replace(self.http, **given))
+
+    def default_storage_url(self) -> str:
+        """The embedded default: a filesystem store under the data directory."""
+        return f"file://{(self.data_dir / 'objects').resolve()}"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.data_dir / "cache"
+
+    def signing_key_bytes(self, *, create: bool = False) -> bytes:
+        """The key manifests are signed with: AUTAN_SIGNING_KEY, else `<data_dir>/signing.key`.
+
+        `create=True` (deploy, `autan up`) makes the key file when neither exists.
+        """
+        if self.signing_key:
+            return self.signing_key.encode()
+        path = self.data_dir / "signing.key"
+        if not path.exists() and create:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(secrets.token_hex(32))
+            path.chmod(0o600)
+        try:
+            return path.read_text().strip().encode()
+        except FileNotFoundError:
+            raise ValueError(
+                f"no signing key: set AUTAN_SIGNING_KEY or AUTAN_DATA_DIR to where {path.name} "
+                "is (autan up and autan deploy create it)"
+            ) from None
+
+
+def _top_fields() -> tuple[str, ...]:
+    return tuple(name for name in Settings.__struct_fields__ if name != "http")
+
+
+def _read(env: Mapping[str, str], prefix: str, fields: tuple[str, ...]) -> dict[str, object]:
+    """`<prefix><FIELD>` for each field set to something other than the empty string."""
+    values: dict[str, object] = {}
+    for name in fields:
+        raw = env.get(f"{prefix}{name.upper()}")
+        if raw is not None and raw != "":
+            values[name] = raw
+    return values
+
+
+def _http_from_env(env: Mapping[str, str]) -> HttpSettings:
+    fields = tuple(name for name in HttpSettings.__struct_fields__ if name != "api_keys")
+    values = _read(env, _HTTP_PREFIX, fields)
+    try:
+        http = msgspec.convert(values, HttpSettings, strict=False)
+    except msgspec.ValidationError as exc:
+        raise ValueError(f"invalid HTTP bridge setting (AUTAN_HTTP_*): {exc}") from None
+    return msgspec.structs.replace(http, api_keys=_api_keys_from_env(env))
+
+
+def _api_keys_from_env(env: Mapping[str, str]) -> ApiKeys | None:
+    """AUTAN_API_KEYS or AUTAN_API_KEYS_FILE (not both); None when neither is set."""
+    text, file = env.get(_API_KEYS, ""), env.get(_API_KEYS_FILE, "")
+    if text and file:
+        raise ValueError(f"set {_API_KEYS} or {_API_KEYS_FILE}, not both")
+    if file:
+        return load_api_keys(Path(file))
+    return parse_api_keys(text) if text else None
+
+
+def _write(value: msgspec.Struct, prefix: str, *, skip: set[str]) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for name in value.__struct_fields__:
+        given = getattr(value, name)
+        if name in skip or given is None:
+            continue
+        env[f"{prefix}{name.upper()}"] = _text(given)
+    return env
+
+
+def _text(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _decode_path(kind: type, value: object) -> object:
+    if kind is Path and isinstance(value, str | Path):
+        return Path(value)
+    raise NotImplementedError

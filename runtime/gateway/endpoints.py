@@ -1,0 +1,281 @@
+"""The gateway's endpoints: each reads a request, asks the link, writes one answer.
+
+Errors are raised, never answered here: `metrics.Observer` turns every
+exception into its JSON error (`errors` says which status each gets).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+
+from broker import (
+    BrokerUnavailable,
+    Failure,
+    Result,
+    Success,
+    UnencodableValue,
+    decode_value,
+    encode_value,
+    new_call_id,
+)
+from runtime.core import (
+    FunctionNotFound,
+    FunctionSpec,
+    FunctionState,
+    HttpSettings,
+    Link,
+    function_states,
+)
+from runtime.gateway.call_options import CallOptions
+from runtime.gateway.calls import (
+    CallRecord,
+    Calls,
+    PlannedCall,
+    idempotent_call_id,
+    lookup,
+    request_digest,
+    valid_call_id,
+)
+from runtime.gateway.codec import (
+    MSGPACK,
+    decode_arguments,
+    json_response,
+    media_type,
+    read_body,
+    value_response,
+    wants_msgpack,
+)
+from runtime.gateway.errors import BadRequest, Forbidden, GatewayTimeout, NotFound
+from runtime.gateway.keys import Access, KeyRing
+from runtime.gateway.metrics import CLIENT_STATE_KEY, GatewayMetrics
+from runtime.gateway.schema import (
+    Accepted,
+    CallStatus,
+    ErrorDetail,
+    FunctionInfo,
+    FunctionList,
+    Health,
+    Policies,
+    WorkerSummary,
+)
+from runtime.gateway.uplink import Uplink
+
+__all__ = ["Endpoints"]
+
+_PROMETHEUS = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class Endpoints:
+    """What each route does, with what the gateway holds: its uplink, keys, limits, metrics."""
+
+    def __init__(
+        self,
+        uplink: Uplink,
+        keys: KeyRing,
+        config: HttpSettings,
+        metrics: GatewayMetrics,
+        openapi: bytes,
+    ) -> None:
+        self.uplink = uplink
+        self.keys = keys
+        self.config = config
+        self._metrics = metrics
+        self.openapi_bytes = openapi
+        self.calls = Calls()
+
+    # -- calls -------------------------------------------------------------------------
+
+    async def invoke(self, request: Request) -> Response:
+        """POST /v1/functions/{app}/{fn}: run it; the body holds the arguments."""
+        access = self._access(request)
+        kind = media_type(request.headers.get("content-type"))
+        link = self.uplink.link
+        spec = await _visible_spec(link, access, *_function(request))
+        options = CallOptions.read(request.headers, request.query_params)
+        body = await read_body(
+            request.stream(), request.headers.get("content-length"), self.config.max_body_bytes
+        )
+        args, kwargs = decode_arguments(body, kind, explicit=options.explicit)
+        call = _plan(access, spec, args, kwargs, options.idempotency_key)
+        if not access.all_apps:  # keys off: every request may see every app
+            call = msgspec.structs.replace(call, remember=True)
+        status_url = _status_url(request, call.call_id)
+        headers = {"Autan-Call-Id": call.call_id}
+        wait_s = options.wait_s(self.config, spec.options.timeout_s)
+        if options.respond_async:
+            await self.calls.call_once(link, call, wait_s=None)
+            accepted = Accepted(call_id=call.call_id, status_url=status_url)
+            return value_response(
+                accepted,
+                msgpack=wants_msgpack(request.headers.get("accept")),
+                headers={**headers, "Location": status_url},
+                status=202,
+            )
+        success = await self.calls.call_once(link, call, wait_s=wait_s)
+        if success is None:
+            raise GatewayTimeout(
+                f"no result within {wait_s:g} s; the call goes on: GET {status_url} for it",
+                headers=headers,
+                call_id=call.call_id,
+                status_url=status_url,
+            )
+        return await _result(link, success, headers, request.headers.get("accept"))
+
+    async def call_status(self, request: Request) -> Response:
+        """GET /v1/calls/{call_id}: pending, succeeded (with the result) or failed."""
+        access = self._access(request)
+        call_id = request.path_params["call_id"]
+        link = self.uplink.link
+        record, result = await lookup(link, call_id) if valid_call_id(call_id) else (None, None)
+        if (record is None and result is None) or not _may_read(access, record):
+            raise NotFound(
+                f"no call {call_id}: unknown, older than the results' retention, or not "
+                "visible to this key"
+            )
+        status = await self._status(link, call_id, result)
+        return value_response(
+            status,
+            msgpack=wants_msgpack(request.headers.get("accept")),
+            headers={"Autan-Call-Id": call_id},
+        )
+
+    async def _status(self, link: Link, call_id: str, result: Result | None) -> CallStatus:
+        match result:
+            case Success(payload=payload):
+                value = decode_value(await link.load(payload))
+                return CallStatus(call_id=call_id, status="succeeded", result=value)
+            case Failure(error=error):
+                trace = error.traceback if self.config.tracebacks and error.traceback else None
+                detail = ErrorDetail(type=error.type, message=error.message, traceback=trace)
+                return CallStatus(call_id=call_id, status="failed", error=detail)
+        return CallStatus(call_id=call_id, status="pending")
+
+    # -- the rest ------------------------------------------------------------------------
+
+    async def functions(self, request: Request) -> Response:
+        """GET /v1/functions: what this key may call, with workers and backlog."""
+        access = self._access(request)
+        link = self.uplink.link
+        specs = [spec for spec in await link.registry.all() if access.may_see(spec.app)]
+        infos = [_info(state) for state in await function_states(link.broker, specs)]
+        return json_response(FunctionList(functions=infos))
+
+    async def healthz(self, request: Request) -> Response:
+        """GET /healthz: the process answers."""
+        return json_response(Health(status="ok"))
+
+    async def readyz(self, request: Request) -> Response:
+        """GET /readyz: NATS is connected and JetStream answers (503 otherwise)."""
+        reason = await self.uplink.unready_reason()
+        if reason is not None:
+            raise BrokerUnavailable(reason)
+        return json_response(Health(status="ready"))
+
+    async def metrics(self, request: Request) -> Response:
+        """GET /metrics: Prometheus text; with keys on, only for a key to every app."""
+        access = self._access(request)
+        if not access.all_apps:
+            raise Forbidden("/metrics is for keys that may call every app ('*')")
+        return Response(self._metrics.exposition(), media_type=_PROMETHEUS)
+
+    async def openapi(self, request: Request) -> Response:
+        """GET /openapi.json: this API, generated from its msgspec types."""
+        return Response(self.openapi_bytes, media_type="application/json")
+
+    def _access(self, request: Request) -> Access:
+        access = self.keys.authenticate(request.headers.get("authorization"))
+        setattr(request.state, CLIENT_STATE_KEY, access.label)
+        return access
+
+
+def _function(request: Request) -> tuple[str, str]:
+    return request.path_params["app"], request.path_params["fn"]
+
+
+async def _visible_spec(link: Link, access: Access, app: str, fn: str) -> FunctionSpec:
+    """The spec, or the same 404 for a function that does not exist and one the key may not
+    see (so that a key learns nothing about apps beyond its own)."""
+    if not access.may_see(app):
+        raise NotFound(f"no function {app}.{fn} that this key may call")
+    try:
+        return await link.registry.get(app, fn)
+    except FunctionNotFound:
+        pass
+    names = sorted(spec.name for spec in await link.registry.all() if spec.app == app)
+    if names:
+        raise NotFound(f"no function {fn!r} in app {app!r}; deployed: {', '.join(names)}")
+    raise NotFound(f"no function {app}.{fn}: app {app!r} has no deployed functions")
+
+
+def _plan(
+    access: Access,
+    spec: FunctionSpec,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    idempotency_key: str | None,
+) -> PlannedCall:
+    try:
+        value = encode_value((args, kwargs))
+    except UnencodableValue as exc:
+        raise BadRequest(str(exc)) from None
+    if idempotency_key is None:
+        return PlannedCall(call_id=new_call_id(), spec=spec, value=value, digest="")
+    return PlannedCall(
+        call_id=idempotent_call_id(access.principal, spec.app, spec.name, idempotency_key),
+        spec=spec,
+        value=value,
+        digest=request_digest(spec.app, spec.name, args, kwargs),
+        idempotent=True,
+    )
+
+
+def _status_url(request: Request, call_id: str) -> str:
+    return f"{request.scope.get('root_path', '')}/v1/calls/{call_id}"
+
+
+async def _result(
+    link: Link, success: Success, headers: dict[str, str], accept: str | None
+) -> Response:
+    data = await link.load(success.payload)
+    headers = {**headers, "Autan-Attempts": str(success.attempts)}
+    if wants_msgpack(accept):
+        return Response(data, headers=headers, media_type=MSGPACK)  # the worker's encoding
+    return value_response(decode_value(data), msgpack=False, headers=headers)
+
+
+def _may_read(access: Access, record: CallRecord | None) -> bool:
+    """Calls of other apps are hidden; calls the gateway did not record, but to all-app keys
+    (with keys off, every request has access to all apps)."""
+    return access.all_apps if record is None else access.may_see(record.app)
+
+
+def _info(state: FunctionState) -> FunctionInfo:
+    """The listing's entry; ConsumerNotFound (502) when the function's consumer is gone."""
+    if state.missing is not None:
+        raise state.missing
+    spec, options = state.spec, state.spec.options
+    policies = Policies(
+        timeout_s=options.timeout_s,
+        retries=options.retries,
+        scaling=options.scaling,
+        batching=options.batching,
+        concurrency=options.concurrency,
+        gpu=options.gpu,
+        models=sorted(options.models),
+    )
+    workers = [
+        WorkerSummary(worker_id=w.worker_id, state=w.state, host=w.host, providers=w.providers)
+        for w in state.workers
+    ]
+    return FunctionInfo(
+        app=spec.app,
+        name=spec.name,
+        version=spec.version,
+        policies=policies,
+        workers=workers,
+        backlog=state.backlog or 0,
+    )

@@ -1,0 +1,96 @@
+"""The gateway's link to NATS: a `Link` opened in the background and kept.
+
+The gateway listens whether or not NATS is up (so that probes and load balancers
+see it): until the link is open, and whenever its connection is down and the
+client is reconnecting, requests fail at once with `BrokerUnavailable` (503 with
+Retry-After) instead of waiting for JetStream timeouts.
+"""
+
+from __future__ import annotations
+
+import anyio
+import structlog
+from anyio.abc import TaskStatus
+
+from broker import READINESS_PROBE_KEY, BrokerError, BrokerUnavailable, KeyNotFound
+from runtime.core import Link, Settings
+
+__all__ = ["Uplink"]
+
+log = structlog.get_logger("autan.gateway")
+
+_RETRY_FIRST_S = 0.2
+_RETRY_MAX_S = 5.0
+_CLOSE_S = 5.0
+
+
+class Uplink:
+    """One `Link` for the whole gateway; `link` raises while NATS cannot be used."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._link: Link | None = None
+        self._scope = anyio.CancelScope(shield=True)
+
+    @property
+    def link(self) -> Link:
+        link = self._link
+        if link is None:
+            raise BrokerUnavailable(
+                f"the gateway is not connected to NATS at {self.settings.nats_url} yet; "
+                "is 'autan up' running? retry shortly"
+            )
+        if not link.broker.is_connected:
+            raise BrokerUnavailable(
+                f"the gateway lost NATS at {self.settings.nats_url} and is reconnecting; "
+                "retry shortly"
+            )
+        return link
+
+    async def serve(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Connect (retrying with backoff), then hold the link until `close()`.
+
+        The caller's cancellation does not reach in here: the gateway first stops
+        taking requests and lets open ones finish, then closes the link.
+        """
+        with self._scope:
+            task_status.started()
+            try:
+                self._link = await self._open()
+                log.info("gateway connected to NATS", nats=self.settings.nats_url)
+                await anyio.sleep_forever()
+            finally:
+                with anyio.CancelScope(shield=True), anyio.move_on_after(_CLOSE_S):
+                    if self._link is not None:
+                        await self._link.close()
+
+    def close(self) -> None:
+        """End `serve`: stop connecting, or close the link."""
+        self._scope.cancel()
+
+    async def _open(self) -> Link:
+        delay_s = _RETRY_FIRST_S
+        while True:
+            try:
+                return await self._connect()
+            except BrokerUnavailable as exc:
+                log.warning("gateway waiting for NATS", error=str(exc), retry_in_s=delay_s)
+            await anyio.sleep(delay_s)
+            delay_s = min(delay_s * 2, _RETRY_MAX_S)
+
+    async def _connect(self) -> Link:
+        return await Link.open(self.settings, name="autan-gateway")
+
+    async def unready_reason(self, timeout_s: float = 2.0) -> str | None:
+        """None when NATS is connected and JetStream answers within `timeout_s`, else why not."""
+        try:
+            link = self.link
+            with anyio.fail_after(timeout_s):
+                await (await link.results()).get(READINESS_PROBE_KEY)
+        except KeyNotFound:
+            return None  # JetStream answered
+        except TimeoutError:
+            return f"JetStream at {self.settings.nats_url} did not answer within {timeout_s} s"
+        except BrokerError as exc:
+            return str(exc)
+        return None

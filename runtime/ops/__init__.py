@@ -1,0 +1,25 @@
+"""Operating Autan: the `autan` command, deploy, dead letters, the long-running stacks.
+
+The composition root: it may import every other room, and nothing imports it.
+"""
+
+from runtime.ops.deploy import (
+    DeployResult,
+    deploy_app,
+    deploy_target,
+    discover_apps,
+    manifest_key,
+    package,
+)
+from runtime.ops.dlq import DeadLetters, Letter
+
+__all__ = [
+    "DeadLetters",
+    "DeployResult",
+    "Letter",
+    "deploy_app",
+    "deploy_target",
+    "discover_apps",
+    "manifest_key",
+    "package",
+]

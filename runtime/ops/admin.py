@@ -1,0 +1,92 @@
+"""The short commands: deploy, invoke, ls, status, trigger replay."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from runtime.client import Session
+from runtime.control import FunctionStatus, read_statuses
+from runtime.core import FunctionState, Link, Settings, function_states, split_qualname
+from runtime.ops.deploy import deploy_target
+
+__all__ = ["deploy", "invoke", "ls", "replay", "status"]
+
+
+async def deploy(settings: Settings, target: str) -> int:
+    async with await Link.open(settings, name="autan-deploy") as link:
+        results = await deploy_target(link, target)
+    for result in results:
+        state = "deployed" if result.changed else "unchanged"
+        print(f"{result.qualname}  {result.version}  {state}  {result.uploaded_bytes} bytes sent")
+    return 0
+
+
+async def invoke(settings: Settings, qualname: str, value: Any, kwargs: dict[str, Any]) -> Any:
+    app, fn = split_qualname(qualname)
+    async with await Session.open(settings, name="autan-invoke") as session:
+        return await session.call(app, fn, (value,), kwargs)
+
+
+async def replay(
+    settings: Settings, qualname: str, *, since_s: float | None, from_seq: int | None
+) -> int:
+    """Deliver the past events of a trigger again (at least once, from the given point)."""
+    app, fn = split_qualname(qualname)
+    async with await Link.open(settings, name="autan-replay") as link:
+        spec = await link.registry.get(app, fn, cached=False)
+        if spec.trigger is None:
+            raise ValueError(f"{qualname} has no trigger (on=...): nothing to replay")
+        await link.broker.replay(spec.trigger, since_s=since_s, from_seq=from_seq)
+    start = f"sequence {from_seq}" if from_seq is not None else f"the last {since_s:g} s"
+    print(f"{qualname}: events of {spec.trigger.stream} from {start} will be delivered again")
+    return 0
+
+
+async def ls(settings: Settings) -> int:
+    """Deployed functions: version, live workers, backlog, the providers they run on."""
+    async with await Link.open(settings, name="autan-ls") as link:
+        states = await function_states(link.broker, await link.registry.all())
+    print(_states_table(states))
+    return 0
+
+
+def _states_table(states: list[FunctionState]) -> str:
+    if not states:
+        return "nothing deployed: run 'autan deploy PATH' (or 'autan up')"
+    lines = [f"{'FUNCTION':<24} {'VERSION':<18} {'WORKERS':>7} {'BACKLOG':>7}  PROVIDERS"]
+    for state in states:
+        spec = state.spec
+        backlog = "?" if state.backlog is None else str(state.backlog)
+        providers = sorted({p for w in state.workers for p in w.providers})
+        lines.append(
+            f"{spec.qualname:<24} {spec.version:<18} {len(state.workers):>7} {backlog:>7}  "
+            f"{','.join(providers) or '-'}"
+        )
+    lines += [f"{s.spec.qualname}: {s.missing}" for s in states if s.missing is not None]
+    return "\n".join(lines)
+
+
+async def status(settings: Settings) -> int:
+    """Per function: backlog, oldest age, workers starting/idle/busy, the last decision."""
+    async with await Link.open(settings, name="autan-status") as link:
+        rows = await read_statuses(link.broker)
+    print(_status_table(rows))
+    return 0
+
+
+def _status_table(rows: list[FunctionStatus]) -> str:
+    if not rows:
+        return "no scaler has reported yet: is 'autan up' (or 'autan serve') running?"
+    lines = [
+        f"{'FUNCTION':<20} {'BACKLOG':>7} {'OLDEST':>7} {'START':>5} {'IDLE':>4} {'BUSY':>4} "
+        f"{'WANT':>4}  LAST DECISION"
+    ]
+    now = time.time()
+    for row in rows:
+        ago = f"{now - row.decided_unix_s:.0f} s ago" if row.decided_unix_s else "-"
+        lines.append(
+            f"{row.function:<20} {row.backlog:>7} {row.oldest_age_s:>6.1f}s {row.starting:>5} "
+            f"{row.idle:>4} {row.busy:>4} {row.desired:>4}  {row.reason} ({ago})"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,210 @@
+"""The `autan` command: up, serve, gateway, deploy, invoke, ls, status, dlq, trigger, worker.
+
+It reads the environment once (`Settings.from_env`, flags win) and hands the settings on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+os.environ["ORT_DISABLE_TELEMETRY"] = "1"
+
+import anyio
+import msgspec
+
+from runtime.core import RemoteError, Settings, WorkerLaunch, configure_logging, known_error
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="autan", description=__doc__)
+    parser.add_argument("--nats-url", help="NATS server (env AUTAN_NATS_URL)")
+    parser.add_argument("--storage-url", help="file:///path or s3://bucket?endpoint=host:port")
+    parser.add_argument("--data-dir", type=Path, help="local state (env AUTAN_DATA_DIR)")
+    parser.add_argument("--log-format", choices=["console", "json"], help="env AUTAN_LOG_FORMAT")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    up = commands.add_parser("up", help="run the whole stack on this machine until Ctrl-C")
+    up.add_argument("--nats-port", type=int, default=4222)
+    up.add_argument("--functions", default="functions", help="what to deploy (default: bundled)")
+    up.add_argument("--metrics-port", type=int, help="Prometheus /metrics, 9464 (0: off)")
+    up.add_argument("--http-port", type=int, help="the HTTP bridge, 8000 (0: off)")
+
+    serve = commands.add_parser(
+        "serve", help="deploy, then scale workers and serve HTTP against an existing NATS"
+    )
+    serve.add_argument("--functions", default="functions", help="what to deploy (default: bundled)")
+    serve.add_argument("--metrics-port", type=int, help="Prometheus /metrics, 9464 (0: off)")
+    serve.add_argument("--http-port", type=int, help="the HTTP bridge, 8000 (0: off)")
+    serve.add_argument("--http-host", help="bind address (env AUTAN_HTTP_HOST, 127.0.0.1)")
+
+    gateway = commands.add_parser("gateway", help="the HTTP bridge alone")
+    gateway.add_argument("--http-port", type=int, help="env AUTAN_HTTP_PORT, 8000")
+    gateway.add_argument("--http-host", help="env AUTAN_HTTP_HOST, 127.0.0.1")
+
+    deploy = commands.add_parser("deploy", help="package and register the functions of PATH")
+    deploy.add_argument("path", help="a package directory, a .py file or a module name")
+
+    invoke = commands.add_parser("invoke", help="call APP.FN with one JSON argument")
+    invoke.add_argument("function", metavar="APP.FN")
+    invoke.add_argument("input", nargs="?", help="the argument, as JSON")
+    invoke.add_argument("--file", type=Path, help="pass this file's bytes as the argument")
+    invoke.add_argument("--kwargs", help="keyword arguments as a JSON object")
+
+    trigger = commands.add_parser("trigger", help="message triggers (functions with on=)")
+    trigger_commands = trigger.add_subparsers(dest="trigger_command", required=True)
+    replay = trigger_commands.add_parser("replay", help="deliver a trigger's past events again")
+    replay.add_argument("function", metavar="APP.FN")
+    since = replay.add_mutually_exclusive_group(required=True)
+    since.add_argument("--since", type=_duration_s, help="how far back: 30s, 10m, 2h, 1d")
+    since.add_argument("--from-seq", type=int, help="the first stream sequence to deliver")
+
+    dlq = commands.add_parser("dlq", help="dead letters: calls that failed for good")
+    dlq_commands = dlq.add_subparsers(dest="dlq_command", required=True)
+    dlq_ls = dlq_commands.add_parser("ls", help="list dead letters")
+    dlq_ls.add_argument("function", nargs="?", metavar="APP.FN")
+    dlq_show = dlq_commands.add_parser("show", help="one dead letter with its error")
+    dlq_show.add_argument("ref", metavar="SEQ|CALL_ID")
+    dlq_redrive = dlq_commands.add_parser("redrive", help="run dead calls again (new call ids)")
+    dlq_redrive.add_argument("ref", metavar="SEQ|CALL_ID|APP.FN|all")
+    dlq_purge = dlq_commands.add_parser("purge", help="delete dead letters")
+    dlq_purge.add_argument("function", nargs="?", metavar="APP.FN")
+
+    commands.add_parser("ls", help="list deployed functions, versions and workers")
+    commands.add_parser("status", help="backlog, workers and the last scaling decision")
+
+    worker = commands.add_parser("worker", help="serve one function (started by 'autan up')")
+    WorkerLaunch.add_arguments(worker)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    started_unix_s = time.time()  # after the imports
+    args = _parser().parse_args(argv)
+    args.started_unix_s = started_unix_s
+    try:
+        settings = _settings(args)
+    except ValueError as exc:
+        print(f"autan: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_format, settings.log_level)
+    try:
+        return int(anyio.run(_dispatch, args, settings))
+    except KeyboardInterrupt:
+        return 130
+    except BaseException as exc:
+        known = known_error(exc)
+        if known is None:
+            raise
+        print(str(known) if isinstance(known, RemoteError) else f"autan: {known}", file=sys.stderr)
+        return 1
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    """The environment's settings, the flags given winning."""
+    settings = Settings.from_env(
+        nats_url=args.nats_url,
+        storage_url=args.storage_url,
+        data_dir=args.data_dir,
+        log_format=args.log_format,
+        metrics_port=getattr(args, "metrics_port", None),
+    )
+    host = getattr(args, "http_host", None)
+    if args.command == "up":
+        host = "127.0.0.1"  # the embedded stack is for this machine
+    return settings.with_http(host=host, port=getattr(args, "http_port", None))
+
+
+async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
+    from runtime.ops import admin, stack
+
+    match args.command:
+        case "up":
+            return await stack.up(settings, nats_port=args.nats_port, target=args.functions)
+        case "serve":
+            return await stack.serve(settings, target=args.functions)
+        case "gateway":
+            return await stack.gateway(settings)
+        case "invoke":
+            value = _invoke_input(args)
+            kwargs = json.loads(args.kwargs) if args.kwargs else {}
+            result = await admin.invoke(settings, args.function, value, kwargs)
+            print(json.dumps(_jsonable(result)))
+            return 0
+        case "worker":
+            return await _worker(args, settings)
+    return await _dispatch_admin(args, settings)
+
+
+async def _dispatch_admin(args: argparse.Namespace, settings: Settings) -> int:
+    from runtime.ops import admin, dlq
+
+    match args.command:
+        case "status":
+            return await admin.status(settings)
+        case "deploy":
+            return await admin.deploy(settings, args.path)
+        case "ls":
+            return await admin.ls(settings)
+        case "dlq":
+            return await dlq.dlq(settings, args.dlq_command, args)
+        case "trigger":
+            return await admin.replay(
+                settings, args.function, since_s=args.since, from_seq=args.from_seq
+            )
+    raise AssertionError(args.command)
+
+
+async def _worker(args: argparse.Namespace, settings: Settings) -> int:
+    from runtime.worker import Boot, run
+
+    launch = WorkerLaunch.from_args(args)
+    boot = Boot(spawned_unix_s=launch.spawned_unix_s, main_unix_s=args.started_unix_s)
+    return await run(settings, launch, boot)
+
+
+def _duration_s(text: str) -> float:
+    """`30s`, `10m`, `2h`, `1d` (or plain seconds) in seconds."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    number, unit = (text[:-1], text[-1]) if text and text[-1] in units else (text, "s")
+    try:
+        return float(number) * units[unit]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: write a duration like 30s, 10m, 2h") from None
+
+
+def _invoke_input(args: argparse.Namespace) -> Any:
+    if args.file is not None:
+        return args.file.read_bytes()
+    if args.input is None:
+        raise ValueError("give the argument as JSON, e.g. autan invoke demo.echo '\"hi\"'")
+    try:
+        return json.loads(args.input)
+    except json.JSONDecodeError as exc:
+        raise ValueError(
+            f"the argument is not valid JSON ({exc.msg}); quote strings: '\"hello\"'"
+        ) from exc
+
+
+def _jsonable(value: Any) -> Any:
+    def enc_hook(obj: Any) -> Any:
+        if isinstance(obj, bytes):
+            return base64.b64encode(obj).decode()
+        if hasattr(obj, "tolist"):
+            return obj.tolist()
+        raise NotImplementedError
+
+    return json.loads(msgspec.json.encode(value, enc_hook=enc_hook))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,89 @@
+"""The long-running commands: `autan up` (the embedded stack), `autan serve`, `autan gateway`.
+
+`serve` deploys, then runs the scaler with the local provider, the HTTP bridge and the
+metrics endpoint until a signal; `up` does the same around an embedded nats-server
+and the filesystem store.
+"""
+
+from __future__ import annotations
+
+import signal
+
+import anyio
+import msgspec
+import structlog
+from anyio.abc import TaskStatus
+
+from runtime.control import LocalProvider, NatsServer, Scaler, ScalerMetrics
+from runtime.core import Link, Settings, record_storage_url
+from runtime.ops.deploy import deploy_target
+
+__all__ = ["gateway", "serve", "up", "wait_for_signal"]
+
+log = structlog.get_logger("autan")
+
+
+async def up(settings: Settings, *, nats_port: int, target: str) -> int:
+    """The embedded stack: nats-server, file storage, `target` deployed, the scaler."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    server = NatsServer(settings.data_dir / "nats", port=nats_port)
+    server.start()
+    settings = msgspec.structs.replace(
+        settings,
+        nats_url=server.url,
+        storage_url=settings.storage_url or settings.default_storage_url(),
+    )
+    try:
+        return await serve(settings, target=target)
+    finally:
+        server.stop()
+        log.info("stopped; data kept", data_dir=str(settings.data_dir.resolve()))
+
+
+async def serve(settings: Settings, *, target: str) -> int:
+    """Deploy `target`, then scale its functions' workers on this host until a signal."""
+    async with await Link.open(settings, name="autan-scaler") as link:
+        await record_storage_url(link.broker, settings)
+        results = await deploy_target(link, target)
+        metrics = ScalerMetrics()
+        if settings.metrics_port:
+            metrics.serve_http(settings.metrics_port)
+        log.info("autan is up", nats=settings.nats_url, storage=settings.storage_url,
+                 metrics_port=settings.metrics_port or None,
+                 functions=[f"{r.qualname}@{r.version}" for r in results])  # fmt: skip
+        await _run_scaler(link, LocalProvider(settings), metrics)
+    return 0
+
+
+async def _run_scaler(link: Link, provider: LocalProvider, metrics: ScalerMetrics) -> None:
+    async with anyio.create_task_group() as group:
+        await group.start(provider.serve)
+        await group.start(Scaler(link.broker, provider, metrics=metrics).serve)
+        if link.settings.http.port:
+            await group.start(_serve_http, link.settings)  # it logs where it listens
+        await wait_for_signal()
+        group.cancel_scope.cancel()
+
+
+async def gateway(settings: Settings) -> int:
+    """The HTTP bridge alone, against the stack's NATS, until a signal."""
+    async with anyio.create_task_group() as group:
+        await group.start(_serve_http, settings)  # it logs where it listens
+        await wait_for_signal()
+        group.cancel_scope.cancel()
+    return 0
+
+
+async def _serve_http(
+    settings: Settings, *, task_status: TaskStatus[int] = anyio.TASK_STATUS_IGNORED
+) -> None:
+    # Imported here: starlette and uvicorn cost ~60 ms to import, for commands without HTTP.
+    from runtime.gateway import serve_gateway
+
+    await serve_gateway(settings, task_status=task_status)
+
+
+async def wait_for_signal() -> None:
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for _ in signals:
+            return

@@ -1,0 +1,157 @@
+"""Running batches of deliveries: read each call, run what may run, settle every call.
+
+`BatchHandler.handle` takes what the feed delivered: calls that must not run are
+failed at once (`intake.refusal`), redelivered calls whose result is recorded are
+acked, and the rest run on the executor, a batch's worth at a time. Each call is then
+settled by `Answers` (single calls) or `PackSettler` (packs).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import anyio
+
+from broker import CallMsg, Delivery, ErrorInfo, PullFeed, decode_value
+from runtime.core import FunctionSpec, Link
+from runtime.worker.answers import Answers
+from runtime.worker.executor import Executor
+from runtime.worker.intake import UNREADABLE, Unit, read_call, read_inputs, read_pack, refusal
+from runtime.worker.invocations import Outcome
+from runtime.worker.packs import PackSettler
+
+__all__ = ["BatchHandler"]
+
+
+class BatchHandler:
+    """Runs batches of deliveries of one function and settles each call."""
+
+    def __init__(
+        self,
+        link: Link,
+        spec: FunctionSpec,
+        worker_id: str,
+        log: Any,
+        *,
+        cold_start_ms: dict[str, float] | None = None,
+    ) -> None:
+        self.link = link
+        self.spec = spec
+        self.log = log
+        self.answers = Answers(link, spec, worker_id, log, cold_start_ms=cold_start_ms)
+        self.packs = PackSettler(link, self.answers)
+        self.running: set[Delivery] = set()
+        # Calls per delivery, averaged: 1 for single calls, up to max_size for packs.
+        self.items_per_delivery = 1.0
+        self._reported_items = 1.0  # as the last heartbeat told the scaler
+        self.items_shifted = anyio.Event()  # set when that report is off by half or more
+
+    async def handle(
+        self, batch: Sequence[Delivery], executor: Executor | None, broken: ErrorInfo | None
+    ) -> None:
+        """Run and settle `batch` (a pack counts as its items in `items_per_delivery`)."""
+        units: list[Unit] = []
+        calls = 0
+        for delivery in batch:
+            call = read_call(self.spec, delivery)
+            calls += max(1, call.items)
+            refused = refusal(self.spec, delivery, call, broken)
+            if refused is not None:
+                await self._refuse(delivery, call, *refused)
+            elif delivery.num_delivered > 1 and await self.answers.already_settled(call):
+                await delivery.ack()  # redelivered after its result was recorded: done
+            else:
+                unit = await self._unit(delivery, call)
+                if unit is not None:
+                    units.append(unit)
+        self.items_per_delivery = 0.8 * self.items_per_delivery + 0.2 * calls / max(1, len(batch))
+        ratio = self.items_per_delivery / self._reported_items
+        if not 2 / 3 < ratio < 3 / 2:
+            self.items_shifted.set()
+        if units and executor is not None:
+            await self._run(units, executor)
+
+    def report_items_per_delivery(self) -> float:
+        """The average to tell the scaler now; `items_shifted` is set again once it moves
+        by half or more from this."""
+        self._reported_items = self.items_per_delivery
+        self.items_shifted = anyio.Event()
+        return round(self.items_per_delivery, 2)
+
+    async def keep_alive(self, feed: PullFeed) -> None:
+        """Tell JetStream that calls held here (running or queued) are not lost, so that
+        none is delivered again elsewhere while this worker still has it."""
+        while True:
+            await anyio.sleep(feed.ack_wait_s / 3)
+            for delivery in [*self.running, *feed.held()]:
+                await delivery.in_progress()
+
+    async def _unit(self, delivery: Delivery, call: CallMsg) -> Unit | None:
+        """What to run for a delivery; None when it cannot be read (it is failed here)."""
+        try:
+            value = decode_value(await self.link.load(call.payload))
+            done = self.packs.finished(call.call_id) if call.items else {}
+            invocations, indexes, pack = read_inputs(call, delivery, value, done)
+        except UNREADABLE as exc:
+            error = ErrorInfo(type="MalformedCall", message=f"the call cannot be read: {exc}")
+            await self.answers.fail(delivery, call, error, reason="malformed")
+            return None
+        return Unit(delivery, call, invocations, indexes, pack)
+
+    async def _refuse(
+        self, delivery: Delivery, call: CallMsg, error: ErrorInfo, reason: str
+    ) -> None:
+        """Fail a call, or every item of a pack, without running it."""
+        if not call.items:
+            await self.answers.fail(delivery, call, error, reason)
+            return
+        try:
+            items = read_pack(decode_value(await self.link.load(call.payload)), call.items)
+        except UNREADABLE:
+            await self.answers.fail(delivery, call, error, reason)
+            return
+        await self.packs.refuse(delivery, call, items, error, reason)
+
+    async def _run(self, units: list[Unit], executor: Executor) -> None:
+        """Run the units, a batch's worth at a time when batched, each group settled as soon
+        as it is done (a pack need not wait for the packs taken after it)."""
+        if not executor.batched or len(units) == 1:
+            await self._run_group(units, executor)
+            return
+        groups: list[list[Unit]] = [[]]
+        calls = 0
+        for unit in units:
+            if calls >= executor.batch_size:
+                groups.append([])
+                calls = 0
+            groups[-1].append(unit)
+            calls += len(unit.invocations)
+        async with anyio.create_task_group() as group:
+            for units_of_group in groups:
+                group.start_soon(self._run_group, units_of_group, executor)
+
+    async def _run_group(self, units: list[Unit], executor: Executor) -> None:
+        deliveries = [unit.delivery for unit in units]
+        self.running.update(deliveries)
+        try:
+            outcomes = await executor.run([inv for unit in units for inv in unit.invocations])
+        finally:
+            self.running.difference_update(deliveries)
+        start = 0
+        for unit in units:
+            own = outcomes[start : start + len(unit.invocations)]
+            start += len(unit.invocations)
+            if unit.pack is None:
+                await self._settle(unit.delivery, unit.call, own[0])
+            else:
+                await self.packs.settle(unit, own)
+
+    async def _settle(self, delivery: Delivery, call: CallMsg, outcome: Outcome | None) -> None:
+        if outcome is None:
+            await delivery.nak()
+            return
+        if outcome.error is not None:
+            await self.answers.failed_attempt(delivery, call, outcome.error)
+            return
+        await self.answers.success(delivery, call, outcome)

@@ -1,0 +1,80 @@
+"""A worker process's entry point: `python -m runtime.worker APP.FN --worker-id ...`.
+
+The fork server's children and `autan worker` come here too. The command line is a
+`WorkerLaunch` (what the provider asked for); the settings come from the environment
+the provider gave (`Settings.to_env`), or, for `autan worker`, from the CLI.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ["ORT_DISABLE_TELEMETRY"] = "1"
+
+import resource
+import signal
+import sys
+import time
+from collections.abc import Sequence
+
+import anyio
+
+from runtime.core import Settings, WorkerLaunch, configure_logging, known_error, split_qualname
+from runtime.worker.worker import Boot, Worker
+
+__all__ = ["main", "run"]
+
+
+def main(argv: Sequence[str] | None = None, *, forked_unix_s: float = 0.0) -> int:
+    """Serve the function `argv` names until SIGTERM; the process's exit code."""
+    main_unix_s = time.time()  # after the imports: a forked worker has them already
+    launch = WorkerLaunch.from_argv(sys.argv[1:] if argv is None else argv)
+    try:
+        settings = Settings.from_env()
+    except ValueError as exc:
+        print(f"autan worker: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_format, settings.log_level)
+    boot = Boot(
+        spawned_unix_s=launch.spawned_unix_s, forked_unix_s=forked_unix_s, main_unix_s=main_unix_s
+    )
+    try:
+        return int(anyio.run(run, settings, launch, boot))
+    except KeyboardInterrupt:
+        return 130
+    except BaseException as exc:
+        known = known_error(exc)
+        if known is None:
+            raise
+        print(f"autan worker: {known}", file=sys.stderr)
+        return 1
+
+
+async def run(settings: Settings, launch: WorkerLaunch, boot: Boot) -> int:
+    """Serve until SIGINT or SIGTERM: stop pulling, finish what runs, hand back the rest."""
+    app, fn = split_qualname(launch.function)
+    if launch.memory_mb:
+        # Address space, not resident memory: ONNX Runtime and thread stacks reserve some.
+        limit = launch.memory_mb * 1024 * 1024
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    worker = Worker(
+        settings,
+        app,
+        fn,
+        worker_id=launch.worker_id,
+        device_id=launch.device,
+        intra_op_threads=launch.threads,
+        boot=boot,
+    )
+    async with anyio.create_task_group() as group:
+        group.start_soon(_stop_on_signal, worker)
+        await worker.serve()
+        group.cancel_scope.cancel()
+    return worker.exit_code
+
+
+async def _stop_on_signal(worker: Worker) -> None:
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for _ in signals:
+            worker.stop()
+            return

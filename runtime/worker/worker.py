@@ -1,0 +1,296 @@
+"""A worker: serves one function version from its durable pull consumer.
+
+Start: connect, fetch and verify the artifact, build the ONNX Runtime sessions,
+run `setup`, announce itself. Loop: take a batch from the feed and hand it to
+the `BatchHandler`. Stop (SIGTERM, scale-down): stop pulling, finish what runs,
+hand back what was received but not started, withdraw the announcement.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import time
+
+import anyio
+import msgspec
+import structlog
+from anyio.abc import TaskStatus
+
+from broker import BrokerUnavailable, Delivery, ErrorInfo, PullFeed
+from runtime.core import (
+    HEARTBEAT_S,
+    ArtifactRejected,
+    Context,
+    FunctionSpec,
+    Link,
+    Settings,
+    WorkerDirectory,
+    WorkerInfo,
+    load_models,
+)
+from runtime.worker.batches import BatchHandler
+from runtime.worker.executor import Executor
+from runtime.worker.loader import Loaded, fetch_function
+from storage import ArtifactStore, DiskCache
+
+__all__ = ["PIPELINE_DEPTH", "Boot", "Worker"]
+
+# Batches of a batched function in hand at once: one runs while the next forms.
+PIPELINE_DEPTH = 2
+
+
+class Boot(msgspec.Struct, frozen=True):
+    """When this process was asked for, forked and reached its main (unix seconds; 0: unknown)."""
+
+    spawned_unix_s: float = 0.0
+    forked_unix_s: float = 0.0
+    main_unix_s: float = 0.0
+
+    def phases_ms(self) -> dict[str, float]:
+        """`fork` and `boot` when forked from the fork server, `start` for a fresh process."""
+        if not self.spawned_unix_s:
+            return {}
+        if self.forked_unix_s:
+            return {
+                "fork": _ms(self.forked_unix_s - self.spawned_unix_s),
+                "boot": _ms(self.main_unix_s - self.forked_unix_s),
+            }
+        return {"start": _ms(self.main_unix_s - self.spawned_unix_s)}
+
+
+class Worker:
+    """Serve `app.fn` until `stop()`, then stop pulling, finish in flight, hand back the rest."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        app: str,
+        fn: str,
+        *,
+        worker_id: str = "",
+        device_id: int = 0,
+        intra_op_threads: int = 0,
+        boot: Boot | None = None,
+    ) -> None:
+        self.settings = settings
+        self.app, self.fn = app, fn
+        self.host = socket.gethostname()
+        self.worker_id = worker_id or f"{self.host}-{os.getpid()}"
+        self.device_id = device_id
+        self.intra_op_threads = intra_op_threads
+        self.boot = boot or Boot()
+        self.log = structlog.get_logger("autan.worker").bind(
+            function=f"{app}.{fn}", worker=self.worker_id
+        )
+        self._stopping = anyio.Event()
+        self.ready = anyio.Event()
+        self.exit_code = 0
+        self.providers: dict[str, list[str]] = {}
+        self.cold_start_ms: dict[str, float] = dict(self.boot.phases_ms())
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def serve(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        if self.boot.main_unix_s:
+            self.cold_start_ms["init"] = _ms(time.time() - self.boot.main_unix_s)
+        started = time.perf_counter()
+        link = await Link.open(self.settings, name=f"autan-worker-{self.worker_id}")
+        self.cold_start_ms["connect"] = _ms_since(started)
+        try:
+            started = time.perf_counter()
+            spec = await link.registry.get(self.app, self.fn, cached=False)
+            self.cold_start_ms["registry"] = _ms_since(started)
+            executor, broken = await self._prepare(link, spec)
+            started = time.perf_counter()
+            feed = await link.broker.pull(spec.source, window=2)  # `_loop` sizes it
+            self.cold_start_ms["subscribe"] = _ms_since(started)
+            self._mark_ready()
+            task_status.started()
+            await self._serve(link, spec, feed, executor, broken)
+        finally:
+            await link.close()
+
+    def _mark_ready(self) -> None:
+        if self.boot.spawned_unix_s:
+            self.cold_start_ms["ready"] = _ms(time.time() - self.boot.spawned_unix_s)
+        self.ready.set()
+        self.log.info("worker ready", providers=self.providers, **self.cold_start_ms)
+
+    async def _serve(
+        self,
+        link: Link,
+        spec: FunctionSpec,
+        feed: PullFeed,
+        executor: Executor | None,
+        broken: ErrorInfo | None,
+    ) -> None:
+        handler = BatchHandler(
+            link, spec, self.worker_id, self.log, cold_start_ms=dict(self.cold_start_ms)
+        )
+        info = self._info(spec, broken)
+        directory = await WorkerDirectory.open(link.broker)
+        try:
+            async with anyio.create_task_group() as group:
+                group.start_soon(self._heartbeat, directory, info, executor, handler)
+                group.start_soon(handler.keep_alive, feed)
+                if executor is not None:
+                    group.start_soon(executor.watch)
+                await self._loop(link, spec, feed, handler, executor, broken)
+                group.cancel_scope.cancel()
+        finally:
+            if executor is not None:
+                executor.close()
+        await directory.remove(info)
+
+    def _info(self, spec: FunctionSpec, broken: ErrorInfo | None) -> WorkerInfo:
+        providers = sorted({p for names in self.providers.values() for p in names})
+        return WorkerInfo(
+            worker_id=self.worker_id,
+            host=self.host,
+            function=spec.qualname,
+            version=spec.version,
+            state="broken" if broken else "ready",
+            providers=tuple(providers),
+            pid=os.getpid(),
+            started_unix_s=time.time(),
+            cold_start_ms=self.cold_start_ms,
+        )
+
+    async def _heartbeat(
+        self,
+        directory: WorkerDirectory,
+        info: WorkerInfo,
+        executor: Executor | None,
+        handler: BatchHandler,
+    ) -> None:
+        while True:
+            beat = msgspec.structs.replace(
+                info,
+                batch_sizes=dict(executor.sizes) if executor is not None else {},
+                calls_per_message=handler.report_items_per_delivery(),
+            )
+            with contextlib.suppress(BrokerUnavailable):  # NATS away: beat again later
+                await directory.beat(beat)
+            # Beat early (not more than 5 times a second) when packs start or stop: the
+            # scaler counts the backlog in calls with it.
+            await anyio.sleep(0.2)
+            with anyio.move_on_after(HEARTBEAT_S - 0.2):
+                await handler.items_shifted.wait()
+
+    async def _prepare(
+        self, link: Link, spec: FunctionSpec
+    ) -> tuple[Executor | None, ErrorInfo | None]:
+        artifacts = ArtifactStore(await link.store())
+        try:
+            loaded = await fetch_function(
+                spec,
+                artifacts,
+                DiskCache(self.settings.cache_dir),
+                self.settings.signing_key_bytes(),
+            )
+            self.cold_start_ms.update(loaded.timings_ms)
+            executor = await anyio.to_thread.run_sync(self._build, spec, loaded)
+        except (ArtifactRejected, ValueError, RuntimeError) as exc:
+            self.log.error("cannot load the function; failing its calls", error=str(exc))
+            return None, ErrorInfo(type=type(exc).__name__, message=str(exc))
+        return executor, None
+
+    def _build(self, spec: FunctionSpec, loaded: Loaded) -> Executor:
+        started = time.perf_counter()
+        models = load_models(
+            loaded.models,
+            gpu=spec.options.gpu,
+            device_id=self.device_id,
+            intra_op_threads=self.intra_op_threads,
+            cache_dir=self.settings.cache_dir / "optimized",
+        )
+        self.providers = {name: list(m.providers) for name, m in models.items()}
+        self.cold_start_ms["sessions"] = _ms_since(started)
+        ctx = Context(function=spec.qualname, models=models, log=self.log)
+        started = time.perf_counter()
+        ctx.state = loaded.setup(ctx) if loaded.setup else None
+        self.cold_start_ms["setup"] = _ms_since(started)
+        return Executor(
+            loaded.fn,
+            ctx,
+            batched=spec.options.batching is not None,
+            timeout_s=spec.options.timeout_s,
+            concurrency=spec.options.concurrency,
+            batch_size=spec.options.batching.max_size if spec.options.batching else 1,
+        )
+
+    async def _loop(
+        self,
+        link: Link,
+        spec: FunctionSpec,
+        feed: PullFeed,
+        handler: BatchHandler,
+        executor: Executor | None,
+        broken: ErrorInfo | None,
+    ) -> None:
+        batching = spec.options.batching
+        max_delay_s = batching.max_delay_ms / 1000 if batching else 0.0
+        preferred = batching.preferred_sizes if batching else ()
+        # A batched function forms its next batch, and settles its last, while one runs.
+        depth = PIPELINE_DEPTH if batching is not None else 1
+        slots = anyio.Semaphore(depth)
+        async with anyio.create_task_group() as group:
+            while not self._stopping.is_set():
+                await slots.acquire()
+                if self._poisoned(executor):
+                    slots.release()
+                    break
+                max_n = executor.take_n() if executor is not None else 32
+                if batching is not None:  # packs hold many calls: count messages, not calls
+                    max_n = max(1, round(max_n / handler.items_per_delivery))
+                feed.window = (depth + 1) * max_n  # prefetch little: other workers take the rest
+                batch = await feed.next_batch(max_n, max_delay_s, idle_s=0.25, preferred=preferred)
+                if not batch:
+                    slots.release()
+                    continue
+                if depth == 1:
+                    await self._handle(handler, batch, executor, broken, slots)
+                else:
+                    group.start_soon(self._handle, handler, batch, executor, broken, slots)
+        self._poisoned(executor)
+        left = await feed.stop()
+        for delivery in left:
+            await delivery.nak()
+        await link.broker.flush()
+        self.log.info("worker drained", handed_back=len(left))
+
+    async def _handle(
+        self,
+        handler: BatchHandler,
+        batch: list[Delivery],
+        executor: Executor | None,
+        broken: ErrorInfo | None,
+        slots: anyio.Semaphore,
+    ) -> None:
+        try:
+            await handler.handle(batch, executor, broken)
+        except BrokerUnavailable as exc:
+            # Unsettled calls stay unacked: JetStream delivers them again after ack_wait.
+            self.log.warning("NATS away while settling calls; they will come back", error=str(exc))
+        finally:
+            slots.release()
+
+    def _poisoned(self, executor: Executor | None) -> bool:
+        """Whether a call overran its timeout or memory: this worker is replaced."""
+        if executor is None or not executor.poisoned:
+            return False
+        if self.exit_code != 75:
+            self.log.error("a call overran its timeout or memory; replacing this worker")
+            self.exit_code = 75
+        return True
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 3)
+
+
+def _ms_since(started: float) -> float:
+    return _ms(time.perf_counter() - started)
