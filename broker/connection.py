@@ -29,6 +29,8 @@ __all__ = ["Broker", "Submission", "Watch"]
 
 log = structlog.get_logger("autan.broker")
 
+# How long closing waits for what is in flight to be delivered.
+_DRAIN_S = 5.0
 # JetStream API error codes that mean "the stream is at its limits" (discard-new).
 _QUEUE_FULL_CODES = {10077, 10078, 10047}
 
@@ -81,11 +83,22 @@ class Broker(StreamAdmin):
         return broker
 
     async def close(self) -> None:
+        """Drain (deliver what is in flight, within `_DRAIN_S`) when connected; else close.
+
+        Never raises: a connection that is down (the server stopped first, say) is closed
+        as it is.
+        """
         if self._errors is not None:
             self._errors.connected = False
         await self.replies.stop()
+        if self.nc.is_closed:
+            return
+        if self.nc.is_connected:
+            with contextlib.suppress(nats.errors.Error, TimeoutError):
+                await asyncio.wait_for(self.nc.drain(), _DRAIN_S)
         if not self.nc.is_closed:
-            await self.nc.drain()
+            with contextlib.suppress(nats.errors.Error):
+                await self.nc.close()
 
     def _reconnected(self) -> None:
         # Pull requests die with the old connection: the feeds ask again.

@@ -7,7 +7,9 @@ per call, which would cost a round trip to the server each time.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
+import nats.errors
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
@@ -41,7 +43,8 @@ class ReplyMux:
 
     async def stop(self) -> None:
         if self._sub is not None:
-            await self._sub.unsubscribe()
+            with contextlib.suppress(nats.errors.Error):  # the connection may be gone
+                await self._sub.unsubscribe()
         for future in self._futures.values():
             future.cancel()
         self._futures.clear()

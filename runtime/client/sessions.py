@@ -2,12 +2,16 @@
 
 A NATS connection is bound to the loop it was made on, so `SessionProvider` gives each
 event loop its own `Session`, and runs blocking callers' work on a loop of their own
-thread, so `embed.remote("x")` works from plain synchronous code.
+thread, so `embed.remote("x")` works from plain synchronous code. The sessions of
+synchronous callers are closed when the interpreter exits (a script need not call
+`app.sessions.close()`); calling it earlier releases the connections sooner.
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
+import contextlib
 import threading
 import weakref
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
@@ -36,6 +40,8 @@ class SessionProvider:
         self._thread_loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._local = threading.local()
+        self._own_loops: list[asyncio.AbstractEventLoop] = []  # of synchronous callers' threads
+        _PROVIDERS.add(self)
 
     @property
     def settings(self) -> Settings:
@@ -96,15 +102,19 @@ class SessionProvider:
             self.run_sync(iterator.aclose)
 
     def close(self) -> None:
-        """Close the sessions of synchronous callers: this thread's and the background one."""
-        own: asyncio.AbstractEventLoop | None = getattr(self._local, "loop", None)
-        if own is not None and not own.is_closed():
-            own.run_until_complete(self.aclose())
-            own.close()
-            self._local.loop = None
+        """Close the sessions of synchronous callers (every thread's that is not in a call
+        now, and the background one) and their loops."""
         with self._lock:
+            own, self._own_loops = self._own_loops, []
             thread, self._thread = self._thread, None
             loop, self._thread_loop = self._thread_loop, None
+        for idle in own:
+            if idle.is_running():  # a call under way in another thread: it keeps its loop
+                with self._lock:
+                    self._own_loops.append(idle)
+            elif not idle.is_closed():
+                idle.run_until_complete(self.aclose())
+                idle.close()
         if thread is None or loop is None:
             return
         asyncio.run_coroutine_threadsafe(self.aclose(), loop).result()
@@ -116,6 +126,8 @@ class SessionProvider:
         loop: asyncio.AbstractEventLoop | None = getattr(self._local, "loop", None)
         if loop is None or loop.is_closed():
             loop = self._local.loop = asyncio.new_event_loop()
+            with self._lock:
+                self._own_loops.append(loop)
         return loop
 
     def _background_loop(self) -> asyncio.AbstractEventLoop:
@@ -132,3 +144,15 @@ class SessionProvider:
 
 async def _call(fn: Callable[..., Awaitable[T]], *args: Any) -> T:
     return await fn(*args)
+
+
+_PROVIDERS: weakref.WeakSet[SessionProvider] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_at_exit() -> None:
+    """Close what scripts left open, so that they end without asyncio's complaints about
+    pending tasks and a closed loop."""
+    for provider in list(_PROVIDERS):
+        with contextlib.suppress(Exception):
+            provider.close()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import os
 import shutil
 import socket
 import subprocess
@@ -9,6 +11,8 @@ import sys
 import sysconfig
 import time
 from pathlib import Path
+
+from runtime.core import StackError, die_with_parent
 
 __all__ = ["NatsServer", "find_nats_server", "free_port"]
 
@@ -52,6 +56,16 @@ class NatsServer:
         return f"nats://{self.host}:{self.port}"
 
     def start(self, *, timeout_s: float = 10.0) -> None:
+        """Start it, refusing a port something else already listens on.
+
+        It runs in a session of its own, so that Ctrl-C in a terminal reaches only its
+        owner (which stops it last, after what depends on it), and ends with its owner.
+        """
+        if _listening(self.host, self.port):
+            raise StackError(
+                f"port {self.port} on {self.host} is in use: another 'autan up' or a "
+                "nats-server left running; stop it, or choose another port (--nats-port)"
+            )
         self.store_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.store_dir / "nats-server.log"
         command = [
@@ -62,24 +76,27 @@ class NatsServer:
             "--port", str(self.port),
             "--log", str(log_path),
         ]  # fmt: skip
-        self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL)
+        self.process = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=functools.partial(die_with_parent, os.getpid()),
+        )
         self._wait_ready(timeout_s, log_path)
 
     def _wait_ready(self, timeout_s: float, log_path: Path) -> None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
-                raise RuntimeError(
+                raise StackError(
                     f"nats-server exited with code {self.process.returncode}; see {log_path} "
                     f"(is port {self.port} already in use? try --nats-port)"
                 )
-            try:
-                socket.create_connection((self.host, self.port), timeout=0.2).close()
+            if _listening(self.host, self.port):
                 return
-            except OSError:
-                time.sleep(0.01)
+            time.sleep(0.01)
         self.stop()
-        raise RuntimeError(f"nats-server did not listen on {self.url} within {timeout_s} s")
+        raise StackError(f"nats-server did not listen on {self.url} within {timeout_s} s")
 
     def stop(self, *, timeout_s: float = 10.0) -> None:
         if self.process is None or self.process.poll() is not None:
@@ -96,3 +113,11 @@ class NatsServer:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait()
+
+
+def _listening(host: str, port: int) -> bool:
+    try:
+        socket.create_connection((host, port), timeout=0.2).close()
+    except OSError:
+        return False
+    return True

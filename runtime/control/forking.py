@@ -44,8 +44,13 @@ class ForkServer:
     async def start(self, group: TaskGroup) -> None:
         """Start it, with its reader in `group`; returns once it is ready to fork."""
         env = dict(os.environ, ORT_DISABLE_TELEMETRY="1", OPENBLAS_NUM_THREADS="1")
+        # A session of its own: Ctrl-C in a terminal reaches the provider's process only,
+        # which drains the workers; the fork server (and its workers) end with it.
         self._process = await anyio.open_process(
-            [sys.executable, "-m", FORKSERVER_MODULE], env=env, stderr=None
+            [sys.executable, "-m", FORKSERVER_MODULE, "--parent-pid", str(os.getpid())],
+            env=env,
+            stderr=None,
+            start_new_session=True,
         )
         group.start_soon(self.read)
         with anyio.fail_after(_READY_TIMEOUT_S):

@@ -214,6 +214,7 @@ class LocalProvider:
             threads=threads,
             memory_mb=spec.options.memory_mb,
             spawned_unix_s=time.time(),
+            parent_pid=0 if self.fork else os.getpid(),  # forked: the fork server's child
         )
         worker = _Process(launch, spec.version, device)
         env = worker_env(self.settings, threads=threads, device=device)
@@ -277,7 +278,8 @@ class LocalProvider:
     async def _spawn(self, argv: list[str], env: dict[str, str]) -> Process:
         command = [sys.executable, "-m", WORKER_MODULE, *argv]
         process = await anyio.open_process(command, env=env, stdin=subprocess.DEVNULL,
-                                           stdout=None, stderr=None)  # fmt: skip
+                                           stdout=None, stderr=None,
+                                           start_new_session=True)  # fmt: skip
         if self._group is None:
             raise RuntimeError("serve() owns the processes: start it first")
         self._group.start_soon(self._await_exit, process)

@@ -20,9 +20,11 @@ from runtime.core.errors import (
     FunctionNotFound,
     FunctionTimeout,
     RemoteError,
+    StackError,
     known_error,
 )
 from runtime.core.launch import FORKSERVER_MODULE, WORKER_MODULE, WorkerLaunch
+from runtime.core.lifeline import die_with_parent
 from runtime.core.link import Link, record_storage_url, storage_url
 from runtime.core.logs import configure_logging
 from runtime.core.models import (
@@ -88,10 +90,12 @@ __all__ = [
     "Retries",
     "Scaling",
     "Settings",
+    "StackError",
     "WorkerDirectory",
     "WorkerInfo",
     "WorkerLaunch",
     "configure_logging",
+    "die_with_parent",
     "function_states",
     "known_error",
     "load_api_keys",

@@ -5,6 +5,7 @@
     ├── FunctionNotFound      deploy it, or fix the name (nothing was queued)
     ├── DeployError           the function or its models cannot be packaged
     ├── ArtifactRejected      the stored artifact failed verification: redeploy
+    ├── StackError            a part of the stack cannot start: the message says what to do
     └── RemoteError           the call ran and failed: `type`, `message`, `traceback`
         └── FunctionTimeout   it ran past its `timeout_s`
 
@@ -25,6 +26,7 @@ __all__ = [
     "FunctionNotFound",
     "FunctionTimeout",
     "RemoteError",
+    "StackError",
     "known_error",
 ]
 
@@ -43,6 +45,10 @@ class DeployError(AutanError):
 
 class ArtifactRejected(AutanError):
     """A worker refused an artifact: digest, signature or Python version do not match."""
+
+
+class StackError(AutanError):
+    """A part of the stack (nats-server, the fork server, a port) cannot start."""
 
 
 class RemoteError(AutanError):

@@ -28,6 +28,7 @@ class WorkerLaunch(msgspec.Struct, frozen=True, kw_only=True):
     device: int = 0  # GPU device id, as the worker sees the devices it may use
     memory_mb: int | None = None  # address-space limit; past it, MemoryError
     spawned_unix_s: float = 0.0  # when the provider asked for it (a cold-start phase)
+    parent_pid: int = 0  # end when this process ends (0: live on; a worker run by hand)
 
     def argv(self) -> list[str]:
         """The arguments `from_argv` reads back as this launch."""
@@ -38,6 +39,8 @@ class WorkerLaunch(msgspec.Struct, frozen=True, kw_only=True):
             args += ["--memory-mb", str(self.memory_mb)]
         if self.spawned_unix_s:
             args += ["--spawned-unix-s", repr(self.spawned_unix_s)]
+        if self.parent_pid:
+            args += ["--parent-pid", str(self.parent_pid)]
         return args
 
     @classmethod
@@ -55,6 +58,7 @@ class WorkerLaunch(msgspec.Struct, frozen=True, kw_only=True):
         parser.add_argument("--device", type=int, default=0, help="GPU device id")
         parser.add_argument("--memory-mb", type=int, default=None, help="address-space limit")
         parser.add_argument("--spawned-unix-s", type=float, default=0.0, help=argparse.SUPPRESS)
+        parser.add_argument("--parent-pid", type=int, default=0, help=argparse.SUPPRESS)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> WorkerLaunch:
@@ -65,4 +69,5 @@ class WorkerLaunch(msgspec.Struct, frozen=True, kw_only=True):
             device=args.device,
             memory_mb=args.memory_mb,
             spawned_unix_s=args.spawned_unix_s,
+            parent_pid=args.parent_pid,
         )

@@ -25,6 +25,8 @@ import sys
 import time
 from typing import Any
 
+from runtime.core import die_with_parent
+
 __all__ = ["main", "preload"]
 
 
@@ -42,7 +44,11 @@ def preload() -> None:
     preload_onnxruntime()
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    """Serve fork requests until stdin closes; `--parent-pid PID`: end with that process."""
+    args = argv if argv is not None else sys.argv[1:]
+    if args[:1] == ["--parent-pid"]:
+        die_with_parent(int(args[1]))
     preload()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the provider decides when this ends
     reader, writer = os.pipe()
@@ -70,8 +76,10 @@ def main() -> None:
 
 
 def _spawn(request: dict[str, Any]) -> None:
+    parent = os.getpid()
     pid = os.fork()
     if pid == 0:
+        die_with_parent(parent)  # a worker never outlives the fork server
         _child(request["argv"], request["env"])
     _emit({"id": request["id"], "pid": pid})
 

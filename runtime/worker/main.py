@@ -19,7 +19,14 @@ from collections.abc import Sequence
 
 import anyio
 
-from runtime.core import Settings, WorkerLaunch, configure_logging, known_error, split_qualname
+from runtime.core import (
+    Settings,
+    WorkerLaunch,
+    configure_logging,
+    die_with_parent,
+    known_error,
+    split_qualname,
+)
 from runtime.worker.worker import Boot, Worker
 
 __all__ = ["main", "run"]
@@ -29,6 +36,8 @@ def main(argv: Sequence[str] | None = None, *, forked_unix_s: float = 0.0) -> in
     """Serve the function `argv` names until SIGTERM; the process's exit code."""
     main_unix_s = time.time()  # after the imports: a forked worker has them already
     launch = WorkerLaunch.from_argv(sys.argv[1:] if argv is None else argv)
+    if launch.parent_pid:
+        die_with_parent(launch.parent_pid)
     try:
         settings = Settings.from_env()
     except ValueError as exc:
@@ -74,7 +83,8 @@ async def run(settings: Settings, launch: WorkerLaunch, boot: Boot) -> int:
 
 
 async def _stop_on_signal(worker: Worker) -> None:
+    """The first SIGINT or SIGTERM drains the worker; later ones find it draining already
+    (the receiver stays open: a second signal must not kill a call half way)."""
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async for _ in signals:
             worker.stop()
-            return

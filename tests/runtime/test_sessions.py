@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import sys
 from pathlib import Path
 
+import anyio
 import msgspec
 import pytest
 
@@ -82,3 +84,30 @@ async def test_concurrent_first_uses_of_storage_share_one_store(settings: Settin
         assert len({id(store) for store in stores}) == 1
     finally:
         await provider.aclose()
+
+
+ROOT = Path(__file__).resolve().parents[2]
+_SCRIPT = """
+import asyncio, sys
+from runtime import Settings
+from tests.apps.sample import app, echo
+app.sessions.configure(Settings(nats_url=sys.argv[1]))
+print(echo.remote("sync"))
+print(list(echo.map(["a", "b"])))
+print(asyncio.run(echo.remote.aio("async")))
+"""
+
+
+@pytest.mark.usefixtures("stack")
+async def test_a_script_that_calls_remote_ends_clean(settings: Settings) -> None:
+    """No `app.sessions.close()`: the script still ends silent, its connections closed.
+    (Awaited: the stack's workers run on this test's event loop.)"""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    with anyio.fail_after(60):
+        done = await anyio.run_process(
+            [sys.executable, "-c", _SCRIPT, settings.nats_url], env=env, check=False
+        )
+    stdout, stderr = done.stdout.decode(), done.stderr.decode()
+    assert done.returncode == 0, stderr
+    assert stdout.split("\n") == ["sync", "['a', 'b']", "async", ""]
+    assert stderr == ""

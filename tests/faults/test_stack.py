@@ -1,0 +1,202 @@
+"""Faults of the stack's own processes: `autan up` stopped by Ctrl-C or killed with -9.
+
+`autan up` runs here as a user runs it, a process of its own (deploying the faults app),
+with its ledger: what was accepted, what completed, what ran twice, and which of the
+processes it started are left behind.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import anyio
+import pytest
+
+from broker import BrokerUnavailable
+from runtime.client import Session
+from runtime.control import NatsServer, free_port
+from runtime.core import Settings, StackError, WorkerDirectory
+from tests.faults import app as fx
+from tests.faults.conftest import record
+from tests.faults.ledger import Ledger
+from tests.stack import poll
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class Up:
+    """One `autan up` process, in a process group of its own (as a terminal's job)."""
+
+    def __init__(self, data_dir: Path, port: int, log: Path) -> None:
+        self.url = f"nats://127.0.0.1:{port}"
+        self.log = log
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AUTAN_")}
+        env.update(PYTHONPATH=str(ROOT), AUTAN_FAULTS_LOG=os.environ["AUTAN_FAULTS_LOG"])
+        command = [sys.executable, "-m", "runtime.ops.cli", "--data-dir", str(data_dir),
+                   "up", "--nats-port", str(port), "--functions", "tests.faults.app",
+                   "--http-port", "0", "--metrics-port", "0"]  # fmt: skip
+        with log.open("ab") as out:
+            self.process = subprocess.Popen(
+                command, env=env, stdout=out, stderr=out, start_new_session=True
+            )
+
+    def descendants(self) -> set[int]:
+        """Every process started by this one, and by those, now."""
+        children: dict[int, list[int]] = {}
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(stat.parent.name))
+        found: set[int] = set()
+        todo = [self.process.pid]
+        while todo:
+            for child in children.get(todo.pop(), []):
+                found.add(child)
+                todo.append(child)
+        return found
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+async def _ready(up: Up, timeout_s: float = 60) -> Session:
+    """A session on the stack's NATS once `faults.work` is deployed there."""
+    with anyio.fail_after(timeout_s):
+        while True:
+            if up.process.poll() is not None:
+                raise AssertionError(f"autan up exited: {up.output()[-2000:]}")
+            try:
+                session = await Session.open(Settings(nats_url=up.url, connect_timeout_s=0.5))
+            except BrokerUnavailable:
+                await anyio.sleep(0.1)
+                continue
+            if await session.registry.find("faults", "work") is not None:
+                return session
+            await session.close()
+            await anyio.sleep(0.1)
+
+
+async def _started(ledger: Ledger, count: int) -> None:
+    async def enough() -> bool:  # the execution log is a file: polled
+        return sum(ledger.executions().values()) >= count
+
+    await poll(enough, timeout_s=60, every_s=0.05)
+
+
+def _alive(pids: set[int]) -> set[int]:
+    """Those of `pids` that still run (zombies count as gone)."""
+    alive = set()
+    for pid in pids:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z":
+            alive.add(pid)
+    return alive
+
+
+def _gone(pids: set[int], timeout_s: float) -> set[int]:
+    deadline = time.monotonic() + timeout_s
+    while _alive(pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return _alive(pids)
+
+
+@contextmanager
+def _stack(tmp_path: Path, port: int, name: str) -> Iterator[Up]:
+    up = Up(tmp_path / "data", port, tmp_path / f"{name}.log")
+    try:
+        yield up
+    finally:
+        if up.process.poll() is None:
+            os.killpg(up.process.pid, signal.SIGKILL)
+        up.process.wait(timeout=30)
+
+
+async def _spawn_and_start(session: Session, ledger: Ledger, calls: int, running: int) -> None:
+    fx.app.sessions.configure(session.settings)
+    for _ in range(calls):
+        await ledger.spawn(fx.work, 0.5)
+    await _started(ledger, running)
+
+
+@pytest.mark.timeout(240)
+async def test_ctrl_c_drains_the_calls_in_flight_and_stops_clean(
+    tmp_path: Path, ledger: Ledger
+) -> None:
+    """SIGINT to the whole process group, as a terminal sends it: exit 0, one line, no
+    traceback, every call in flight finished (none runs twice), nothing left behind."""
+    port = free_port()
+    with _stack(tmp_path, port, "first") as up:
+        session = await _ready(up)
+        try:
+            await _spawn_and_start(session, ledger, 40, 4)
+            started = up.descendants()
+            os.killpg(up.process.pid, signal.SIGINT)
+            await anyio.to_thread.run_sync(up.process.wait, 90)
+        finally:
+            await session.close()
+        output = up.output()
+        assert up.process.returncode == 0, output[-3000:]
+        assert "stopped; data kept" in output
+        assert "Traceback" not in output, output[-3000:]
+        assert _gone(started, 10) == set()
+    with _stack(tmp_path, port, "second") as again:
+        session = await _ready(again)
+        try:
+            report = await ledger.settle(session)
+        finally:
+            await session.close()
+            await fx.app.sessions.aclose()
+    record("Ctrl-C of autan up, restart", report)
+    assert (report.accepted, report.completed, report.lost) == (40, 40, 0)
+    assert report.duplicate_executions == 0  # the calls in flight were finished, not cut
+
+
+@pytest.mark.timeout(240)
+async def test_kill_9_of_autan_up_leaves_no_orphan(tmp_path: Path, ledger: Ledger) -> None:
+    """kill -9 of `autan up` mid-burst: what it started ends too, a restart on the same data
+    dir serves the rest, and nothing is lost."""
+    port = free_port()
+    with _stack(tmp_path, port, "first") as up:
+        session = await _ready(up)
+        try:
+            await _spawn_and_start(session, ledger, 60, 4)
+            started = up.descendants()
+            assert len(started) >= 3  # nats-server, the fork server, its workers
+            up.process.kill()
+        finally:
+            await session.close()
+        assert _gone(started, 30) == set()
+    with _stack(tmp_path, port, "second") as again:
+        session = await _ready(again)
+        try:
+            report = await ledger.settle(session)
+            workers = await (await WorkerDirectory.open(session.broker)).alive()
+        finally:
+            await session.close()
+            await fx.app.sessions.aclose()
+    assert sum(w.function == "faults.work" for w in workers) <= 2  # its max_workers
+    record("kill -9 of autan up, restart", report)
+    assert (report.accepted, report.completed, report.lost) == (60, 60, 0)
+    assert report.duplicate_results == 0
+
+
+def test_a_port_held_by_another_server_is_refused(tmp_path: Path) -> None:
+    first = NatsServer(tmp_path / "first", port=free_port())
+    first.start()
+    try:
+        with pytest.raises(StackError, match=r"port \d+ on 127\.0\.0\.1 is in use"):
+            NatsServer(tmp_path / "second", port=first.port).start()
+    finally:
+        first.stop()
