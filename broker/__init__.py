@@ -3,6 +3,7 @@
 Only this package imports `nats`; its errors are translated into `broker.errors`.
 """
 
+from broker.advisories import Undelivered, UndeliveredFeed
 from broker.connection import Broker, Submission, Watch
 from broker.consumer import Delivery, PullFeed
 from broker.deadletters import DeadLetterStream, StoredLetter
@@ -60,7 +61,14 @@ from broker.names import (
     function_key,
 )
 from broker.replies import Reply
-from broker.streams import Backlog, ConsumerPolicy, Source, StreamLimits, calls_source
+from broker.streams import (
+    Backlog,
+    ConsumerPolicy,
+    Source,
+    StoredMessage,
+    StreamLimits,
+    calls_source,
+)
 
 __all__ = [
     "CALLS_STREAM",
@@ -101,11 +109,14 @@ __all__ = [
     "RowList",
     "Source",
     "StoredLetter",
+    "StoredMessage",
     "StoredRef",
     "StreamConflict",
     "StreamLimits",
     "Submission",
     "Success",
+    "Undelivered",
+    "UndeliveredFeed",
     "UnencodableValue",
     "Watch",
     "call_subject",

@@ -16,6 +16,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext, api
 
+from broker.advisories import UndeliveredFeed
 from broker.consumer import PullFeed
 from broker.deadletters import DeadLetterStream
 from broker.errors import BrokerError, BrokerUnavailable, PublishRejected, QueueFull
@@ -112,6 +113,10 @@ class Broker(StreamAdmin):
 
     async def flush(self) -> None:
         await self.nc.flush()
+
+    async def undelivered(self) -> UndeliveredFeed:
+        """Messages consumers give up delivering (max_deliver), as the server reports them."""
+        return await UndeliveredFeed.open(self.nc)
 
     async def watch_subject(self, subject: str, on_message: Callable[[], None]) -> Watch:
         """Call `on_message` for each message published on `subject` (core NATS, no copy)."""

@@ -28,6 +28,7 @@ __all__ = [
     "DLQ_SUBJECTS",
     "GATEWAY_CALLS_BUCKET",
     "INBOX_PREFIX",
+    "MAX_DELIVERIES_ADVISORIES",
     "READINESS_PROBE_KEY",
     "REGISTRY_BUCKET",
     "RESERVED_PREFIXES",
@@ -73,6 +74,8 @@ READINESS_PROBE_KEY = "gateway-readiness-probe"  # read (never written) by /read
 _KV_PREFIX = "$KV"
 _KV_STREAM_PREFIX = "KV_"
 _PULL_PREFIX = "$JS.API.CONSUMER.MSG.NEXT"
+# What the server publishes when a consumer gives up on a message (max_deliver reached).
+MAX_DELIVERIES_ADVISORIES = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.>"
 
 
 def call_subject(app: str, fn: str) -> str:

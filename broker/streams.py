@@ -8,6 +8,7 @@ found among the existing streams or created. Trigger streams keep events by age
 
 from __future__ import annotations
 
+import contextlib
 import time
 from datetime import UTC, datetime
 
@@ -30,7 +31,15 @@ from broker.names import (
     trigger_stream_name,
 )
 
-__all__ = ["Backlog", "ConsumerPolicy", "Source", "StreamAdmin", "StreamLimits", "calls_source"]
+__all__ = [
+    "Backlog",
+    "ConsumerPolicy",
+    "Source",
+    "StoredMessage",
+    "StreamAdmin",
+    "StreamLimits",
+    "calls_source",
+]
 
 
 class StreamLimits(msgspec.Struct, frozen=True):
@@ -49,6 +58,17 @@ class ConsumerPolicy(msgspec.Struct, frozen=True):
 
     ack_wait_s: float = 60.0
     max_ack_pending: int = 10_000
+    # Deliveries of one message before JetStream stops (-1: never); past it, the server
+    # sends a MAX_DELIVERIES advisory, which the control plane turns into a dead letter.
+    max_deliver: int = -1
+
+
+class StoredMessage(msgspec.Struct, frozen=True):
+    """A message as a stream stores it."""
+
+    subject: str
+    data: bytes
+    headers: dict[str, str] = {}
 
 
 class Backlog(msgspec.Struct, frozen=True):
@@ -141,6 +161,7 @@ class StreamAdmin:
         policy = ConsumerPolicy(
             ack_wait_s=float(info.config.ack_wait or 60.0),
             max_ack_pending=info.config.max_ack_pending or 10_000,
+            max_deliver=info.config.max_deliver or -1,
         )
         config = _consumer_config(source, policy)
         if from_seq is not None:
@@ -172,6 +193,21 @@ class StreamAdmin:
         except nats.errors.TimeoutError as exc:
             raise BrokerUnavailable(f"JetStream at {self.url} did not answer") from exc
         return info
+
+    async def stored_message(self, stream: str, seq: int) -> StoredMessage | None:
+        """The message stored at `seq` (None: gone, deleted or acked)."""
+        try:
+            raw = await self.js.get_msg(stream, seq=seq)
+        except nats.js.errors.NotFoundError:
+            return None
+        except nats.errors.TimeoutError as exc:
+            raise BrokerUnavailable(f"JetStream at {self.url} did not answer") from exc
+        return StoredMessage(raw.subject or "", raw.data or b"", dict(raw.headers or {}))
+
+    async def delete_message(self, stream: str, seq: int) -> None:
+        """Remove one message from a stream (a call settled outside its consumer)."""
+        with contextlib.suppress(nats.js.errors.NotFoundError):
+            await self.js.delete_msg(stream, seq)
 
     async def oldest_age_s(self, source: Source) -> float:
         """Seconds since the oldest call still in the calls stream was stored (0: none).
@@ -239,6 +275,7 @@ def _consumer_config(source: Source, policy: ConsumerPolicy) -> api.ConsumerConf
         deliver_policy=api.DeliverPolicy.ALL,
         ack_wait=policy.ack_wait_s,
         max_ack_pending=policy.max_ack_pending,
+        max_deliver=policy.max_deliver,
         max_waiting=512,
         inactive_threshold=None,
     )

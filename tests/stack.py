@@ -62,6 +62,11 @@ class Stack:
         self.workers[fn] = worker
         return worker
 
+    def serving(self, fn: str) -> bool:
+        """Whether the worker of `fn` still serves (it has not ended, nor crashed)."""
+        task = self._tasks.get(fn)
+        return task is not None and not task.done()
+
     async def stop_worker(self, fn: str) -> None:
         worker = self.workers.pop(fn)
         worker.stop()

@@ -18,6 +18,7 @@ from runtime.control.metrics import ScalerMetrics
 from runtime.control.provider import Capacity, ProvidedWorker, Provider, WorkerState
 from runtime.control.scaler import Scaler
 from runtime.control.status import FunctionStatus, read_statuses
+from runtime.control.undeliverable import Undeliverable
 
 __all__ = [
     "Capacity",
@@ -31,6 +32,7 @@ __all__ = [
     "Provider",
     "Scaler",
     "ScalerMetrics",
+    "Undeliverable",
     "WorkerState",
     "decide",
     "detect_gpus",

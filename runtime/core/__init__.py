@@ -37,6 +37,7 @@ from runtime.core.models import (
 )
 from runtime.core.options import (
     DEFAULT_OPTIONS,
+    LOST_ATTEMPTS_ALLOWED,
     Batching,
     FunctionOptions,
     GpuChoice,
@@ -61,6 +62,7 @@ __all__ = [
     "DEFAULT_OPTIONS",
     "FORKSERVER_MODULE",
     "HEARTBEAT_S",
+    "LOST_ATTEMPTS_ALLOWED",
     "WORKER_MODULE",
     "ApiKey",
     "ApiKeys",

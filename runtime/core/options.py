@@ -20,6 +20,7 @@ from broker import RESERVED_PREFIXES
 
 __all__ = [
     "DEFAULT_OPTIONS",
+    "LOST_ATTEMPTS_ALLOWED",
     "Batching",
     "FunctionOptions",
     "GpuChoice",
@@ -30,6 +31,12 @@ __all__ = [
 ]
 
 GpuChoice = bool | Literal["auto"]
+
+# Deliveries beyond max_attempts a worker tolerates for attempts lost with a dead worker;
+# past them it fails the call as lost. JetStream's own bound sits two beyond that, for
+# messages no worker could even read.
+LOST_ATTEMPTS_ALLOWED = 3
+_SERVER_MARGIN = 2
 
 
 class InvalidOption(ValueError):
@@ -187,6 +194,11 @@ class FunctionOptions(msgspec.Struct, frozen=True, kw_only=True):
                 raise InvalidOption(
                     f"models[{key!r}] is {model!r}: use Model.file('path/to/model.onnx')"
                 )
+
+    @property
+    def max_deliveries(self) -> int:
+        """How often JetStream delivers one call at most (its consumer's max_deliver)."""
+        return self.retries.max_attempts + LOST_ATTEMPTS_ALLOWED + _SERVER_MARGIN
 
 
 def _check_subject(option: str, subject: str | None, *, wildcards: bool) -> None:

@@ -143,7 +143,9 @@ async def _unchanged(current: FunctionSpec | None, version: str, artifacts: Arti
 
 
 async def _ensure_consumer(broker: Broker, spec: FunctionSpec, policy: ConsumerPolicy) -> None:
-    await broker.ensure_consumer(spec.source, policy)
+    """The function's consumer, with a bound on deliveries that its retries decide."""
+    bounded = msgspec.structs.replace(policy, max_deliver=spec.options.max_deliveries)
+    await broker.ensure_consumer(spec.source, bounded)
 
 
 async def _trigger(handle: Handle, target: _Target) -> Source | None:

@@ -14,7 +14,7 @@ import msgspec
 import structlog
 from anyio.abc import TaskStatus
 
-from runtime.control import LocalProvider, NatsServer, Scaler, ScalerMetrics
+from runtime.control import LocalProvider, NatsServer, Scaler, ScalerMetrics, Undeliverable
 from runtime.core import Link, Settings, record_storage_url
 from runtime.ops.deploy import deploy_target
 
@@ -59,6 +59,7 @@ async def _run_scaler(link: Link, provider: LocalProvider, metrics: ScalerMetric
     async with anyio.create_task_group() as group:
         await group.start(provider.serve)
         await group.start(Scaler(link.broker, provider, metrics=metrics).serve)
+        await group.start(Undeliverable(link).serve)
         if link.settings.http.port:
             await group.start(_serve_http, link.settings)  # it logs where it listens
         await wait_for_signal()

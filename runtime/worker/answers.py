@@ -120,6 +120,28 @@ class Answers:
         letter = self.letter(call, call.call_id, call_bytes, error, reason, delivery)
         await self.deliver(delivery, call, encode(result), [letter])
 
+    async def unreadable(self, delivery: Delivery, error: ErrorInfo) -> None:
+        """A message that is no call of this function: kept as it came, as a dead letter
+        (named by its stream sequence), then acked. Nobody can be told: it names no inbox."""
+        call_id = f"{self.spec.source.stream}-{delivery.stream_seq}"
+        log_failure(self.log, call_id, "malformed", error)
+        letter = DeadLetter(
+            call_id=call_id,
+            app=self.spec.app,
+            fn=self.spec.name,
+            reason="malformed",
+            error=error,
+            attempts=delivery.num_delivered,
+            call=delivery.data,
+            worker=self.worker_id,
+            failed_unix_s=time.time(),
+        )
+        stored = await self.link.broker.submit(
+            dlq_subject(letter.app, letter.fn), f"dlq-{call_id}", encode(letter)
+        )
+        await stored.acked()
+        await delivery.ack()
+
     def letter(
         self,
         call: CallMsg,

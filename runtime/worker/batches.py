@@ -54,7 +54,9 @@ class BatchHandler:
         units: list[Unit] = []
         calls = 0
         for delivery in batch:
-            call = read_call(self.spec, delivery)
+            call = await self._read(delivery)
+            if call is None:
+                continue
             calls += max(1, call.items)
             refused = refusal(self.spec, delivery, call, broken)
             if refused is not None:
@@ -86,6 +88,21 @@ class BatchHandler:
             await anyio.sleep(feed.ack_wait_s / 3)
             for delivery in [*self.running, *feed.held()]:
                 await delivery.in_progress()
+
+    async def _read(self, delivery: Delivery) -> CallMsg | None:
+        """The call a delivery carries; None when it is no call of this function (garbage,
+        wrong types, another function's name): dead-lettered at once, never retried."""
+        try:
+            call = read_call(self.spec, delivery)
+        except UNREADABLE as exc:
+            reason = f"the message is not a call ({exc})"
+        else:
+            if (call.app, call.fn) == (self.spec.app, self.spec.name):
+                return call
+            reason = f"a call of {call.app}.{call.fn} on the subject of {self.spec.qualname}"
+        error = ErrorInfo(type="MalformedCall", message=f"{reason}; it was not run")
+        await self.answers.unreadable(delivery, error)
+        return None
 
     async def _unit(self, delivery: Delivery, call: CallMsg) -> Unit | None:
         """What to run for a delivery; None when it cannot be read (it is failed here)."""

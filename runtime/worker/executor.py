@@ -22,6 +22,7 @@ import anyio
 
 from broker import ErrorInfo
 from runtime.core import Context
+from runtime.worker.guards import Alarm, CallOverran
 from runtime.worker.invocations import Invocation, Outcome, error_info, timeout_error
 from runtime.worker.threads import CallThreads
 
@@ -61,7 +62,10 @@ class Executor:
         timeout_s: float,
         concurrency: int = 1,
         batch_size: int = 32,
+        alarm: bool = False,
     ) -> None:
+        """`alarm`: interrupt calls on the loop thread at their timeout with SIGALRM (in a
+        worker process, where the loop runs on the main thread and nothing else uses it)."""
         self.fn = fn
         self.ctx = ctx
         self.batched = batched
@@ -77,6 +81,7 @@ class Executor:
         self._fast_streak = 0
         self._average_ms = QUICK_MS  # unknown: taken as slow until calls show otherwise
         self._inline_allowed = self.concurrency == 1
+        self._alarm = Alarm(enabled=alarm)
         # Calls run together so far, by count: the size of each batch a batched function ran.
         self.sizes: Counter[int] = Counter()
 
@@ -282,15 +287,31 @@ class Executor:
 
     def _run_inline(self, calls: Sequence[Invocation]) -> list[Outcome | None]:
         outcomes: list[Outcome | None] = []
-        for call in calls:
-            outcome = self._call_sync(call)
-            if outcome.run_ms > self.timeout_s * 1000:
-                outcome = Outcome(error=timeout_error(self.timeout_s), run_ms=outcome.run_ms)
-            if outcome.run_ms > INLINE_MAX_MS * 4:
-                self.inline = self._inline_allowed = False
-                self.ctx.log.info("a call ran long: back to threads", run_ms=outcome.run_ms)
-            outcomes.append(outcome)
+        with self._alarm.around_calls():
+            for call in calls:
+                outcomes.append(self._call_inline(call))
+                if self.poisoned:  # the rest go back: this worker is replaced
+                    outcomes += [None] * (len(calls) - len(outcomes))
+                    break
         return outcomes
+
+    def _call_inline(self, call: Invocation) -> Outcome:
+        """One call on the loop thread; SIGALRM (in a worker process) ends it at its timeout."""
+        started = time.perf_counter()
+        try:
+            with self._alarm.deadline(self.timeout_s):
+                outcome = self._call_sync(call)
+        except CallOverran:
+            self.poisoned = True  # what the interrupted code left behind is unknown
+            self.inline = self._inline_allowed = False
+            self.ctx.log.error("a call on the loop ran past its timeout; replacing this worker")
+            return Outcome(error=timeout_error(self.timeout_s), run_ms=_ms(started))
+        if outcome.run_ms > self.timeout_s * 1000:
+            outcome = Outcome(error=timeout_error(self.timeout_s), run_ms=outcome.run_ms)
+        if outcome.run_ms > INLINE_MAX_MS * 4:
+            self.inline = self._inline_allowed = False
+            self.ctx.log.info("a call ran long: back to threads", run_ms=outcome.run_ms)
+        return outcome
 
     def _call_sync(self, call: Invocation) -> Outcome:
         started = time.perf_counter()

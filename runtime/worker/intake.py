@@ -23,11 +23,10 @@ from broker import (
     encode_value,
     item_call_id,
 )
-from runtime.core import FunctionSpec
+from runtime.core import LOST_ATTEMPTS_ALLOWED, FunctionSpec
 from runtime.worker.invocations import Invocation
 
 __all__ = [
-    "LOST_ATTEMPTS_ALLOWED",
     "UNREADABLE",
     "Unit",
     "read_call",
@@ -35,9 +34,6 @@ __all__ = [
     "read_pack",
     "refusal",
 ]
-
-# Deliveries beyond max_attempts tolerated for attempts lost with a dead worker.
-LOST_ATTEMPTS_ALLOWED = 3
 
 #: What cannot be read in a call's payload.
 UNREADABLE = (msgspec.DecodeError, TypeError, ValueError)

@@ -74,6 +74,7 @@ async def run(settings: Settings, launch: WorkerLaunch, boot: Boot) -> int:
         device_id=launch.device,
         intra_op_threads=launch.threads,
         boot=boot,
+        guard_loop=True,
     )
     async with anyio.create_task_group() as group:
         group.start_soon(_stop_on_signal, worker)

@@ -32,6 +32,7 @@ from runtime.core import (
 )
 from runtime.worker.batches import BatchHandler
 from runtime.worker.executor import Executor
+from runtime.worker.guards import STALL_GRACE_S, StallGuard
 from runtime.worker.loader import Loaded, fetch_function
 from storage import ArtifactStore, DiskCache
 
@@ -73,7 +74,10 @@ class Worker:
         device_id: int = 0,
         intra_op_threads: int = 0,
         boot: Boot | None = None,
+        guard_loop: bool = False,
     ) -> None:
+        """`guard_loop`: enforce deadlines of calls that hold the event loop from outside
+        it (`worker.guards`); for a worker process of its own, never in a shared one."""
         self.settings = settings
         self.app, self.fn = app, fn
         self.host = socket.gethostname()
@@ -81,6 +85,7 @@ class Worker:
         self.device_id = device_id
         self.intra_op_threads = intra_op_threads
         self.boot = boot or Boot()
+        self.guard_loop = guard_loop
         self.log = structlog.get_logger("autan.worker").bind(
             function=f"{app}.{fn}", worker=self.worker_id
         )
@@ -138,6 +143,9 @@ class Worker:
                 group.start_soon(handler.keep_alive, feed)
                 if executor is not None:
                     group.start_soon(executor.watch)
+                if self.guard_loop:
+                    limit_s = spec.options.timeout_s + STALL_GRACE_S
+                    group.start_soon(StallGuard(limit_s, self.log).serve)
                 await self._loop(link, spec, feed, handler, executor, broken)
                 group.cancel_scope.cancel()
         finally:
@@ -220,6 +228,7 @@ class Worker:
             timeout_s=spec.options.timeout_s,
             concurrency=spec.options.concurrency,
             batch_size=spec.options.batching.max_size if spec.options.batching else 1,
+            alarm=self.guard_loop,
         )
 
     async def _loop(
@@ -275,6 +284,10 @@ class Worker:
         except BrokerUnavailable as exc:
             # Unsettled calls stay unacked: JetStream delivers them again after ack_wait.
             self.log.warning("NATS away while settling calls; they will come back", error=str(exc))
+        except Exception:
+            # A fault here, not in the function: the worker lives on; the calls come back
+            # after ack_wait, and their delivery bound ends in a dead letter if it recurs.
+            self.log.exception("cannot settle calls; they will be delivered again")
         finally:
             slots.release()
 

@@ -1,0 +1,17 @@
+"""Fixtures of the security tests."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from runtime.core import Settings
+from tests.stack import Stack
+
+
+@pytest.fixture(scope="module")
+async def guarded_stack(settings: Settings) -> AsyncIterator[Stack]:
+    """The guarded app, deployed without workers: tests start worker processes of it."""
+    async with Stack.running(settings, "tests.apps.guarded", start_workers=False) as stack:
+        yield stack
