@@ -53,7 +53,7 @@ NAME = "cold_start"
 GOAL_RATIO = 0.5
 EMBED_MODEL = Path(embed.options.models["encoder"].path)
 PHASES = (
-    "fork", "boot", "init", "connect", "registry", "manifest", "fetch", "unpickle",
+    "fork", "boot", "init", "connect", "registry", "verify", "fetch", "unpickle",
     "sessions", "setup", "subscribe", "ready", "first_run",
 )  # fmt: skip
 

@@ -10,7 +10,8 @@ test keeps every other module from spelling a name literally.
     buckets     autan_functions (registry), autan_results (spawned calls' results),
                 autan_config (the stack's storage URL), autan_workers (heartbeats),
                 autan_status (the scaler's per-function status),
-                autan_gateway_calls (the HTTP bridge's call records)
+                autan_gateway_calls (the HTTP bridge's call records),
+                autan_sequences (the highest deploy accepted per function)
     inboxes     _INBOX.<connection>.<token>: replies, acks, results, pull deliveries
     JetStream   $JS.API.CONSUMER.MSG.NEXT.<stream>.<consumer> (pull requests),
                 $JS.ACK.<stream>.<consumer>.> (acks), $KV.<bucket>.<key> (KV entries)
@@ -33,8 +34,10 @@ __all__ = [
     "REGISTRY_BUCKET",
     "RESERVED_PREFIXES",
     "RESULTS_BUCKET",
+    "SEQUENCES_BUCKET",
     "STATUS_BUCKET",
     "STORAGE_URL_KEY",
+    "TRUSTED_KEYS_KEY",
     "WORKERS_BUCKET",
     "call_subject",
     "consumer_name",
@@ -68,7 +71,9 @@ CONFIG_BUCKET = "autan_config"
 WORKERS_BUCKET = "autan_workers"
 STATUS_BUCKET = "autan_status"
 GATEWAY_CALLS_BUCKET = "autan_gateway_calls"
+SEQUENCES_BUCKET = "autan_sequences"  # the highest deploy sequence accepted per function
 STORAGE_URL_KEY = "storage_url"  # in CONFIG_BUCKET: where the stack's objects are
+TRUSTED_KEYS_KEY = "trusted_keys"  # in CONFIG_BUCKET: the deploy keys the stack trusts
 READINESS_PROBE_KEY = "gateway-readiness-probe"  # read (never written) by /readyz
 
 _KV_PREFIX = "$KV"

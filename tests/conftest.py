@@ -13,6 +13,7 @@ import pytest
 from runtime.control import NatsServer, free_port
 from runtime.core import Settings
 from tests.conftest_s3 import s3_server
+from tests.keys import DEPLOY_KEY, TRUSTED_KEYS
 from tests.stack import Stack
 
 __all__ = ["s3_server"]  # one S3 server for the session, for every test that asks for one
@@ -42,7 +43,8 @@ def settings(nats_server: NatsServer, tmp_path_factory: pytest.TempPathFactory) 
         nats_url=nats_server.url,
         storage_url=f"file://{data_dir / 'objects'}",
         data_dir=data_dir,
-        signing_key="test-signing-key",
+        deploy_key=DEPLOY_KEY,
+        trusted_keys=TRUSTED_KEYS,
         connect_timeout_s=2.0,
         ack_wait_s=2.0,
     )

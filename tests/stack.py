@@ -51,8 +51,8 @@ class Stack:
         info = await self.session.broker.js.stream_info(CALLS_STREAM)
         return int(info.state.last_seq)
 
-    async def start_worker(self, fn: str) -> Worker:
-        worker = Worker(self.session.settings, self.app.name, fn)
+    async def start_worker(self, fn: str, *, min_sequence: int = 0) -> Worker:
+        worker = Worker(self.session.settings, self.app.name, fn, min_sequence=min_sequence)
         self._tasks[fn] = asyncio.ensure_future(worker.serve())
         waiter = asyncio.ensure_future(worker.ready.wait())
         await asyncio.wait({self._tasks[fn], waiter}, return_when=asyncio.FIRST_COMPLETED)

@@ -55,7 +55,7 @@ def gateway_env(stack: Stack, log_level: str) -> dict[str, str]:
         AUTAN_NATS_URL=settings.nats_url,
         AUTAN_STORAGE_URL=settings.storage_url or "",
         AUTAN_DATA_DIR=str(settings.data_dir),
-        AUTAN_SIGNING_KEY=settings.signing_key or "",
+        AUTAN_TRUSTED_KEYS=settings.trust().text(),
         AUTAN_LOG_FORMAT="json",
         AUTAN_LOG_LEVEL=log_level,
     )

@@ -32,7 +32,7 @@ from typing import Any
 from runtime import App
 from runtime.client import Session
 from runtime.control import NatsServer, free_port
-from runtime.core import Link, Settings, WorkerDirectory, configure_logging
+from runtime.core import DeployKey, Link, Settings, WorkerDirectory, configure_logging
 from runtime.ops import deploy_target
 
 __all__ = [
@@ -47,7 +47,7 @@ __all__ = [
 ]
 
 ROOT = Path(__file__).resolve().parents[2]
-SIGNING_KEY = "autan-benchmark-signing-key"
+DEPLOY_KEY = "ed25519:" + "be" * 32  # the benchmarks' stacks sign with it, and trust it
 READY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 10.0
 
@@ -133,7 +133,7 @@ class Stack:
             AUTAN_NATS_URL=self.settings.nats_url,
             AUTAN_STORAGE_URL=self.settings.storage_url or "",
             AUTAN_DATA_DIR=str(self.settings.data_dir),
-            AUTAN_SIGNING_KEY=SIGNING_KEY,
+            AUTAN_TRUSTED_KEYS=self.settings.trust().text(),
             AUTAN_LOG_FORMAT="json",
             OMP_NUM_THREADS=str(max(threads, 1)),
         )
@@ -218,7 +218,8 @@ def _settings(root: Path, server: NatsServer) -> Settings:
         nats_url=server.url,
         storage_url=f"file://{root / 'objects'}",
         data_dir=root / "autan",
-        signing_key=SIGNING_KEY,
+        deploy_key=DEPLOY_KEY,
+        trusted_keys=DeployKey.parse(DEPLOY_KEY).public,
         log_format="json",
         log_level="warning",
     )

@@ -59,10 +59,16 @@ def detect_gpus() -> list[int]:
 
 def worker_env(settings: Settings, *, threads: int, device: int | None) -> dict[str, str]:
     """A worker's environment: this process's, its settings replaced by the provider's
-    (those given in code too), without the HTTP bridge's."""
+    (those given in code too), without the HTTP bridge's, and with no deploy key: only the
+    public keys it verifies with."""
     inherited = {k: v for k, v in os.environ.items() if not Settings.reads(k)}
     own = msgspec.structs.replace(
-        settings, data_dir=settings.data_dir.resolve(), http=HttpSettings()
+        settings,
+        data_dir=settings.data_dir.resolve(),
+        http=HttpSettings(),
+        deploy_key=None,  # a worker verifies; it never signs
+        deploy_key_file=None,
+        trusted_keys=settings.trust().text(),
     )
     env = {**inherited, **own.to_env(), "ORT_DISABLE_TELEMETRY": "1"}
     env["OMP_NUM_THREADS"] = str(threads)
@@ -112,6 +118,7 @@ class LocalProvider:
 
     def __init__(self, settings: Settings, *, fork: bool = True, stop_grace_s: float = 30.0):
         self.settings = settings
+        settings.trust()  # ValueError now, rather than workers that verify nothing
         self.fork = fork
         self.stop_grace_s = stop_grace_s
         self.gpus = detect_gpus()
@@ -215,6 +222,7 @@ class LocalProvider:
             memory_mb=spec.options.memory_mb,
             spawned_unix_s=time.time(),
             parent_pid=0 if self.fork else os.getpid(),  # forked: the fork server's child
+            min_sequence=spec.sequence,
         )
         worker = _Process(launch, spec.version, device)
         env = worker_env(self.settings, threads=threads, device=device)

@@ -28,7 +28,8 @@ from runtime.control.decision import Decision, FunctionLoad, PeakWindow, decide,
 from runtime.control.metrics import ScalerMetrics
 from runtime.control.provider import ProvidedWorker, Provider
 from runtime.control.status import FunctionStatus
-from runtime.core import FunctionSpec, Registry, WorkerDirectory
+from runtime.control.verified import VerifiedSpecs
+from runtime.core import FunctionSpec, Trust, WorkerDirectory
 
 __all__ = ["Scaler"]
 
@@ -64,8 +65,13 @@ class Scaler:
         *,
         tick_s: float = 0.1,
         metrics: ScalerMetrics | None = None,
+        trust: Trust | None = None,
     ) -> None:
+        """`trust`: the deploy keys whose specs run (None: every registry entry is taken as
+        it is, for tests of scaling alone)."""
         self.broker = broker
+        self.trust = trust
+        self.refused: dict[str, str] = {}  # entries not run, by function, and why
         self.provider = provider
         self.tick_s = tick_s
         self.metrics = metrics or ScalerMetrics()
@@ -76,7 +82,7 @@ class Scaler:
         self._observed: set[str] = set()  # workers whose cold start went into the metrics
 
     async def serve(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        registry = await Registry.open(self.broker)
+        registry = await VerifiedSpecs.open(self.broker, self.trust)
         self._status = await self.broker.bucket(STATUS_BUCKET)
         directory = await WorkerDirectory.open(self.broker)
         await self._refresh(registry)
@@ -94,7 +100,7 @@ class Scaler:
         """Tick now rather than at the next interval."""
         self._wake.set()
 
-    async def _run(self, registry: Registry) -> None:
+    async def _run(self, registry: VerifiedSpecs) -> None:
         refresh_at = time.monotonic() + _SPECS_EVERY_S
         while True:
             with anyio.move_on_after(self.tick_s):
@@ -117,8 +123,11 @@ class Scaler:
             log.warning("cannot read the backlog; holding the workers as they are", error=str(exc))
             self._outage_logged = True
 
-    async def _refresh(self, registry: Registry) -> None:
-        for spec in await registry.all():
+    async def _refresh(self, registry: VerifiedSpecs) -> None:
+        serving = {name: tracked.spec for name, tracked in self.functions.items()}
+        specs, refused = await registry.read(serving)
+        self.refused = {entry.qualname: entry.reason for entry in refused}
+        for spec in specs:
             tracked = self.functions.get(spec.qualname)
             if tracked is None:
                 self.functions[spec.qualname] = _Tracked(spec)
@@ -241,7 +250,7 @@ class Scaler:
             idle=load.idle,
             busy=load.busy,
             desired=decision.desired,
-            reason=tracked.last.reason,
+            reason=_reason(tracked, self.refused.get(tracked.spec.qualname)),
             decided_unix_s=tracked.decided_unix_s,
             updated_unix_s=0.0,
         )
@@ -294,3 +303,7 @@ def _load(
 def _stop_order(workers: list[ProvidedWorker]) -> list[ProvidedWorker]:
     """Stop ready workers before starting ones, the newest first."""
     return sorted(workers, key=lambda w: (w.state != "ready", -w.started_unix_s))
+
+
+def _reason(tracked: _Tracked, refused: str | None) -> str:
+    return f"refused: {refused}" if refused else tracked.last.reason

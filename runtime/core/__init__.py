@@ -25,7 +25,13 @@ from runtime.core.errors import (
 )
 from runtime.core.launch import FORKSERVER_MODULE, WORKER_MODULE, WorkerLaunch
 from runtime.core.lifeline import die_with_parent
-from runtime.core.link import Link, record_storage_url, storage_url
+from runtime.core.link import (
+    Link,
+    record_storage_url,
+    record_trust,
+    recorded_trust,
+    storage_url,
+)
 from runtime.core.logs import configure_logging
 from runtime.core.models import (
     ModelFile,
@@ -50,12 +56,15 @@ from runtime.core.registry import Registry
 from runtime.core.settings import HttpSettings, Settings
 from runtime.core.spec import (
     FunctionSpec,
-    Manifest,
     ModelEntry,
+    SignedSpec,
+    decode_spec,
+    encode_spec,
     python_version,
     split_qualname,
 )
 from runtime.core.tensors import pad_batch, stack_batch
+from runtime.core.trust import DeployKey, Trust, key_id
 
 __all__ = [
     "ALL_APPS",
@@ -72,6 +81,7 @@ __all__ = [
     "Coalesced",
     "Context",
     "DeployError",
+    "DeployKey",
     "FunctionNotFound",
     "FunctionOptions",
     "FunctionSpec",
@@ -81,7 +91,6 @@ __all__ = [
     "HttpSettings",
     "InvalidOption",
     "Link",
-    "Manifest",
     "Model",
     "ModelEntry",
     "ModelFile",
@@ -92,13 +101,18 @@ __all__ = [
     "Retries",
     "Scaling",
     "Settings",
+    "SignedSpec",
     "StackError",
+    "Trust",
     "WorkerDirectory",
     "WorkerInfo",
     "WorkerLaunch",
     "configure_logging",
+    "decode_spec",
     "die_with_parent",
+    "encode_spec",
     "function_states",
+    "key_id",
     "known_error",
     "load_api_keys",
     "load_models",
@@ -108,6 +122,8 @@ __all__ = [
     "preload_onnxruntime",
     "python_version",
     "record_storage_url",
+    "record_trust",
+    "recorded_trust",
     "split_qualname",
     "stack_batch",
     "storage_url",

@@ -29,6 +29,7 @@ class WorkerLaunch(msgspec.Struct, frozen=True, kw_only=True):
     memory_mb: int | None = None  # address-space limit; past it, MemoryError
     spawned_unix_s: float = 0.0  # when the provider asked for it (a cold-start phase)
     parent_pid: int = 0  # end when this process ends (0: live on; a worker run by hand)
+    min_sequence: int = 0  # refuse a registry entry older than this deploy (a rollback)
 
     def argv(self) -> list[str]:
         """The arguments `from_argv` reads back as this launch."""
@@ -41,6 +42,8 @@ class WorkerLaunch(msgspec.Struct, frozen=True, kw_only=True):
             args += ["--spawned-unix-s", repr(self.spawned_unix_s)]
         if self.parent_pid:
             args += ["--parent-pid", str(self.parent_pid)]
+        if self.min_sequence:
+            args += ["--min-sequence", str(self.min_sequence)]
         return args
 
     @classmethod
@@ -59,6 +62,9 @@ class WorkerLaunch(msgspec.Struct, frozen=True, kw_only=True):
         parser.add_argument("--memory-mb", type=int, default=None, help="address-space limit")
         parser.add_argument("--spawned-unix-s", type=float, default=0.0, help=argparse.SUPPRESS)
         parser.add_argument("--parent-pid", type=int, default=0, help=argparse.SUPPRESS)
+        parser.add_argument(
+            "--min-sequence", type=int, default=0, help="refuse older deploys (rollbacks)"
+        )
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> WorkerLaunch:
@@ -70,4 +76,5 @@ class WorkerLaunch(msgspec.Struct, frozen=True, kw_only=True):
             memory_mb=args.memory_mb,
             spawned_unix_s=args.spawned_unix_s,
             parent_pid=args.parent_pid,
+            min_sequence=args.min_sequence,
         )

@@ -20,6 +20,7 @@ from broker import (
     CONFIG_BUCKET,
     RESULTS_BUCKET,
     STORAGE_URL_KEY,
+    TRUSTED_KEYS_KEY,
     Broker,
     Bucket,
     CallMsg,
@@ -34,9 +35,10 @@ from broker import (
 from runtime.core.registry import Registry
 from runtime.core.settings import Settings
 from runtime.core.spec import FunctionSpec
+from runtime.core.trust import Trust
 from storage import ObjectStore, open_store
 
-__all__ = ["Link", "record_storage_url", "storage_url"]
+__all__ = ["Link", "record_storage_url", "record_trust", "recorded_trust", "storage_url"]
 
 
 class Link:
@@ -161,3 +163,19 @@ async def record_storage_url(broker: Broker, settings: Settings) -> None:
     """Record where the stack's objects are, so that callers need no storage setting."""
     bucket = await broker.bucket(CONFIG_BUCKET)
     await bucket.put(STORAGE_URL_KEY, (await storage_url(broker, settings)).encode())
+
+
+async def record_trust(broker: Broker, trust: Trust) -> None:
+    """Record the deploy keys the stack trusts, so that a deployer with another key is
+    refused before it uploads anything. (Workers trust their settings, never this.)"""
+    bucket = await broker.bucket(CONFIG_BUCKET)
+    await bucket.put(TRUSTED_KEYS_KEY, trust.text().encode())
+
+
+async def recorded_trust(broker: Broker) -> Trust | None:
+    """The deploy keys the stack recorded; None when it recorded none."""
+    bucket = await broker.bucket(CONFIG_BUCKET)
+    try:
+        return Trust.parse((await bucket.get(TRUSTED_KEYS_KEY)).decode())
+    except (KeyNotFound, ValueError):
+        return None

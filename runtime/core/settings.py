@@ -13,7 +13,6 @@ that Autan starts get theirs through `to_env`, so settings given in code reach t
 from __future__ import annotations
 
 import os
-import secrets
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -21,6 +20,7 @@ from typing import Any, Literal
 import msgspec
 
 from runtime.core.apikeys import ApiKeys, load_api_keys, parse_api_keys
+from runtime.core.trust import DeployKey, Trust
 
 __all__ = ["HttpSettings", "Settings"]
 
@@ -74,7 +74,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     connect_timeout_s: float = 5.0
     payload_threshold_bytes: int = 512 * 1024
     result_ttl_s: float = 3600.0
-    signing_key: str | None = None
+    deploy_key: str | None = None  # a deployer's Ed25519 private key (hex); else the file
+    deploy_key_file: Path | None = None  # default <data dir>/deploy.key
+    trusted_keys: str | None = None  # public keys that may sign deploys; else the file
     ack_wait_s: float = 30.0
     max_queued_calls: int = 1_000_000  # messages (a pack is one); past it, QueueFull, no drop
     metrics_port: int = 9464  # the scaler's Prometheus /metrics (0: off)
@@ -126,25 +128,52 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     def cache_dir(self) -> Path:
         return self.data_dir / "cache"
 
-    def signing_key_bytes(self, *, create: bool = False) -> bytes:
-        """The key manifests are signed with: AUTAN_SIGNING_KEY, else `<data_dir>/signing.key`.
+    @property
+    def deploy_key_path(self) -> Path:
+        return self.deploy_key_file or self.data_dir / "deploy.key"
 
-        `create=True` (deploy, `autan up`) makes the key file when neither exists.
-        """
-        if self.signing_key:
-            return self.signing_key.encode()
-        path = self.data_dir / "signing.key"
-        if not path.exists() and create:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(secrets.token_hex(32))
-            path.chmod(0o600)
-        try:
-            return path.read_text().strip().encode()
-        except FileNotFoundError:
+    @property
+    def trusted_keys_path(self) -> Path:
+        return self.data_dir / "trusted_keys.txt"
+
+    def load_deploy_key(self) -> DeployKey:
+        """The deployer's key: AUTAN_DEPLOY_KEY, else the key file; ValueError says where to
+        find one (a deployer never makes a key of its own by accident)."""
+        if self.deploy_key:
+            return DeployKey.parse(self.deploy_key)
+        return DeployKey.load(self.deploy_key_path)
+
+    def stack_keys(self) -> DeployKey:
+        """For `autan up` and `autan serve`: the deploy key, made on first use, its public key
+        added to the trusted keys file when no trusted keys are set."""
+        if self.deploy_key or self.deploy_key_path.exists():
+            key = self.load_deploy_key()
+        else:
+            key = DeployKey.create(self.deploy_key_path)
+        if not self.trusted_keys:
+            trusted = self._trusted_file()
+            if not trusted.trusts(key.public):
+                with self.trusted_keys_path.open("a") as file:
+                    file.write(f"{key.public}  # {self.deploy_key_path}\n")
+        return key
+
+    def trust(self) -> Trust:
+        """The public keys whose deploys run: AUTAN_TRUSTED_KEYS, else the trusted keys file."""
+        if self.trusted_keys:
+            return Trust.parse(self.trusted_keys)
+        trusted = self._trusted_file()
+        if not trusted.keys:
             raise ValueError(
-                f"no signing key: set AUTAN_SIGNING_KEY or AUTAN_DATA_DIR to where {path.name} "
-                "is (autan up and autan deploy create it)"
-            ) from None
+                f"no trusted deploy keys: set AUTAN_TRUSTED_KEYS, or AUTAN_DATA_DIR to where "
+                f"'autan up' wrote {self.trusted_keys_path.name}"
+            )
+        return trusted
+
+    def _trusted_file(self) -> Trust:
+        try:
+            return Trust.parse(self.trusted_keys_path.read_text())
+        except FileNotFoundError:
+            return Trust(())
 
 
 def _top_fields() -> tuple[str, ...]:

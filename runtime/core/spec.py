@@ -1,9 +1,14 @@
-"""What deploy writes: the signed manifest in object storage and the spec in the registry."""
+"""What deploy writes: one function's spec, signed, in the registry.
+
+A `FunctionSpec` says everything that decides what runs: app, name, version, every
+option, the digests of the artifact and the models, the Python version, the trigger's
+stream, and a per-function sequence number (each deploy of a function signs the next).
+Deploy signs its bytes (`core.trust`); the registry keeps them as a `SignedSpec`, and a
+worker runs nothing whose signature, name or sequence does not check out.
+"""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import sys
 
 import msgspec
@@ -11,7 +16,15 @@ import msgspec
 from broker import Source, calls_source
 from runtime.core.options import FunctionOptions
 
-__all__ = ["FunctionSpec", "Manifest", "ModelEntry", "python_version", "split_qualname"]
+__all__ = [
+    "FunctionSpec",
+    "ModelEntry",
+    "SignedSpec",
+    "decode_spec",
+    "encode_spec",
+    "python_version",
+    "split_qualname",
+]
 
 
 def split_qualname(qualname: str) -> tuple[str, str]:
@@ -37,44 +50,18 @@ class ModelEntry(msgspec.Struct, frozen=True):
     optimization: str = "all"
 
 
-class Manifest(msgspec.Struct, frozen=True, kw_only=True):
-    """Everything a worker needs to trust before it unpickles anything."""
-
-    app: str
-    name: str
-    version: str
-    python: str
-    artifact: str
-    artifact_bytes: int
-    models: tuple[ModelEntry, ...] = ()
-    options: FunctionOptions = FunctionOptions()
-    created_unix_s: float = 0.0
-
-    def sign(self, key: bytes) -> bytes:
-        """The stored form: the HMAC-SHA256 of the body, a newline, the JSON body."""
-        body = msgspec.json.encode(self)
-        return hmac.new(key, body, hashlib.sha256).hexdigest().encode() + b"\n" + body
-
-    @classmethod
-    def verify(cls, stored: bytes, key: bytes) -> Manifest | None:
-        """The manifest if its signature matches `key`, else None."""
-        signature, _, body = stored.partition(b"\n")
-        expected = hmac.new(key, body, hashlib.sha256).hexdigest().encode()
-        if not hmac.compare_digest(expected, signature):
-            return None
-        return msgspec.json.decode(body, type=cls)
-
-
 class FunctionSpec(msgspec.Struct, frozen=True, kw_only=True):
-    """The registry entry of one function: its current version and where its manifest is."""
+    """One deployed function version: what a worker needs to trust before it runs it."""
 
     app: str
     name: str
     version: str
-    manifest_key: str
     python: str
+    artifact: str  # sha256 hex of the cloudpickled function and setup hook
+    artifact_bytes: int
     options: FunctionOptions
     models: tuple[ModelEntry, ...] = ()
+    sequence: int = 0  # one more at each deploy of this function: an older one is a rollback
     deployed_unix_s: float = 0.0
     trigger: Source | None = None  # set for functions with `on=`: the stream that feeds them
 
@@ -86,3 +73,24 @@ class FunctionSpec(msgspec.Struct, frozen=True, kw_only=True):
     def source(self) -> Source:
         """Where this function's calls come from: its trigger stream, or the calls stream."""
         return self.trigger or calls_source(self.app, self.name)
+
+
+class SignedSpec(msgspec.Struct, frozen=True):
+    """A registry entry: the spec's exact bytes, their Ed25519 signature, the signer's key."""
+
+    body: bytes  # `encode_spec(spec)`
+    signature: bytes
+    key: str  # the signer's public key, hex
+
+
+_spec_encoder = msgspec.msgpack.Encoder()
+_spec_decoder = msgspec.msgpack.Decoder(FunctionSpec)
+
+
+def encode_spec(spec: FunctionSpec) -> bytes:
+    return _spec_encoder.encode(spec)
+
+
+def decode_spec(body: bytes) -> FunctionSpec:
+    """The spec in `body`; msgspec.DecodeError (a ValidationError for bad options)."""
+    return _spec_decoder.decode(body)

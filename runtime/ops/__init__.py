@@ -8,7 +8,6 @@ from runtime.ops.deploy import (
     deploy_app,
     deploy_target,
     discover_apps,
-    manifest_key,
     package,
 )
 from runtime.ops.dlq import DeadLetters, Letter
@@ -20,6 +19,5 @@ __all__ = [
     "deploy_app",
     "deploy_target",
     "discover_apps",
-    "manifest_key",
     "package",
 ]

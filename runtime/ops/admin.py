@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 from runtime.client import Session
 from runtime.control import FunctionStatus, read_statuses
-from runtime.core import FunctionState, Link, Settings, function_states, split_qualname
+from runtime.core import (
+    ArtifactRejected,
+    DeployKey,
+    FunctionState,
+    Link,
+    Settings,
+    function_states,
+    split_qualname,
+)
 from runtime.ops.deploy import deploy_target
 
-__all__ = ["deploy", "invoke", "ls", "replay", "status"]
+__all__ = ["deploy", "invoke", "key", "ls", "replay", "status"]
 
 
 async def deploy(settings: Settings, target: str) -> int:
@@ -19,6 +28,17 @@ async def deploy(settings: Settings, target: str) -> int:
     for result in results:
         state = "deployed" if result.changed else "unchanged"
         print(f"{result.qualname}  {result.version}  {state}  {result.uploaded_bytes} bytes sent")
+    return 0
+
+
+def key(settings: Settings, command: str, path: Path | None) -> int:
+    """`autan key public` (the deploy key in use) and `autan key new PATH`."""
+    if command == "new" and path is not None:
+        made = DeployKey.create(path)
+        print(made.public)
+        print(f"# written to {path}; trust it where workers run: AUTAN_TRUSTED_KEYS={made.public}")
+        return 0
+    print(settings.load_deploy_key().public)
     return 0
 
 
@@ -47,8 +67,27 @@ async def ls(settings: Settings) -> int:
     """Deployed functions: version, live workers, backlog, the providers they run on."""
     async with await Link.open(settings, name="autan-ls") as link:
         states = await function_states(link.broker, await link.registry.all())
+        refused = await _refused(link, settings)
     print(_states_table(states))
+    for qualname, reason in sorted(refused.items()):
+        print(f"{qualname}: refused: {reason}")
     return 0
+
+
+async def _refused(link: Link, settings: Settings) -> dict[str, str]:
+    """The entries workers will refuse, and why (when this host knows the trusted keys)."""
+    try:
+        trust = settings.trust()
+    except ValueError:
+        return {}
+    refused = {}
+    for key, signed in (await link.registry.all_signed()).items():
+        app, fn = split_qualname(key)
+        try:
+            trust.verify(signed, app, fn)
+        except ArtifactRejected as exc:
+            refused[key] = str(exc)
+    return refused
 
 
 def _states_table(states: list[FunctionState]) -> str:

@@ -79,6 +79,12 @@ def _parser() -> argparse.ArgumentParser:
     dlq_purge = dlq_commands.add_parser("purge", help="delete dead letters")
     dlq_purge.add_argument("function", nargs="?", metavar="APP.FN")
 
+    key = commands.add_parser("key", help="deploy keys: who may sign what runs")
+    key_commands = key.add_subparsers(dest="key_command", required=True)
+    key_commands.add_parser("public", help="the public key of the deploy key in use")
+    key_new = key_commands.add_parser("new", help="make a deploy key (0600); print its public key")
+    key_new.add_argument("path", type=Path)
+
     commands.add_parser("ls", help="list deployed functions, versions and workers")
     commands.add_parser("status", help="backlog, workers and the last scaling decision")
 
@@ -151,6 +157,8 @@ async def _dispatch_admin(args: argparse.Namespace, settings: Settings) -> int:
     match args.command:
         case "status":
             return await admin.status(settings)
+        case "key":
+            return admin.key(settings, args.key_command, getattr(args, "path", None))
         case "deploy":
             return await admin.deploy(settings, args.path)
         case "ls":

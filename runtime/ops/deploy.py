@@ -26,17 +26,23 @@ import structlog
 from broker import Broker, ConsumerPolicy, Source, StreamLimits
 from runtime.client import App, BatchedFunction, Function
 from runtime.core import (
+    ArtifactRejected,
     DeployError,
+    DeployKey,
+    FunctionNotFound,
     FunctionSpec,
     Link,
-    Manifest,
     ModelEntry,
     Registry,
+    Settings,
+    Trust,
+    key_id,
     python_version,
+    recorded_trust,
 )
 from storage import ArtifactStore, Digest
 
-__all__ = ["DeployResult", "deploy_app", "deploy_target", "discover_apps", "manifest_key"]
+__all__ = ["DeployResult", "deploy_app", "deploy_target", "discover_apps", "package"]
 
 log = structlog.get_logger("autan.deploy")
 
@@ -50,36 +56,48 @@ class DeployResult(msgspec.Struct, frozen=True):
     uploaded_bytes: int
 
 
-def manifest_key(app: str, fn: str, version: str) -> str:
-    return f"manifests/{app}/{fn}/{version}.json"
-
-
 class _Target(msgspec.Struct, frozen=True):
-    """Where a deploy goes: the broker, its registry, the artifact store, and how to sign."""
+    """Where a deploy goes: the broker, its registry, the artifact store, and who signs."""
 
     broker: Broker
     registry: Registry
     artifacts: ArtifactStore
-    signing_key: bytes
+    key: DeployKey
+    trust: Trust | None  # the keys the stack trusts, as it recorded them (None: not known)
     consumer: ConsumerPolicy
 
 
 async def deploy_target(link: Link, target: str) -> list[DeployResult]:
-    """Deploy every app `target` defines (a package directory, a .py file or a module)."""
+    """Deploy every app `target` defines (a package directory, a .py file or a module).
+
+    Refused before anything is uploaded when the deploy key is not one the stack trusts.
+    """
     settings = link.settings
+    key = settings.load_deploy_key()
+    trust = await recorded_trust(link.broker)
+    if trust is not None and not trust.trusts(key.public):
+        raise DeployError(
+            f"the deploy key {key_id(key.public)} ({_where(settings)}) is not trusted by the "
+            f"stack at {settings.nats_url}: deploy with the stack's key, or add the public key "
+            f"{key.public} to the stack's trusted keys (AUTAN_TRUSTED_KEYS)"
+        )
     await link.broker.ensure_calls_stream(StreamLimits(max_msgs=settings.max_queued_calls))
     artifacts = ArtifactStore(await link.store())
-    key = settings.signing_key_bytes(create=True)
     results = []
     for app in discover_apps(target):
         results += await deploy_app(
             app,
             broker=link.broker,
             artifacts=artifacts,
-            signing_key=key,
+            key=key,
+            trust=trust,
             consumer=ConsumerPolicy(ack_wait_s=settings.ack_wait_s),
         )
     return results
+
+
+def _where(settings: Settings) -> str:
+    return "AUTAN_DEPLOY_KEY" if settings.deploy_key else str(settings.deploy_key_path)
 
 
 async def deploy_app(
@@ -87,7 +105,8 @@ async def deploy_app(
     *,
     broker: Broker,
     artifacts: ArtifactStore,
-    signing_key: bytes,
+    key: DeployKey,
+    trust: Trust | None = None,
     consumer: ConsumerPolicy | None = None,
 ) -> list[DeployResult]:
     """Deploy every function of `app`; unchanged ones upload nothing.
@@ -96,50 +115,55 @@ async def deploy_app(
     call held by a worker that died waits before it is delivered again (workers that
     are alive extend it while they run the call).
     """
-    target = _Target(
-        broker, await Registry.open(broker), artifacts, signing_key, consumer or ConsumerPolicy()
-    )
+    registry = await Registry.open(broker)
+    target = _Target(broker, registry, artifacts, key, trust, consumer or ConsumerPolicy())
     return [await _deploy_one(handle, target) for handle in app.functions.values()]
 
 
 async def _deploy_one(handle: Handle, target: _Target) -> DeployResult:
-    broker, registry, artifacts, key = (
-        target.broker,
-        target.registry,
-        target.artifacts,
-        target.signing_key,
-    )
     models = await _model_digests(handle)
     version = _version(handle, models)
-    current = await registry.find(handle.app_name, handle.name)
-    if await _unchanged(current, version, artifacts):
-        assert current is not None
-        await _ensure_consumer(broker, current, target.consumer)
+    current = await target.registry.find(handle.app_name, handle.name)
+    if current is not None and await _unchanged(handle, current, version, target):
+        await _ensure_consumer(target.broker, current, target.consumer)
         return DeployResult(handle.qualname, version, changed=False, uploaded_bytes=0)
-    uploaded, manifest = await _upload(handle, version, models, artifacts)
+    uploaded, artifact, entries = await _upload(handle, models, target.artifacts)
     spec = FunctionSpec(
         app=handle.app_name,
         name=handle.name,
         version=version,
-        manifest_key=manifest_key(handle.app_name, handle.name, version),
-        python=manifest.python,
-        options=manifest.options,
-        models=manifest.models,
+        python=python_version(),
+        artifact=artifact.hex,
+        artifact_bytes=artifact.size_bytes,
+        options=msgspec.structs.replace(handle.options, models={}),
+        models=entries,
+        sequence=(current.sequence + 1) if current is not None else 1,
         deployed_unix_s=time.time(),
+        trigger=await _trigger(handle, target),
     )
-    await artifacts.store.put(spec.manifest_key, manifest.sign(key))
-    spec = msgspec.structs.replace(spec, trigger=await _trigger(handle, target))
-    await _ensure_consumer(broker, spec, target.consumer)
-    await registry.put(spec)
-    log.info("deployed", function=handle.qualname, version=version, uploaded_bytes=uploaded)
+    await _ensure_consumer(target.broker, spec, target.consumer)
+    await target.registry.put(target.key.sign(spec))
+    log.info("deployed", function=handle.qualname, version=version, uploaded_bytes=uploaded,
+             sequence=spec.sequence)  # fmt: skip
     return DeployResult(handle.qualname, version, changed=True, uploaded_bytes=uploaded)
 
 
-async def _unchanged(current: FunctionSpec | None, version: str, artifacts: ArtifactStore) -> bool:
-    """Same version registered and its manifest still stored: nothing to upload."""
-    if current is None or current.version != version:
+async def _unchanged(handle: Handle, current: FunctionSpec, version: str, target: _Target) -> bool:
+    """The same version registered, signed by a key the stack trusts, its artifact stored:
+    nothing to upload. Anything else (an entry signed by another key, altered, its artifact
+    gone) is deployed again."""
+    if current.version != version:
         return False
-    return await artifacts.store.stat(current.manifest_key) is not None
+    try:
+        signed = await target.registry.signed(handle.app_name, handle.name)
+        if target.trust is not None:
+            target.trust.verify(signed, handle.app_name, handle.name)
+        elif signed.key != target.key.public:
+            return False
+    except (ArtifactRejected, FunctionNotFound):
+        return False
+    digest = Digest(current.artifact, current.artifact_bytes)
+    return await target.artifacts.store.stat(digest.key) is not None
 
 
 async def _ensure_consumer(broker: Broker, spec: FunctionSpec, policy: ConsumerPolicy) -> None:
@@ -168,10 +192,11 @@ async def _model_digests(handle: Handle) -> dict[str, tuple[Path, Digest]]:
 
 async def _upload(
     handle: Handle,
-    version: str,
     models: dict[str, tuple[Path, Digest]],
     artifacts: ArtifactStore,
-) -> tuple[int, Manifest]:
+) -> tuple[int, Digest, tuple[ModelEntry, ...]]:
+    """Store the models and the packaged function (what is there already is not sent):
+    the bytes sent, the artifact's digest, the models' entries."""
     uploaded = 0
     entries = []
     for name, (path, digest) in models.items():
@@ -182,18 +207,7 @@ async def _upload(
     artifact = package(handle)
     upload = await artifacts.put_bytes(artifact)
     uploaded += len(artifact) if upload.uploaded else 0
-    manifest = Manifest(
-        app=handle.app_name,
-        name=handle.name,
-        version=version,
-        python=python_version(),
-        artifact=upload.digest.hex,
-        artifact_bytes=len(artifact),
-        models=tuple(entries),
-        options=msgspec.structs.replace(handle.options, models={}),
-        created_unix_s=time.time(),
-    )
-    return uploaded, manifest
+    return uploaded, upload.digest, tuple(entries)
 
 
 def package(handle: Handle) -> bytes:

@@ -15,7 +15,7 @@ import structlog
 from anyio.abc import TaskStatus
 
 from runtime.control import LocalProvider, NatsServer, Scaler, ScalerMetrics, Undeliverable
-from runtime.core import Link, Settings, record_storage_url
+from runtime.core import Link, Settings, record_storage_url, record_trust
 from runtime.ops.deploy import deploy_target
 
 __all__ = ["gateway", "serve", "up", "wait_for_signal"]
@@ -42,8 +42,10 @@ async def up(settings: Settings, *, nats_port: int, target: str) -> int:
 
 async def serve(settings: Settings, *, target: str) -> int:
     """Deploy `target`, then scale its functions' workers on this host until a signal."""
+    settings.stack_keys()  # the deploy key and the trusted keys, made on first use
     async with await Link.open(settings, name="autan-scaler") as link:
         await record_storage_url(link.broker, settings)
+        await record_trust(link.broker, settings.trust())
         results = await deploy_target(link, target)
         metrics = ScalerMetrics()
         if settings.metrics_port:
@@ -58,7 +60,8 @@ async def serve(settings: Settings, *, target: str) -> int:
 async def _run_scaler(link: Link, provider: LocalProvider, metrics: ScalerMetrics) -> None:
     async with anyio.create_task_group() as group:
         await group.start(provider.serve)
-        await group.start(Scaler(link.broker, provider, metrics=metrics).serve)
+        scaler = Scaler(link.broker, provider, metrics=metrics, trust=link.settings.trust())
+        await group.start(scaler.serve)
         await group.start(Undeliverable(link).serve)
         if link.settings.http.port:
             await group.start(_serve_http, link.settings)  # it logs where it listens

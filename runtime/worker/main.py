@@ -75,6 +75,7 @@ async def run(settings: Settings, launch: WorkerLaunch, boot: Boot) -> int:
         intra_op_threads=launch.threads,
         boot=boot,
         guard_loop=True,
+        min_sequence=launch.min_sequence,
     )
     async with anyio.create_task_group() as group:
         group.start_soon(_stop_on_signal, worker)

@@ -18,16 +18,19 @@ import msgspec
 import structlog
 from anyio.abc import TaskStatus
 
-from broker import BrokerUnavailable, Delivery, ErrorInfo, PullFeed
+from broker import BrokerUnavailable, Delivery, ErrorInfo, PullFeed, consumer_name
 from runtime.core import (
     HEARTBEAT_S,
     ArtifactRejected,
     Context,
+    FunctionOptions,
     FunctionSpec,
     Link,
     Settings,
+    SignedSpec,
     WorkerDirectory,
     WorkerInfo,
+    decode_spec,
     load_models,
 )
 from runtime.worker.batches import BatchHandler
@@ -75,6 +78,7 @@ class Worker:
         intra_op_threads: int = 0,
         boot: Boot | None = None,
         guard_loop: bool = False,
+        min_sequence: int = 0,
     ) -> None:
         """`guard_loop`: enforce deadlines of calls that hold the event loop from outside
         it (`worker.guards`); for a worker process of its own, never in a shared one."""
@@ -86,6 +90,7 @@ class Worker:
         self.intra_op_threads = intra_op_threads
         self.boot = boot or Boot()
         self.guard_loop = guard_loop
+        self.min_sequence = min_sequence  # an older deploy is refused (a rollback)
         self.log = structlog.get_logger("autan.worker").bind(
             function=f"{app}.{fn}", worker=self.worker_id
         )
@@ -106,9 +111,14 @@ class Worker:
         self.cold_start_ms["connect"] = _ms_since(started)
         try:
             started = time.perf_counter()
-            spec = await link.registry.get(self.app, self.fn, cached=False)
+            signed = await link.registry.signed(self.app, self.fn)
             self.cold_start_ms["registry"] = _ms_since(started)
-            executor, broken = await self._prepare(link, spec)
+            started = time.perf_counter()
+            spec, broken = self._verify(signed)
+            self.cold_start_ms["verify"] = _ms_since(started)
+            executor = None
+            if broken is None:
+                executor, broken = await self._prepare(link, spec)
             started = time.perf_counter()
             feed = await link.broker.pull(spec.source, window=2)  # `_loop` sizes it
             self.cold_start_ms["subscribe"] = _ms_since(started)
@@ -188,17 +198,26 @@ class Worker:
             with anyio.move_on_after(HEARTBEAT_S - 0.2):
                 await handler.items_shifted.wait()
 
+    def _verify(self, signed: SignedSpec) -> tuple[FunctionSpec, ErrorInfo | None]:
+        """The spec to serve, if a trusted key signed it for this function and it is not
+        older than what the provider asked for. Else the reason, and a spec good for
+        refusing calls only: the unverified one, pulling from this function's own consumer
+        whatever it says."""
+        try:
+            spec = self.settings.trust().verify(
+                signed, self.app, self.fn, min_sequence=self.min_sequence
+            )
+        except (ArtifactRejected, ValueError) as exc:
+            self.log.error("refusing the function; failing its calls", error=str(exc))
+            return _unverified(signed, self.app, self.fn), ErrorInfo("ArtifactRejected", str(exc))
+        return spec, None
+
     async def _prepare(
         self, link: Link, spec: FunctionSpec
     ) -> tuple[Executor | None, ErrorInfo | None]:
         artifacts = ArtifactStore(await link.store())
         try:
-            loaded = await fetch_function(
-                spec,
-                artifacts,
-                DiskCache(self.settings.cache_dir),
-                self.settings.signing_key_bytes(),
-            )
+            loaded = await fetch_function(spec, artifacts, DiskCache(self.settings.cache_dir))
             self.cold_start_ms.update(loaded.timings_ms)
             executor = await anyio.to_thread.run_sync(self._build, spec, loaded)
         except (ArtifactRejected, ValueError, RuntimeError) as exc:
@@ -307,3 +326,19 @@ def _ms(seconds: float) -> float:
 
 def _ms_since(started: float) -> float:
     return _ms(time.perf_counter() - started)
+
+
+def _unverified(signed: SignedSpec, app: str, fn: str) -> FunctionSpec:
+    """What a refused entry says, pinned to this function's own consumer (so that it can
+    point the worker at no other function's calls), or a stand-in when it cannot be read."""
+    try:
+        spec = decode_spec(signed.body)
+    except (msgspec.DecodeError, ValueError):
+        spec = FunctionSpec(
+            app=app, name=fn, version="?", python="?", artifact="", artifact_bytes=0,
+            options=FunctionOptions(),
+        )  # fmt: skip
+    own = consumer_name(app, fn)
+    source = msgspec.structs.replace(spec.source, consumer=own)
+    trigger = source if spec.trigger is not None else None
+    return msgspec.structs.replace(spec, app=app, name=fn, trigger=trigger)

@@ -1,4 +1,4 @@
-"""Functions whose stored artifacts the deploy tests alter, one per kind of damage."""
+"""Functions whose registry entries and artifacts the deploy tests alter, one per damage."""
 
 from __future__ import annotations
 
@@ -18,5 +18,20 @@ def other_python(ctx: Context, value: str) -> str:
 
 
 @app.function(timeout_s=10)
-def forged_manifest(ctx: Context, value: str) -> str:
-    return f"manifest {value}"
+def forged(ctx: Context, value: str) -> str:
+    return f"forged {value}"
+
+
+@app.function(timeout_s=3)
+def edited_options(ctx: Context, value: str) -> str:
+    return f"options {value}"
+
+
+@app.function(timeout_s=10)
+def copied(ctx: Context, value: str) -> str:
+    return f"copied {value}"
+
+
+@app.function(timeout_s=10)
+def rolled_back(ctx: Context, value: str) -> str:
+    return f"rolled back {value}"

@@ -12,6 +12,7 @@ from runtime.control.scaler import Scaler
 from runtime.core import Settings
 from runtime.ops import deploy_target
 from tests.faults.app import app
+from tests.keys import DEPLOY_KEY, TRUSTED_KEYS
 from tests.stack import serving
 
 
@@ -64,7 +65,8 @@ class Cluster:
             s3_access_key=access_key,
             s3_secret_key=secret_key,
             data_dir=root,
-            signing_key="faults-signing-key",
+            deploy_key=DEPLOY_KEY,
+            trusted_keys=TRUSTED_KEYS,
             ack_wait_s=2.0,
             max_queued_calls=max_queued_calls,
             connect_timeout_s=2.0,

@@ -8,7 +8,8 @@ import pytest
 
 from broker import Broker
 from runtime.control import NatsServer
-from runtime.core import Coalesced, FunctionOptions, FunctionSpec, Registry
+from runtime.core import Coalesced, DeployKey, FunctionOptions, FunctionSpec, Registry
+from tests.keys import DEPLOY_KEY
 
 
 async def test_calls_made_while_a_run_is_under_way_share_it() -> None:
@@ -66,9 +67,10 @@ async def test_a_burst_of_first_calls_reads_a_spec_once(own_nats: NatsServer) ->
     broker = await Broker.connect(own_nats.url)
     try:
         registry = await Registry.open(broker)
-        spec = FunctionSpec(app="coalesce", name="fn", version="v1", manifest_key="m",
-                            python="3.11", options=FunctionOptions())  # fmt: skip
-        await registry.put(spec)
+        spec = FunctionSpec(app="coalesce", name="fn", version="v1", python="3.11",
+                            artifact="0" * 64, artifact_bytes=1,
+                            options=FunctionOptions())  # fmt: skip
+        await registry.put(DeployKey.parse(DEPLOY_KEY).sign(spec))
         fresh = await Registry.open(broker)  # nothing cached
         bucket = fresh._bucket
         reads = 0

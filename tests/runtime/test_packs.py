@@ -117,8 +117,9 @@ def _spec(batching: Batching | None, max_workers: int = 1) -> FunctionSpec:
         app="a",
         name="f",
         version="v",
-        manifest_key="manifests/a/f/v",
         python="3.11",
+        artifact="0" * 64,
+        artifact_bytes=1,
         options=FunctionOptions(batching=batching, scaling=Scaling(max_workers=max_workers)),
     )
 

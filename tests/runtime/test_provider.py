@@ -41,7 +41,7 @@ async def test_a_worker_starts_serves_and_stops(scaled_stack: Stack, fork: bool)
         info = await _ready(scaled_stack, worker)
         assert info.pid == worker.pid
         assert ("fork" in info.cold_start_ms) is fork
-        assert {"connect", "manifest", "fetch", "unpickle", "ready"} <= set(info.cold_start_ms)
+        assert {"connect", "verify", "fetch", "unpickle", "ready"} <= set(info.cold_start_ms)
         assert await scaled.hello.remote.aio("you") == "hello you"
         await provider.stop(worker.worker_id)
         assert [w.state for w in provider.workers()] in ([], ["stopping"])

@@ -17,9 +17,11 @@ from broker import REGISTRY_BUCKET, Backlog, Broker, calls_source, function_key
 from runtime import Call
 from runtime.control import LocalProvider, ProvidedWorker
 from runtime.control.scaler import Scaler, _load
+from runtime.core import DeployKey
 from runtime.ops import deploy_target
 from runtime.ops.admin import ls
 from tests.apps import scaled
+from tests.keys import DEPLOY_KEY
 from tests.stack import Stack, poll, serving
 
 
@@ -172,7 +174,7 @@ async def test_a_function_without_its_consumer_does_not_stop_the_others(
     session = scaled_stack.session
     hello = await session.registry.get("scaled", "hello")
     ghost = msgspec.structs.replace(hello, name="ghost")  # registered, no consumer made
-    await session.registry.put(ghost)
+    await session.registry.put(DeployKey.parse(DEPLOY_KEY).sign(ghost))
     try:
 
         async def ghost_skipped() -> bool:  # once the scaler has read the registry again

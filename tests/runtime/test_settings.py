@@ -9,6 +9,7 @@ import pytest
 
 from runtime.control import worker_env
 from runtime.core import HttpSettings, Settings, parse_api_keys
+from tests.keys import DEPLOY_KEY, TRUSTED_KEYS
 
 
 def test_to_env_reads_back_as_the_same_settings() -> None:
@@ -17,7 +18,8 @@ def test_to_env_reads_back_as_the_same_settings() -> None:
         storage_url="file:///tmp/objects",
         data_dir=Path("/tmp/autan-data"),
         s3_access_key="access",
-        signing_key="a-signing-key",
+        deploy_key="ed25519:" + "ab" * 32,
+        trusted_keys="cd" * 32,
         ack_wait_s=2.5,
         max_queued_calls=10,
         log_format="json",
@@ -31,12 +33,19 @@ def test_settings_given_in_code_reach_workers(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("AUTAN_ACK_WAIT_S", "99")  # the environment says otherwise
     monkeypatch.setenv("AUTAN_API_KEYS_FILE", "/nonexistent/keys.toml")  # the bridge's
     monkeypatch.setenv("AUTAN_FAULTS_LOG", "/tmp/kept.log")  # not a setting: inherited
-    settings = Settings(ack_wait_s=2.0, payload_threshold_bytes=1024, data_dir=Path("rel"))
+    settings = Settings(
+        ack_wait_s=2.0,
+        payload_threshold_bytes=1024,
+        data_dir=Path("rel"),
+        deploy_key=DEPLOY_KEY,
+        trusted_keys=TRUSTED_KEYS,
+    )
     env = worker_env(settings, threads=3, device=None)
     seen = Settings.from_env(env)
     assert (seen.ack_wait_s, seen.payload_threshold_bytes) == (2.0, 1024)
     assert seen.data_dir == Path("rel").resolve()
     assert seen.http == HttpSettings()
+    assert (seen.deploy_key, seen.trusted_keys) == (None, TRUSTED_KEYS)  # verify, never sign
     assert env["AUTAN_FAULTS_LOG"] == "/tmp/kept.log"
     assert (env["OMP_NUM_THREADS"], env["ORT_DISABLE_TELEMETRY"]) == ("3", "1")
     assert "CUDA_VISIBLE_DEVICES" not in env
