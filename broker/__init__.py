@@ -13,10 +13,12 @@ from broker.errors import (
     ConsumerNotFound,
     KeyExists,
     KeyNotFound,
+    PermissionDenied,
     PublishRejected,
     QueueFull,
     StreamConflict,
 )
+from broker.identities import Identities
 from broker.ids import new_call_id
 from broker.kv import Bucket
 from broker.messages import (
@@ -62,6 +64,14 @@ from broker.names import (
     dlq_subject,
     function_key,
 )
+from broker.permissions import (
+    Permissions,
+    caller_permissions,
+    gateway_permissions,
+    role_inbox,
+    worker_permissions,
+    worker_role,
+)
 from broker.replies import Reply
 from broker.streams import (
     Backlog,
@@ -100,11 +110,14 @@ __all__ = [
     "Delivery",
     "ErrorInfo",
     "Failure",
+    "Identities",
     "Inline",
     "KeyExists",
     "KeyNotFound",
     "PackResult",
     "Payload",
+    "PermissionDenied",
+    "Permissions",
     "PublishRejected",
     "PullFeed",
     "QueueFull",
@@ -124,6 +137,7 @@ __all__ = [
     "UnencodableValue",
     "Watch",
     "call_subject",
+    "caller_permissions",
     "calls_source",
     "consumer_name",
     "decode_call",
@@ -135,7 +149,11 @@ __all__ = [
     "encode",
     "encode_value",
     "function_key",
+    "gateway_permissions",
     "item_call_id",
     "new_call_id",
+    "role_inbox",
     "rows",
+    "worker_permissions",
+    "worker_role",
 ]

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 from collections.abc import Callable
+from pathlib import Path
 
 import nats
 import nats.errors
@@ -19,10 +20,18 @@ from nats.js import JetStreamContext, api
 from broker.advisories import UndeliveredFeed
 from broker.consumer import PullFeed
 from broker.deadletters import DeadLetterStream
-from broker.errors import BrokerError, BrokerUnavailable, PublishRejected, QueueFull
+from broker.errorlog import ErrorLog
+from broker.errors import (
+    BrokerError,
+    BrokerUnavailable,
+    PermissionDenied,
+    PublishRejected,
+    QueueFull,
+)
 from broker.ids import new_call_id
 from broker.kv import Bucket
 from broker.names import INBOX_PREFIX
+from broker.permissions import role_inbox
 from broker.replies import Reply, ReplyMux
 from broker.streams import StreamAdmin
 
@@ -39,22 +48,32 @@ _QUEUE_FULL_CODES = {10077, 10078, 10047}
 class Broker(StreamAdmin):
     """One NATS connection with its JetStream context and one reply inbox."""
 
-    def __init__(self, nc: NatsClient, url: str) -> None:
+    def __init__(self, nc: NatsClient, url: str, errors: ErrorLog | None = None) -> None:
         self.nc = nc
-        self.url = url
+        self._errors = errors or ErrorLog(url)
+        self.url = self._errors.url  # without credentials
         self.js: JetStreamContext = nc.jetstream(timeout=5.0)
         self.replies = ReplyMux(nc)
         self._buckets: dict[str, Bucket] = {}
-        self.dead_letters = DeadLetterStream(self.js, url)
+        self.dead_letters = DeadLetterStream(self.js, self._errors)
         self._feeds: list[PullFeed] = []
-        self._errors: _ErrorLog | None = None
 
     @classmethod
     async def connect(
-        cls, url: str, *, name: str = "autan", connect_timeout_s: float = 5.0
+        cls,
+        url: str,
+        *,
+        name: str = "autan",
+        connect_timeout_s: float = 5.0,
+        creds: Path | None = None,
+        role: str = "",
     ) -> Broker:
-        """Connect, or fail within about `connect_timeout_s` with an error naming the URL."""
-        errors = _ErrorLog(url)
+        """Connect, or fail within about `connect_timeout_s` with an error naming the URL.
+
+        `creds`: the nkey seed file of this process's role (`role`: its inbox prefix is
+        `_INBOX.<role>`, where its permissions let it subscribe).
+        """
+        errors = ErrorLog(url)
         try:
             nc = await asyncio.wait_for(
                 nats.connect(
@@ -67,18 +86,15 @@ class Broker(StreamAdmin):
                     error_cb=errors.on_error,
                     disconnected_cb=errors.on_disconnect,
                     reconnected_cb=errors.on_reconnect,
-                    inbox_prefix=INBOX_PREFIX,
+                    inbox_prefix=role_inbox(role) if role else INBOX_PREFIX,
+                    nkeys_seed=str(creds) if creds is not None else None,
                 ),
                 connect_timeout_s,
             )
         except (OSError, TimeoutError, nats.errors.Error) as exc:
-            raise BrokerUnavailable(
-                f"cannot reach NATS at {url} - is 'autan up' running? "
-                "(or set AUTAN_NATS_URL to your NATS server)"
-            ) from exc
+            raise _not_connected(errors, creds, exc) from exc
         errors.connected = True
-        broker = cls(nc, url)
-        broker._errors = errors
+        broker = cls(nc, url, errors)
         errors.on_reconnected.append(broker._reconnected)
         await broker.replies.start()
         return broker
@@ -89,8 +105,7 @@ class Broker(StreamAdmin):
         Never raises: a connection that is down (the server stopped first, say) is closed
         as it is.
         """
-        if self._errors is not None:
-            self._errors.connected = False
+        self._errors.connected = False
         await self.replies.stop()
         if self.nc.is_closed:
             return
@@ -139,8 +154,8 @@ class Broker(StreamAdmin):
                 bucket=name, history=1, ttl=ttl_s, storage=api.StorageType.FILE
             )
         except nats.errors.TimeoutError as exc:
-            raise BrokerUnavailable(f"JetStream at {self.url} did not answer") from exc
-        bucket = self._buckets[name] = Bucket(kv, name, self.nc, self.js)
+            raise self._errors.no_answer(f"opening bucket {name}") from exc
+        bucket = self._buckets[name] = Bucket(kv, name, self.nc, self.js, self._errors)
         return bucket
 
     # -- publishing ----------------------------------------------------------------
@@ -157,8 +172,10 @@ class Broker(StreamAdmin):
         """Publish to JetStream without waiting for its ack.
 
         The message id deduplicates repeated submissions within the stream's window. With
-        `expect_result`, the submission also waits for a reply on `result_subject(msg_id)`.
+        `expect_result`, the submission also waits for its result (`result_subject`).
         """
+        if expect_result:
+            await self.replies.listen_for_results()
         ack_token = f"a{new_call_id()}"  # per submission: the same id may be sent twice
         ack = self.replies.expect(ack_token)
         result = self.replies.expect(f"r{msg_id}") if expect_result else None
@@ -167,9 +184,10 @@ class Broker(StreamAdmin):
         )
         return Submission(self, msg_id, subject, ack, result, ack_token=ack_token)
 
-    def result_subject(self, msg_id: str) -> str:
-        """Where a worker publishes the result of call `msg_id` for this connection."""
-        return self.replies.subject(f"r{msg_id}")
+    def result_subject(self, app: str, fn: str, msg_id: str) -> str:
+        """Where a worker of `app.fn` publishes the result of call `msg_id` for this
+        connection."""
+        return self.replies.result_subject(app, fn, f"r{msg_id}")
 
 
 class Watch:
@@ -274,27 +292,15 @@ def _read_puback(msg: Reply, subject: str) -> int:
     raise PublishRejected(f"JetStream refused the call on {subject}: {description}")
 
 
-class _ErrorLog:
-    """Logs connection trouble once connected; before that, `connect` reports the failure."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.connected = False
-        self._down = False
-        self.on_reconnected: list[Callable[[], None]] = []
-
-    async def on_error(self, exc: Exception) -> None:
-        if self.connected and not self._down:
-            log.warning("nats connection error", url=self.url, error=str(exc) or type(exc).__name__)
-
-    async def on_disconnect(self) -> None:
-        if self.connected and not self._down:
-            self._down = True
-            log.warning("disconnected from NATS; reconnecting", url=self.url)
-
-    async def on_reconnect(self) -> None:
-        for callback in self.on_reconnected:
-            callback()
-        if self._down:
-            self._down = False
-            log.info("reconnected to NATS", url=self.url)
+def _not_connected(errors: ErrorLog, creds: Path | None, exc: BaseException) -> BrokerError:
+    if errors.unauthorized or "authorization violation" in str(exc).lower():
+        given = f"the credentials {creds}" if creds else "no credentials"
+        return PermissionDenied(
+            f"NATS at {errors.url} refused this process with {given}: set AUTAN_NATS_CREDS to "
+            "the seed file of a role it knows, or AUTAN_DATA_DIR to the stack's (autan up "
+            "keeps them in <data dir>/creds/)"
+        )
+    return BrokerUnavailable(
+        f"cannot reach NATS at {errors.url} - is 'autan up' running? "
+        "(or set AUTAN_NATS_URL to your NATS server)"
+    )

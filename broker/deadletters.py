@@ -10,7 +10,7 @@ import nats.errors
 import nats.js.errors
 from nats.js import JetStreamContext, api
 
-from broker.errors import BrokerUnavailable
+from broker.errorlog import ErrorLog
 from broker.names import DLQ_STREAM, DLQ_SUBJECTS
 
 __all__ = ["DeadLetterStream", "StoredLetter"]
@@ -32,13 +32,15 @@ class StoredLetter:
 class DeadLetterStream:
     """Administration of the dead-letter stream over a JetStream context."""
 
-    def __init__(self, js: JetStreamContext, url: str) -> None:
+    def __init__(self, js: JetStreamContext, errors: ErrorLog) -> None:
         self.js = js
-        self.url = url
+        self._errors = errors
 
     async def ensure(self) -> None:
         try:
             await self.js.stream_info(DLQ_STREAM)
+        except nats.errors.TimeoutError as exc:
+            raise self._errors.no_answer("reading the dead-letter stream") from exc
         except nats.js.errors.NotFoundError:
             await self.js.add_stream(
                 api.StreamConfig(
@@ -62,7 +64,7 @@ class DeadLetterStream:
             except nats.js.errors.NotFoundError:
                 break
             except nats.errors.TimeoutError as exc:
-                raise BrokerUnavailable(f"JetStream at {self.url} did not answer") from exc
+                raise self._errors.no_answer("reading dead letters") from exc
             letters.append(StoredLetter(raw.seq or seq, raw.subject or "", raw.data or b""))
             seq = (raw.seq or seq) + 1
         return letters
@@ -72,10 +74,18 @@ class DeadLetterStream:
             raw = await self.js.get_msg(DLQ_STREAM, seq=seq)
         except nats.js.errors.NotFoundError:
             return None
+        except nats.errors.TimeoutError as exc:
+            raise self._errors.no_answer("reading a dead letter") from exc
         return StoredLetter(seq, raw.subject or "", raw.data or b"")
 
     async def remove(self, seq: int) -> None:
-        await self.js.delete_msg(DLQ_STREAM, seq)
+        try:
+            await self.js.delete_msg(DLQ_STREAM, seq)
+        except nats.errors.TimeoutError as exc:
+            raise self._errors.no_answer("removing a dead letter") from exc
 
     async def purge(self, subject: str | None = None) -> None:
-        await self.js.purge_stream(DLQ_STREAM, subject=subject)
+        try:
+            await self.js.purge_stream(DLQ_STREAM, subject=subject)
+        except nats.errors.TimeoutError as exc:
+            raise self._errors.no_answer("purging dead letters") from exc

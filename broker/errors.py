@@ -2,6 +2,7 @@
 
 BrokerError
 ├── BrokerUnavailable   cannot reach NATS, or the connection dropped: retry later
+├── PermissionDenied    NATS refused this process's identity something: fix its credentials
 ├── QueueFull           the calls stream refused a message (discard-new): back off, retry
 ├── PublishRejected     JetStream refused a message for another reason: fix the request
 ├── KeyNotFound         no such key in a KV bucket
@@ -18,6 +19,7 @@ __all__ = [
     "ConsumerNotFound",
     "KeyExists",
     "KeyNotFound",
+    "PermissionDenied",
     "PublishRejected",
     "QueueFull",
     "StreamConflict",
@@ -30,6 +32,11 @@ class BrokerError(Exception):
 
 class BrokerUnavailable(BrokerError):
     """NATS cannot be reached, or a request to it timed out."""
+
+
+class PermissionDenied(BrokerError):
+    """NATS refused this connection (its credentials) or one of its requests (its role's
+    permissions): retrying will not help."""
 
 
 class QueueFull(BrokerError):

@@ -15,7 +15,8 @@ from nats.aio.subscription import Subscription
 from nats.js.client import JetStreamContext
 from nats.js.kv import KeyValue
 
-from broker.errors import BrokerUnavailable, KeyExists, KeyNotFound
+from broker.errorlog import ErrorLog
+from broker.errors import BrokerError, KeyExists, KeyNotFound
 from broker.names import kv_stream, kv_subject
 
 __all__ = ["Bucket"]
@@ -32,7 +33,10 @@ _TRANSIENT = (
 class Bucket:
     """Values by key in one bucket; `create` is first-writer-wins."""
 
-    def __init__(self, kv: KeyValue, name: str, nc: NatsClient, js: JetStreamContext) -> None:
+    def __init__(
+        self, kv: KeyValue, name: str, nc: NatsClient, js: JetStreamContext, errors: ErrorLog
+    ) -> None:
+        self._errors = errors
         self._nc = nc
         self._js = js
         self._kv = kv
@@ -94,8 +98,8 @@ class Bucket:
         except KeyNotFound:
             return None
 
-    def _unavailable(self, doing: str, key: str) -> BrokerUnavailable:
-        return BrokerUnavailable(f"{doing} {key!r} in bucket {self.name!r} failed: NATS is away")
+    def _unavailable(self, doing: str, key: str) -> BrokerError:
+        return self._errors.no_answer(f"{doing} {key!r} in bucket {self.name!r}")
 
     async def watch(self) -> AsyncGenerator[tuple[str, bytes | None], None]:
         """Every key's current value, then each change as it happens (None: deleted)."""

@@ -12,7 +12,8 @@ test keeps every other module from spelling a name literally.
                 autan_status (the scaler's per-function status),
                 autan_gateway_calls (the HTTP bridge's call records),
                 autan_sequences (the highest deploy accepted per function)
-    inboxes     _INBOX.<connection>.<token>: replies, acks, results, pull deliveries
+    inboxes     _INBOX.<role>.<connection>.<token>: JetStream's answers, acks, pull deliveries
+    results     _R.<app>.<fn>.<connection>.<token>: the results of live calls
     JetStream   $JS.API.CONSUMER.MSG.NEXT.<stream>.<consumer> (pull requests),
                 $JS.ACK.<stream>.<consumer>.> (acks), $KV.<bucket>.<key> (KV entries)
 """
@@ -34,19 +35,26 @@ __all__ = [
     "REGISTRY_BUCKET",
     "RESERVED_PREFIXES",
     "RESULTS_BUCKET",
+    "RESULT_PREFIX",
     "SEQUENCES_BUCKET",
     "STATUS_BUCKET",
     "STORAGE_URL_KEY",
     "TRUSTED_KEYS_KEY",
     "WORKERS_BUCKET",
+    "ack_subjects",
     "call_subject",
     "consumer_name",
     "dlq_subject",
     "function_key",
+    "js_api",
+    "kv_read_subjects",
     "kv_stream",
     "kv_subject",
     "pull_subject",
     "reply_subject",
+    "result_subject",
+    "results_for",
+    "results_of",
     "subject_covers",
     "subjects_overlap",
     "trigger_stream_name",
@@ -61,8 +69,11 @@ DLQ_STREAM = "AUTAN_DLQ"
 DLQ_SUBJECTS = f"{DLQ_PREFIX}.>"
 _TRIGGER_STREAM_PREFIX = "AUTAN_TRIGGER"
 INBOX_PREFIX = "_INBOX"
+# Results of live calls: `_R.<app>.<fn>.<connection>.<token>`, so that a function's workers
+# may answer its own calls only (their NATS identity publishes under `_R.<app>.<fn>.>`).
+RESULT_PREFIX = "_R"
 # Subjects a user's `on=` or `emit=` may not use: Autan's own, the server's, inboxes.
-RESERVED_PREFIXES = ("autan.", "$", f"{INBOX_PREFIX}.")
+RESERVED_PREFIXES = ("autan.", "$", f"{INBOX_PREFIX}.", f"{RESULT_PREFIX}.")
 
 # -- KV buckets and their well-known keys ------------------------------------------------
 REGISTRY_BUCKET = "autan_functions"
@@ -78,7 +89,9 @@ READINESS_PROBE_KEY = "gateway-readiness-probe"  # read (never written) by /read
 
 _KV_PREFIX = "$KV"
 _KV_STREAM_PREFIX = "KV_"
-_PULL_PREFIX = "$JS.API.CONSUMER.MSG.NEXT"
+_JS_API = "$JS.API"
+_PULL_PREFIX = f"{_JS_API}.CONSUMER.MSG.NEXT"
+_ACK_PREFIX = "$JS.ACK"
 # What the server publishes when a consumer gives up on a message (max_deliver reached).
 MAX_DELIVERIES_ADVISORIES = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.>"
 
@@ -123,9 +136,45 @@ def pull_subject(stream: str, consumer: str) -> str:
     return f"{_PULL_PREFIX}.{stream}.{consumer}"
 
 
+def result_subject(app: str, fn: str, connection: str, token: str = "*") -> str:
+    """Where the result of a live call of `app.fn` goes, for one caller's connection."""
+    return f"{RESULT_PREFIX}.{app}.{fn}.{connection}.{token}"
+
+
+def results_for(connection: str) -> str:
+    """Every result a connection awaits, whichever function's."""
+    return f"{RESULT_PREFIX}.*.*.{connection}.*"
+
+
+def results_of(app: str, fn: str) -> str:
+    """Every result of `app.fn`'s live calls: what its workers may publish."""
+    return f"{RESULT_PREFIX}.{app}.{fn}.>"
+
+
 def reply_subject(prefix: str, token: str = "*") -> str:
     """A reply subject under a connection's inbox prefix (`*`: all of them)."""
     return f"{prefix}.{token}"
+
+
+def ack_subjects(stream: str, consumer: str) -> str:
+    """The acks (and naks, in-progress) of one consumer's deliveries."""
+    return f"{_ACK_PREFIX}.{stream}.{consumer}.>"
+
+
+def js_api(*tokens: str) -> str:
+    """A JetStream API subject: `js_api("STREAM", "INFO", name)`, `js_api(">")` for all."""
+    return ".".join((_JS_API, *tokens))
+
+
+def kv_read_subjects(bucket: str) -> tuple[str, ...]:
+    """What reading a KV bucket asks of the JetStream API (open, get, list)."""
+    stream = kv_stream(bucket)
+    return (
+        js_api("STREAM", "INFO", stream),
+        js_api("STREAM", "MSG", "GET", stream),
+        js_api("DIRECT", "GET", stream),
+        js_api("DIRECT", "GET", stream, ">"),
+    )
 
 
 def subject_covers(pattern: str, subject: str) -> bool:

@@ -14,7 +14,7 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from broker.names import reply_subject
+from broker.names import reply_subject, result_subject, results_for
 
 __all__ = ["Reply", "ReplyMux"]
 
@@ -30,27 +30,47 @@ class Reply:
 
 
 class ReplyMux:
-    """Routes messages on `<prefix>.<token>` to the future registered for `token`."""
+    """Routes messages on `<prefix>.<token>`, and results on `_R.<app>.<fn>.<connection>.
+    <token>`, to the future registered for `token`."""
 
     def __init__(self, nc: NatsClient) -> None:
         self._nc = nc
         self.prefix = nc.new_inbox()
+        self.connection = self.prefix.rsplit(".", 1)[-1]  # unique per connection
         self._futures: dict[str, asyncio.Future[Reply]] = {}
-        self._sub: Subscription | None = None
+        self._subs: list[Subscription] = []
+        self._results: Subscription | None = None
+        self._subscribing = asyncio.Lock()
 
     async def start(self) -> None:
-        self._sub = await self._nc.subscribe(reply_subject(self.prefix), cb=self._on_msg)
+        self._subs.append(await self._nc.subscribe(reply_subject(self.prefix), cb=self._on_msg))
+
+    async def listen_for_results(self) -> None:
+        """Subscribe to this connection's results, on the first live call (a worker, whose
+        NATS identity may not, makes none)."""
+        if self._results is not None:
+            return
+        async with self._subscribing:
+            if self._results is None:
+                self._results = await self._nc.subscribe(
+                    results_for(self.connection), cb=self._on_msg
+                )
+                self._subs.append(self._results)
 
     async def stop(self) -> None:
-        if self._sub is not None:
+        for sub in self._subs:
             with contextlib.suppress(nats.errors.Error):  # the connection may be gone
-                await self._sub.unsubscribe()
+                await sub.unsubscribe()
+        self._subs.clear()
         for future in self._futures.values():
             future.cancel()
         self._futures.clear()
 
     def subject(self, token: str) -> str:
         return reply_subject(self.prefix, token)
+
+    def result_subject(self, app: str, fn: str, token: str) -> str:
+        return result_subject(app, fn, self.connection, token)
 
     def expect(self, token: str) -> asyncio.Future[Reply]:
         """A future for the next message on `subject(token)`; call `forget` if abandoned."""
@@ -64,7 +84,7 @@ class ReplyMux:
             future.cancel()
 
     async def _on_msg(self, msg: Msg) -> None:
-        token = msg.subject[len(self.prefix) + 1 :]
+        token = msg.subject.rsplit(".", 1)[-1]
         future = self._futures.pop(token, None)
         if future is not None and not future.done():
             status = msg.headers.get("Status") if msg.headers else None

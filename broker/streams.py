@@ -20,6 +20,7 @@ from nats.js import JetStreamContext, api
 
 from broker.consumer import PullFeed
 from broker.deadletters import DeadLetterStream
+from broker.errorlog import ErrorLog
 from broker.errors import BrokerUnavailable, ConsumerNotFound, StreamConflict
 from broker.names import (
     CALLS_STREAM,
@@ -103,7 +104,9 @@ class StreamAdmin:
     nc: NatsClient
     js: JetStreamContext
     url: str
+    dead_letters: DeadLetterStream
     _feeds: list[PullFeed]
+    _errors: ErrorLog
 
     async def ensure_calls_stream(self, limits: StreamLimits) -> None:
         """Create the work-queue stream of calls, or check that the existing one fits."""
@@ -119,7 +122,7 @@ class StreamAdmin:
             duplicate_window=limits.duplicate_window_s,
             num_replicas=limits.replicas,
         )
-        await DeadLetterStream(self.js, self.url).ensure()
+        await self.dead_letters.ensure()
         info = await self._stream_info(CALLS_STREAM)
         if info is None:
             await self._add_stream(config)
@@ -191,7 +194,7 @@ class StreamAdmin:
                 "function again ('autan deploy') to make it"
             ) from exc
         except nats.errors.TimeoutError as exc:
-            raise BrokerUnavailable(f"JetStream at {self.url} did not answer") from exc
+            raise self._errors.no_answer("a JetStream request") from exc
         return info
 
     async def stored_message(self, stream: str, seq: int) -> StoredMessage | None:
@@ -201,7 +204,7 @@ class StreamAdmin:
         except nats.js.errors.NotFoundError:
             return None
         except nats.errors.TimeoutError as exc:
-            raise BrokerUnavailable(f"JetStream at {self.url} did not answer") from exc
+            raise self._errors.no_answer("a JetStream request") from exc
         return StoredMessage(raw.subject or "", raw.data or b"", dict(raw.headers or {}))
 
     async def delete_message(self, stream: str, seq: int) -> None:
@@ -221,7 +224,7 @@ class StreamAdmin:
         except nats.js.errors.NotFoundError:
             return 0.0
         except nats.errors.TimeoutError as exc:
-            raise BrokerUnavailable(f"JetStream at {self.url} did not answer") from exc
+            raise self._errors.no_answer("a JetStream request") from exc
         if oldest.time is None:
             return 0.0
         return max(0.0, time.time() - oldest.time.timestamp())
@@ -246,13 +249,13 @@ class StreamAdmin:
         except nats.js.errors.NotFoundError:
             return None
         except nats.errors.TimeoutError as exc:
-            raise BrokerUnavailable(f"JetStream at {self.url} did not answer") from exc
+            raise self._errors.no_answer("a JetStream request") from exc
 
     async def _all_streams(self) -> list[api.StreamInfo]:
         try:
             return list(await self.js.streams_info())
         except nats.errors.TimeoutError as exc:
-            raise BrokerUnavailable(f"JetStream at {self.url} did not answer") from exc
+            raise self._errors.no_answer("a JetStream request") from exc
 
     async def _add_stream(self, config: api.StreamConfig) -> None:
         try:

@@ -20,10 +20,10 @@ from pathlib import Path
 import anyio
 import pytest
 
-from broker import STATUS_BUCKET, BrokerUnavailable
+from broker import STATUS_BUCKET, BrokerUnavailable, PermissionDenied
 from runtime.client import Session
 from runtime.control import free_port
-from runtime.core import Settings
+from runtime.core import ADMIN, Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 AIR_GAP_S = 12.5
@@ -37,8 +37,10 @@ def _env() -> dict[str, str]:
     return env
 
 
-def _autan(*args: str, url: str) -> str:
-    command = [sys.executable, "-m", "runtime.ops.cli", "--nats-url", url, *args]
+def _autan(*args: str, url: str, data_dir: Path) -> str:
+    """The CLI, as the stack's operator on this host: its data dir holds the credentials."""
+    command = [sys.executable, "-m", "runtime.ops.cli", "--nats-url", url,
+               "--data-dir", str(data_dir), *args]  # fmt: skip
     done = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     return done.stdout
@@ -55,10 +57,10 @@ def _child_of(parent: int) -> int:
     raise LookupError(f"no child of {parent}")
 
 
-async def _wait_for_scaler(url: str, functions: int, timeout_s: float) -> None:
+async def _wait_for_scaler(url: str, data_dir: Path, functions: int, timeout_s: float) -> None:
     """Until the stack's scaler reports on `functions` functions (it starts with no worker)."""
     with anyio.fail_after(timeout_s):
-        session = await _connect(url)
+        session = await _connect(url, data_dir)
         try:
             seen: set[str] = set()
             bucket = await session.broker.bucket(STATUS_BUCKET)
@@ -71,12 +73,13 @@ async def _wait_for_scaler(url: str, functions: int, timeout_s: float) -> None:
             await session.close()
 
 
-async def _connect(url: str) -> Session:
-    """The stack's NATS, once it listens (the test starts it a moment before)."""
+async def _connect(url: str, data_dir: Path) -> Session:
+    """The stack's NATS as its admin, once it listens (the test starts it a moment before)."""
+    settings = Settings(nats_url=url, data_dir=data_dir, connect_timeout_s=0.5)
     for _ in range(100):
         try:
-            return await Session.open(Settings(nats_url=url, connect_timeout_s=0.5))
-        except BrokerUnavailable:
+            return await Session.open(settings, role=ADMIN)
+        except (BrokerUnavailable, PermissionDenied):  # its credentials not written yet
             await anyio.sleep(0.1)
     raise TimeoutError(f"nothing listens on {url}")
 
@@ -94,6 +97,7 @@ def _is_loopback(address: str) -> bool:
 def test_autan_up_serves_the_bundled_functions_air_gapped(tmp_path: Path) -> None:
     port, metrics_port, http_port = free_port(), free_port(), free_port()
     url = f"nats://127.0.0.1:{port}"
+    data_dir = tmp_path / "data"
     trace = tmp_path / "connect.trace"
     command = ["strace", "-f", "-qq", "-e", "trace=connect,sendto,sendmsg", "-o", str(trace),
                sys.executable, "-m", "runtime.ops.cli", "--data-dir", str(tmp_path / "data"),
@@ -101,13 +105,15 @@ def test_autan_up_serves_the_bundled_functions_air_gapped(tmp_path: Path) -> Non
                "--http-port", str(http_port)]  # fmt: skip
     stack = subprocess.Popen(command, env=_env(), cwd=tmp_path, start_new_session=True)
     try:
-        anyio.run(_wait_for_scaler, url, 3, 90.0)
-        _check_calls(url)
+        anyio.run(_wait_for_scaler, url, data_dir, 3, 90.0)
+        _check_calls(url, data_dir)
         _check_metrics(metrics_port)
         _check_http(http_port)
         workers_ready = time.monotonic()
         while time.monotonic() - workers_ready < AIR_GAP_S:
-            assert json.loads(_autan("invoke", "demo.echo", '"still here"', url=url))
+            assert json.loads(
+                _autan("invoke", "demo.echo", '"still here"', url=url, data_dir=data_dir)
+            )
         assert 'autan_batch_size_count{function="demo.embed"}' in _metrics(metrics_port)
         os.kill(_child_of(stack.pid), signal.SIGINT)
         assert stack.wait(timeout=60) == 0
@@ -122,21 +128,28 @@ def test_autan_up_serves_the_bundled_functions_air_gapped(tmp_path: Path) -> Non
     assert (tmp_path / "data" / "nats" / "jetstream").is_dir()
 
 
-def _check_calls(url: str) -> None:
+def _check_calls(url: str, data_dir: Path) -> None:
     """Each function starts from zero on its first call; then each has one worker."""
-    vector = json.loads(_autan("invoke", "demo.embed", '"hello world"', url=url))
+    vector = json.loads(_autan("invoke", "demo.embed", '"hello world"', url=url, data_dir=data_dir))
     assert len(vector) == 384
     label = json.loads(
-        _autan("invoke", "demo.filetype", "--file", str(ROOT / "pyproject.toml"), url=url)
+        _autan(
+            "invoke",
+            "demo.filetype",
+            "--file",
+            str(ROOT / "pyproject.toml"),
+            url=url,
+            data_dir=data_dir,
+        )
     )
     assert label["label"] == "toml"
-    assert json.loads(_autan("invoke", "demo.echo", "[1, 2]", url=url)) == [1, 2]
-    listing = _autan("ls", url=url)
+    assert json.loads(_autan("invoke", "demo.echo", "[1, 2]", url=url, data_dir=data_dir)) == [1, 2]
+    listing = _autan("ls", url=url, data_dir=data_dir)
     for name in ("demo.echo", "demo.embed", "demo.filetype"):
         assert re.search(rf"^{re.escape(name)}\s+[0-9a-f]{{16}}\s+1\s", listing, re.M), listing
-    status = _autan("status", url=url)
+    status = _autan("status", url=url, data_dir=data_dir)
     assert re.search(r"^demo\.embed\s+0\s.*activate: 1 waiting, no worker", status, re.M), status
-    _check_python_api(url)
+    _check_python_api(url, data_dir)
 
 
 def _metrics(port: int) -> str:
@@ -162,11 +175,11 @@ def _check_metrics(port: int) -> None:
     assert 'autan_scaling_decisions_total{direction="up",function="demo.echo"} 1.0' in text
 
 
-def _check_python_api(url: str) -> None:
+def _check_python_api(url: str, data_dir: Path) -> None:
     from functions.app import app
     from functions.embed import embed
 
-    app.sessions.configure(Settings(nats_url=url))
+    app.sessions.configure(Settings(nats_url=url, data_dir=data_dir))
     try:
         assert embed.remote("hello") == embed.local("hello")
         assert [len(v) for v in embed.map(["a", "b", "c"])] == [384, 384, 384]

@@ -35,6 +35,8 @@ PUBLIC_ROOMS = {"core", "client"}
 # third-party module -> the only files allowed to import it
 CONFINED: dict[str, Callable[[Path], bool]] = {
     "nats": lambda path: path.parts[0] == "broker",
+    "nkeys": lambda path: path.parts[0] == "broker",
+    "nacl": lambda path: path == Path("runtime/core/trust.py"),
     "minio": lambda path: path == Path("storage/s3.py"),
     "onnxruntime": lambda path: (
         path == Path("runtime/core/models.py") or path.parts[0] == "functions"

@@ -31,7 +31,7 @@ from broker import (
     rows,
 )
 from runtime.client.packs import Failed, Packer, pack_size
-from runtime.core import FunctionSpec, Link, Registry, RemoteError, Settings
+from runtime.core import CALLER, FunctionSpec, Link, Registry, RemoteError, Settings
 
 __all__ = ["Session"]
 
@@ -46,8 +46,10 @@ class Session:
         self._item_bytes: dict[str, int] = {}  # per batched function: encoded size of an input
 
     @classmethod
-    async def open(cls, settings: Settings, *, name: str = "autan-client") -> Session:
-        return cls(await Link.open(settings, name=name))
+    async def open(
+        cls, settings: Settings, *, name: str = "autan-client", role: str = CALLER
+    ) -> Session:
+        return cls(await Link.open(settings, name=name, role=role))
 
     async def close(self) -> None:
         await self.link.close()

@@ -4,6 +4,7 @@ The scaler reaches workers only through the `Provider` protocol (`LocalProvider`
 first); it never imports the worker room, nor the client or the gateway.
 """
 
+from runtime.control.access import EmbeddedAccess
 from runtime.control.decision import (
     Decision,
     FunctionLoad,
@@ -13,7 +14,7 @@ from runtime.control.decision import (
     wanted_workers,
 )
 from runtime.control.embedded import NatsServer, find_nats_server, free_port
-from runtime.control.local import LocalProvider, detect_gpus, worker_env
+from runtime.control.local import LocalProvider, WorkerAccess, detect_gpus, worker_env
 from runtime.control.metrics import ScalerMetrics
 from runtime.control.provider import Capacity, ProvidedWorker, Provider, WorkerState
 from runtime.control.scaler import Scaler
@@ -23,6 +24,7 @@ from runtime.control.undeliverable import Undeliverable
 __all__ = [
     "Capacity",
     "Decision",
+    "EmbeddedAccess",
     "FunctionLoad",
     "FunctionStatus",
     "LocalProvider",
@@ -33,6 +35,7 @@ __all__ = [
     "Scaler",
     "ScalerMetrics",
     "Undeliverable",
+    "WorkerAccess",
     "WorkerState",
     "decide",
     "detect_gpus",

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import functools
+import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import sysconfig
 import time
 from pathlib import Path
+from typing import Any
 
 from runtime.core import StackError, die_with_parent
 
@@ -43,13 +46,30 @@ def free_port() -> int:
 
 
 class NatsServer:
-    """A nats-server process on loopback with JetStream storing under `store_dir`."""
+    """A nats-server process on loopback with JetStream storing under `store_dir`.
 
-    def __init__(self, store_dir: Path, *, port: int = 4222, host: str = "127.0.0.1") -> None:
+    With `authorization` (nats-server's block: `broker.Identities.authorization`) every
+    client must present a known nkey and gets its role's permissions; `reload` changes
+    them while it runs (SIGHUP).
+    """
+
+    def __init__(
+        self,
+        store_dir: Path,
+        *,
+        port: int = 4222,
+        host: str = "127.0.0.1",
+        authorization: dict[str, Any] | None = None,
+    ) -> None:
         self.store_dir = store_dir
         self.port = port
         self.host = host
+        self.authorization = authorization
         self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def config_path(self) -> Path:
+        return self.store_dir / "nats-server.conf"
 
     @property
     def url(self) -> str:
@@ -68,14 +88,8 @@ class NatsServer:
             )
         self.store_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.store_dir / "nats-server.log"
-        command = [
-            str(find_nats_server()),
-            "--jetstream",
-            "--store_dir", str(self.store_dir),
-            "--addr", self.host,
-            "--port", str(self.port),
-            "--log", str(log_path),
-        ]  # fmt: skip
+        self._write_config(log_path)
+        command = [str(find_nats_server()), "--config", str(self.config_path)]
         self.process = subprocess.Popen(
             command,
             stdin=subprocess.DEVNULL,
@@ -97,6 +111,27 @@ class NatsServer:
             time.sleep(0.01)
         self.stop()
         raise StackError(f"nats-server did not listen on {self.url} within {timeout_s} s")
+
+    def reload(self, authorization: dict[str, Any]) -> None:
+        """New identities and permissions, applied by the running server (SIGHUP)."""
+        self.authorization = authorization
+        self._write_config(self.store_dir / "nats-server.log")
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGHUP)
+
+    def _write_config(self, log_path: Path) -> None:
+        """nats-server's configuration, as JSON (which its format accepts), private."""
+        config: dict[str, Any] = {
+            "host": self.host,
+            "port": self.port,
+            "jetstream": {"store_dir": str(self.store_dir)},
+            "log_file": str(log_path),
+        }
+        if self.authorization is not None:
+            config["authorization"] = self.authorization
+        descriptor = os.open(self.config_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w") as file:
+            json.dump(config, file, indent=1)
 
     def stop(self, *, timeout_s: float = 10.0) -> None:
         if self.process is None or self.process.poll() is not None:

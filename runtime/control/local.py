@@ -21,6 +21,8 @@ import sys
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
 
 import anyio
 import msgspec
@@ -57,7 +59,15 @@ def detect_gpus() -> list[int]:
     return [i for i, line in enumerate(listing.stdout.splitlines()) if line.startswith("GPU ")]
 
 
-def worker_env(settings: Settings, *, threads: int, device: int | None) -> dict[str, str]:
+class WorkerAccess(Protocol):
+    """How a provider gets a function's workers their own NATS identity."""
+
+    async def worker_creds(self, spec: FunctionSpec) -> Path: ...
+
+
+def worker_env(
+    settings: Settings, *, threads: int, device: int | None, creds: Path | None = None
+) -> dict[str, str]:
     """A worker's environment: this process's, its settings replaced by the provider's
     (those given in code too), without the HTTP bridge's, and with no deploy key: only the
     public keys it verifies with."""
@@ -69,6 +79,7 @@ def worker_env(settings: Settings, *, threads: int, device: int | None) -> dict[
         deploy_key=None,  # a worker verifies; it never signs
         deploy_key_file=None,
         trusted_keys=settings.trust().text(),
+        nats_creds=creds or settings.nats_creds,
     )
     env = {**inherited, **own.to_env(), "ORT_DISABLE_TELEMETRY": "1"}
     env["OMP_NUM_THREADS"] = str(threads)
@@ -116,8 +127,18 @@ class _Process:
 class LocalProvider:
     """Start and stop worker processes on this host."""
 
-    def __init__(self, settings: Settings, *, fork: bool = True, stop_grace_s: float = 30.0):
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        fork: bool = True,
+        stop_grace_s: float = 30.0,
+        access: WorkerAccess | None = None,
+    ) -> None:
+        """`access`: gives each function's workers their own NATS identity (the embedded
+        stack's); without it, workers connect as this process does."""
         self.settings = settings
+        self.access = access
         settings.trust()  # ValueError now, rather than workers that verify nothing
         self.fork = fork
         self.stop_grace_s = stop_grace_s
@@ -225,7 +246,8 @@ class LocalProvider:
             min_sequence=spec.sequence,
         )
         worker = _Process(launch, spec.version, device)
-        env = worker_env(self.settings, threads=threads, device=device)
+        creds = await self.access.worker_creds(spec) if self.access is not None else None
+        env = worker_env(self.settings, threads=threads, device=device, creds=creds)
         if self.fork:
             worker.pid = await self._forks.fork(launch.argv(), env)
         else:

@@ -26,6 +26,9 @@ from runtime.core.errors import (
 from runtime.core.launch import FORKSERVER_MODULE, WORKER_MODULE, WorkerLaunch
 from runtime.core.lifeline import die_with_parent
 from runtime.core.link import (
+    ADMIN,
+    CALLER,
+    GATEWAY,
     Link,
     record_storage_url,
     record_trust,
@@ -67,9 +70,12 @@ from runtime.core.tensors import pad_batch, stack_batch
 from runtime.core.trust import DeployKey, Trust, key_id
 
 __all__ = [
+    "ADMIN",
     "ALL_APPS",
+    "CALLER",
     "DEFAULT_OPTIONS",
     "FORKSERVER_MODULE",
+    "GATEWAY",
     "HEARTBEAT_S",
     "LOST_ATTEMPTS_ALLOWED",
     "WORKER_MODULE",

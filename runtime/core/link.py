@@ -38,7 +38,21 @@ from runtime.core.spec import FunctionSpec
 from runtime.core.trust import Trust
 from storage import ObjectStore, open_store
 
-__all__ = ["Link", "record_storage_url", "record_trust", "recorded_trust", "storage_url"]
+__all__ = [
+    "ADMIN",
+    "CALLER",
+    "GATEWAY",
+    "Link",
+    "record_storage_url",
+    "record_trust",
+    "recorded_trust",
+    "storage_url",
+]
+
+# The roles a process connects as (workers: `broker.permissions.worker_role`).
+ADMIN = "admin"
+CALLER = "caller"
+GATEWAY = "gateway"
 
 
 class Link:
@@ -51,10 +65,17 @@ class Link:
         self._store: ObjectStore | None = None
 
     @classmethod
-    async def open(cls, settings: Settings, *, name: str = "autan-client") -> Link:
-        """Connect (BrokerUnavailable names the URL when NATS cannot be reached)."""
+    async def open(
+        cls, settings: Settings, *, name: str = "autan-client", role: str = CALLER
+    ) -> Link:
+        """Connect as `role` (its credentials: `Settings.creds_for`); BrokerUnavailable names
+        the URL when NATS cannot be reached, PermissionDenied when it refuses them."""
         broker = await Broker.connect(
-            settings.nats_url, name=name, connect_timeout_s=settings.connect_timeout_s
+            settings.nats_url,
+            name=name,
+            connect_timeout_s=settings.connect_timeout_s,
+            creds=settings.creds_for(role),
+            role=role,
         )
         try:
             return cls(broker, await Registry.open(broker), settings)
@@ -104,7 +125,7 @@ class Link:
             app=spec.app,
             fn=spec.name,
             payload=payload,
-            reply=self.broker.result_subject(call_id) if live else None,
+            reply=self.broker.result_subject(spec.app, spec.name, call_id) if live else None,
             record=record,
             created_unix_s=time.time(),
             timeout_s=spec.options.timeout_s,

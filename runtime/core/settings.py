@@ -65,6 +65,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """
 
     nats_url: str = "nats://127.0.0.1:4222"
+    nats_creds: Path | None = None  # this process's nkey seed; else <data dir>/creds/<role>.nk
     storage_url: str | None = None
     data_dir: Path = Path(".autan")
     s3_access_key: str | None = None
@@ -127,6 +128,19 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     @property
     def cache_dir(self) -> Path:
         return self.data_dir / "cache"
+
+    @property
+    def creds_dir(self) -> Path:
+        """Where `autan up` keeps the seed of each role's NATS identity (0600)."""
+        return self.data_dir / "creds"
+
+    def creds_for(self, role: str) -> Path | None:
+        """The NATS credentials of a process of `role`: AUTAN_NATS_CREDS, else the role's
+        seed in the data dir if the stack made one, else none (a NATS without auth)."""
+        if self.nats_creds is not None:
+            return self.nats_creds
+        path = self.creds_dir / f"{role}.nk"
+        return path if path.exists() else None
 
     @property
     def deploy_key_path(self) -> Path:

@@ -13,7 +13,7 @@ import structlog
 from anyio.abc import TaskStatus
 
 from broker import READINESS_PROBE_KEY, BrokerError, BrokerUnavailable, KeyNotFound
-from runtime.core import Link, Settings
+from runtime.core import GATEWAY, Link, Settings
 
 __all__ = ["Uplink"]
 
@@ -79,7 +79,7 @@ class Uplink:
             delay_s = min(delay_s * 2, _RETRY_MAX_S)
 
     async def _connect(self) -> Link:
-        return await Link.open(self.settings, name="autan-gateway")
+        return await Link.open(self.settings, name="autan-gateway", role=GATEWAY)
 
     async def unready_reason(self, timeout_s: float = 2.0) -> str | None:
         """None when NATS is connected and JetStream answers within `timeout_s`, else why not."""

@@ -9,6 +9,7 @@ from typing import Any
 from runtime.client import Session
 from runtime.control import FunctionStatus, read_statuses
 from runtime.core import (
+    ADMIN,
     ArtifactRejected,
     DeployKey,
     FunctionState,
@@ -23,7 +24,7 @@ __all__ = ["deploy", "invoke", "key", "ls", "replay", "status"]
 
 
 async def deploy(settings: Settings, target: str) -> int:
-    async with await Link.open(settings, name="autan-deploy") as link:
+    async with await Link.open(settings, name="autan-deploy", role=ADMIN) as link:
         results = await deploy_target(link, target)
     for result in results:
         state = "deployed" if result.changed else "unchanged"
@@ -53,7 +54,7 @@ async def replay(
 ) -> int:
     """Deliver the past events of a trigger again (at least once, from the given point)."""
     app, fn = split_qualname(qualname)
-    async with await Link.open(settings, name="autan-replay") as link:
+    async with await Link.open(settings, name="autan-replay", role=ADMIN) as link:
         spec = await link.registry.get(app, fn, cached=False)
         if spec.trigger is None:
             raise ValueError(f"{qualname} has no trigger (on=...): nothing to replay")
@@ -65,7 +66,7 @@ async def replay(
 
 async def ls(settings: Settings) -> int:
     """Deployed functions: version, live workers, backlog, the providers they run on."""
-    async with await Link.open(settings, name="autan-ls") as link:
+    async with await Link.open(settings, name="autan-ls", role=ADMIN) as link:
         states = await function_states(link.broker, await link.registry.all())
         refused = await _refused(link, settings)
     print(_states_table(states))
@@ -108,7 +109,7 @@ def _states_table(states: list[FunctionState]) -> str:
 
 async def status(settings: Settings) -> int:
     """Per function: backlog, oldest age, workers starting/idle/busy, the last decision."""
-    async with await Link.open(settings, name="autan-status") as link:
+    async with await Link.open(settings, name="autan-status", role=ADMIN) as link:
         rows = await read_statuses(link.broker)
     print(_status_table(rows))
     return 0

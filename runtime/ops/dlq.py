@@ -27,7 +27,7 @@ from broker import (
     encode,
     new_call_id,
 )
-from runtime.core import Link, Settings, split_qualname
+from runtime.core import ADMIN, Link, Settings, split_qualname
 
 __all__ = ["DeadLetters", "Letter", "dlq"]
 
@@ -100,7 +100,7 @@ def _letter(stored: StoredLetter) -> Letter:
 
 async def dlq(settings: Settings, command: str, args: Any) -> int:
     """`autan dlq ls|show|redrive|purge`."""
-    async with await Link.open(settings, name="autan-dlq") as link:
+    async with await Link.open(settings, name="autan-dlq", role=ADMIN) as link:
         letters = DeadLetters(link.broker)
         match command:
             case "ls":

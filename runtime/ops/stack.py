@@ -14,8 +14,31 @@ import msgspec
 import structlog
 from anyio.abc import TaskStatus
 
-from runtime.control import LocalProvider, NatsServer, Scaler, ScalerMetrics, Undeliverable
-from runtime.core import Link, Settings, record_storage_url, record_trust
+from broker import (
+    CONFIG_BUCKET,
+    GATEWAY_CALLS_BUCKET,
+    REGISTRY_BUCKET,
+    SEQUENCES_BUCKET,
+    STATUS_BUCKET,
+    Identities,
+)
+from runtime.control import (
+    EmbeddedAccess,
+    LocalProvider,
+    NatsServer,
+    Scaler,
+    ScalerMetrics,
+    Undeliverable,
+    WorkerAccess,
+)
+from runtime.core import (
+    ADMIN,
+    Link,
+    Settings,
+    WorkerDirectory,
+    record_storage_url,
+    record_trust,
+)
 from runtime.ops.deploy import deploy_target
 
 __all__ = ["gateway", "serve", "up", "wait_for_signal"]
@@ -26,26 +49,40 @@ log = structlog.get_logger("autan")
 async def up(settings: Settings, *, nats_port: int, target: str) -> int:
     """The embedded stack: nats-server, file storage, `target` deployed, the scaler."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    server = NatsServer(settings.data_dir / "nats", port=nats_port)
+    access = EmbeddedAccess(Identities(settings.creds_dir))
+    server = NatsServer(
+        settings.data_dir / "nats", port=nats_port, authorization=access.authorization()
+    )
     server.start()
+    access.attach(server)
     settings = msgspec.structs.replace(
         settings,
         nats_url=server.url,
         storage_url=settings.storage_url or settings.default_storage_url(),
     )
     try:
-        return await serve(settings, target=target)
+        return await serve(settings, target=target, access=access)
     finally:
         server.stop()
         log.info("stopped; data kept", data_dir=str(settings.data_dir.resolve()))
 
 
-async def serve(settings: Settings, *, target: str) -> int:
-    """Deploy `target`, then scale its functions' workers on this host until a signal."""
+async def serve(settings: Settings, *, target: str, access: WorkerAccess | None = None) -> int:
+    """Deploy `target`, then scale its functions' workers on this host until a signal.
+
+    `access`: each function's workers get their own NATS identity (the embedded stack);
+    without it they connect as this process does (an external NATS with its own users).
+    """
     settings.stack_keys()  # the deploy key and the trusted keys, made on first use
-    async with await Link.open(settings, name="autan-scaler") as link:
+    log.warning(
+        "workers run unisolated: user code runs as this user and can read the data dir "
+        "(deploy key, NATS credentials); deploy only code you trust",
+        data_dir=str(settings.data_dir.resolve()),
+    )
+    async with await Link.open(settings, name="autan-scaler", role=ADMIN) as link:
         await record_storage_url(link.broker, settings)
         await record_trust(link.broker, settings.trust())
+        await _buckets(link)
         results = await deploy_target(link, target)
         metrics = ScalerMetrics()
         if settings.metrics_port:
@@ -53,8 +90,18 @@ async def serve(settings: Settings, *, target: str) -> int:
         log.info("autan is up", nats=settings.nats_url, storage=settings.storage_url,
                  metrics_port=settings.metrics_port or None,
                  functions=[f"{r.qualname}@{r.version}" for r in results])  # fmt: skip
-        await _run_scaler(link, LocalProvider(settings), metrics)
+        await _run_scaler(link, LocalProvider(settings, access=access), metrics)
     return 0
+
+
+async def _buckets(link: Link) -> None:
+    """Every bucket the stack's roles use, made here: they may read and write keys, and
+    only the stack may make buckets."""
+    await link.results()
+    await WorkerDirectory.open(link.broker)
+    for bucket in (CONFIG_BUCKET, STATUS_BUCKET, SEQUENCES_BUCKET, REGISTRY_BUCKET):
+        await link.broker.bucket(bucket)
+    await link.broker.bucket(GATEWAY_CALLS_BUCKET, ttl_s=link.settings.result_ttl_s)
 
 
 async def _run_scaler(link: Link, provider: LocalProvider, metrics: ScalerMetrics) -> None:

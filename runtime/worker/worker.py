@@ -18,7 +18,7 @@ import msgspec
 import structlog
 from anyio.abc import TaskStatus
 
-from broker import BrokerUnavailable, Delivery, ErrorInfo, PullFeed, consumer_name
+from broker import BrokerUnavailable, Delivery, ErrorInfo, PullFeed, consumer_name, worker_role
 from runtime.core import (
     HEARTBEAT_S,
     ArtifactRejected,
@@ -107,7 +107,11 @@ class Worker:
         if self.boot.main_unix_s:
             self.cold_start_ms["init"] = _ms(time.time() - self.boot.main_unix_s)
         started = time.perf_counter()
-        link = await Link.open(self.settings, name=f"autan-worker-{self.worker_id}")
+        link = await Link.open(
+            self.settings,
+            name=f"autan-worker-{self.worker_id}",
+            role=worker_role(self.app, self.fn),
+        )
         self.cold_start_ms["connect"] = _ms_since(started)
         try:
             started = time.perf_counter()

@@ -19,10 +19,10 @@ from pathlib import Path
 import anyio
 import pytest
 
-from broker import BrokerUnavailable
+from broker import BrokerUnavailable, PermissionDenied
 from runtime.client import Session
 from runtime.control import NatsServer, free_port
-from runtime.core import Settings, StackError, WorkerDirectory
+from runtime.core import ADMIN, Settings, StackError, WorkerDirectory
 from tests.faults import app as fx
 from tests.faults.conftest import record
 from tests.faults.ledger import Ledger
@@ -36,6 +36,7 @@ class Up:
 
     def __init__(self, data_dir: Path, port: int, log: Path) -> None:
         self.url = f"nats://127.0.0.1:{port}"
+        self.data_dir = data_dir
         self.log = log
         env = {k: v for k, v in os.environ.items() if not k.startswith("AUTAN_")}
         env.update(PYTHONPATH=str(ROOT), AUTAN_FAULTS_LOG=os.environ["AUTAN_FAULTS_LOG"])
@@ -74,9 +75,10 @@ async def _ready(up: Up, timeout_s: float = 60) -> Session:
         while True:
             if up.process.poll() is not None:
                 raise AssertionError(f"autan up exited: {up.output()[-2000:]}")
+            settings = Settings(nats_url=up.url, data_dir=up.data_dir, connect_timeout_s=0.5)
             try:
-                session = await Session.open(Settings(nats_url=up.url, connect_timeout_s=0.5))
-            except BrokerUnavailable:
+                session = await Session.open(settings, role=ADMIN)  # as the operator
+            except (BrokerUnavailable, PermissionDenied):  # not up, or no credentials yet
                 await anyio.sleep(0.1)
                 continue
             if await session.registry.find("faults", "work") is not None:
