@@ -82,6 +82,7 @@ class CallMsg(msgspec.Struct, frozen=True, tag="call"):
     timeout_s: float | None = None
     subject: str = ""  # for a call made by a trigger: the subject of the message
     items: int = 0  # a pack of this many calls (0: one call)
+    sequence: int = 0  # the deploy of the function the caller saw (0: any)
 
 
 class ErrorInfo(msgspec.Struct, frozen=True):

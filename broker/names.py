@@ -11,7 +11,8 @@ test keeps every other module from spelling a name literally.
                 autan_config (the stack's storage URL), autan_workers (heartbeats),
                 autan_status (the scaler's per-function status),
                 autan_gateway_calls (the HTTP bridge's call records),
-                autan_sequences (the highest deploy accepted per function)
+                autan_sequences (the highest deploy accepted per function),
+                autan_spawned (calls whose result is recorded: what Call.get may wait for)
     inboxes     _INBOX.<role>.<connection>.<token>: JetStream's answers, acks, pull deliveries
     results     _R.<app>.<fn>.<connection>.<token>: the results of live calls
     JetStream   $JS.API.CONSUMER.MSG.NEXT.<stream>.<consumer> (pull requests),
@@ -37,6 +38,7 @@ __all__ = [
     "RESULTS_BUCKET",
     "RESULT_PREFIX",
     "SEQUENCES_BUCKET",
+    "SPAWNED_BUCKET",
     "STATUS_BUCKET",
     "STORAGE_URL_KEY",
     "TRUSTED_KEYS_KEY",
@@ -83,6 +85,7 @@ WORKERS_BUCKET = "autan_workers"
 STATUS_BUCKET = "autan_status"
 GATEWAY_CALLS_BUCKET = "autan_gateway_calls"
 SEQUENCES_BUCKET = "autan_sequences"  # the highest deploy sequence accepted per function
+SPAWNED_BUCKET = "autan_spawned"  # calls whose result is recorded, so that an unknown id is told
 STORAGE_URL_KEY = "storage_url"  # in CONFIG_BUCKET: where the stack's objects are
 TRUSTED_KEYS_KEY = "trusted_keys"  # in CONFIG_BUCKET: the deploy keys the stack trusts
 READINESS_PROBE_KEY = "gateway-readiness-probe"  # read (never written) by /readyz

@@ -27,6 +27,7 @@ from broker.names import (
     REGISTRY_BUCKET,
     RESULT_PREFIX,
     RESULTS_BUCKET,
+    SPAWNED_BUCKET,
     WORKERS_BUCKET,
     ack_subjects,
     dlq_subject,
@@ -86,7 +87,8 @@ def caller_permissions(role: str = "caller") -> Permissions:
     return Permissions(
         publish=(
             f"{CALL_PREFIX}.>",
-            *_reads(REGISTRY_BUCKET, CONFIG_BUCKET, RESULTS_BUCKET),
+            *_reads(REGISTRY_BUCKET, CONFIG_BUCKET, RESULTS_BUCKET, SPAWNED_BUCKET),
+            *_writes(SPAWNED_BUCKET),
         ),
         subscribe=(
             f"{role_inbox(role)}.>",

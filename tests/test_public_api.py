@@ -16,6 +16,7 @@ PUBLIC = {
     "Batching",
     "BrokerUnavailable",
     "Call",
+    "CallNotFound",
     "Context",
     "DeployError",
     "Function",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections.abc
 import inspect
 import typing
 from collections.abc import Callable, Coroutine, Mapping
@@ -200,8 +201,25 @@ def _check_batched(fn: Callable[..., Any], params: list[inspect.Parameter]) -> N
     except Exception as exc:
         raise InvalidOption(f"{fn.__qualname__}: cannot read its annotations: {exc}") from exc
     for label, hint in (("input", hints.get(params[1].name)), ("return", hints.get("return"))):
-        if typing.get_origin(hint) is not list:
+        if not _may_be_a_list(hint):
             raise InvalidOption(
                 f"{fn.__qualname__}: batching needs a function that takes and returns a list "
                 f"(its {label} is annotated {hint!r}): {example}"
             )
+
+
+# What a batch's annotation may say: a list (or a sequence of some kind), or nothing.
+_SEQUENCES: tuple[Any, ...] = (
+    list,
+    tuple,
+    collections.abc.Sequence,
+    collections.abc.Iterable,
+    collections.abc.Collection,
+)
+
+
+def _may_be_a_list(hint: Any) -> bool:
+    """`list[str]`, `list`, `Sequence[...]`, no annotation or `Any`: yes; `str`: no."""
+    if hint is None or hint is Any:
+        return True
+    return (typing.get_origin(hint) or hint) in _SEQUENCES

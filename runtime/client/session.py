@@ -31,7 +31,15 @@ from broker import (
     rows,
 )
 from runtime.client.packs import Failed, Packer, pack_size
-from runtime.core import CALLER, FunctionSpec, Link, Registry, RemoteError, Settings
+from runtime.core import (
+    CALLER,
+    CallNotFound,
+    FunctionSpec,
+    Link,
+    Registry,
+    RemoteError,
+    Settings,
+)
 
 __all__ = ["Session"]
 
@@ -109,17 +117,30 @@ class Session:
     async def spawn(self, app: str, fn: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
         """Queue a call whose result is kept in the results bucket; returns its id."""
         call_id = new_call_id()
+        spec = await self.registry.get(app, fn)
         submission = await self._submit(app, fn, call_id, (args, kwargs), live=False)
-        await submission.acked()
+        await asyncio.gather(submission.acked(), self.link.remember_spawned(call_id, spec))
         return call_id
 
     async def result(self, call_id: str, timeout_s: float | None = None) -> Any:
-        """The recorded result of a spawned call, waiting for it up to `timeout_s`."""
+        """The recorded result of a spawned call, waiting for it up to `timeout_s`:
+        TimeoutError when it is still pending then, CallNotFound at once when no spawned
+        call has this id (or its result expired)."""
         bucket = await self.link.results()
+        try:
+            return await self._unwrap(call_id, await bucket.get(call_id))
+        except KeyNotFound:
+            pass
+        if not await self.link.spawned(call_id):
+            raise CallNotFound(
+                f"no spawned call {call_id}: it never existed, or it ended more than "
+                f"{self.settings.result_ttl_s:g} s ago and its result was dropped "
+                "(result_ttl_s)"
+            )
         try:
             data = await bucket.wait_for(call_id, timeout_s if timeout_s is not None else 1e9)
         except KeyNotFound:
-            raise TimeoutError(f"call {call_id} has no result after {timeout_s} s") from None
+            raise TimeoutError(f"call {call_id} is still pending after {timeout_s} s") from None
         return await self._unwrap(call_id, data)
 
     async def map(

@@ -16,6 +16,7 @@ from runtime.core.directory import (
 from runtime.core.errors import (
     ArtifactRejected,
     AutanError,
+    CallNotFound,
     DeployError,
     FunctionNotFound,
     FunctionTimeout,
@@ -67,6 +68,7 @@ from runtime.core.spec import (
     split_qualname,
 )
 from runtime.core.tensors import pad_batch, stack_batch
+from runtime.core.titles import set_title
 from runtime.core.trust import DeployKey, Trust, key_id
 
 __all__ = [
@@ -84,6 +86,7 @@ __all__ = [
     "ArtifactRejected",
     "AutanError",
     "Batching",
+    "CallNotFound",
     "Coalesced",
     "Context",
     "DeployError",
@@ -130,6 +133,7 @@ __all__ = [
     "record_storage_url",
     "record_trust",
     "recorded_trust",
+    "set_title",
     "split_qualname",
     "stack_batch",
     "storage_url",

@@ -3,6 +3,7 @@
     AutanError
     ├── InvalidOption         fix the decorator call (raised at decoration)
     ├── FunctionNotFound      deploy it, or fix the name (nothing was queued)
+    ├── CallNotFound          no such spawned call, or its result expired: check the id
     ├── DeployError           the function or its models cannot be packaged
     ├── ArtifactRejected      the stored artifact failed verification: redeploy
     ├── StackError            a part of the stack cannot start: the message says what to do
@@ -22,6 +23,7 @@ from storage import StorageError
 __all__ = [
     "ArtifactRejected",
     "AutanError",
+    "CallNotFound",
     "DeployError",
     "FunctionNotFound",
     "FunctionTimeout",
@@ -37,6 +39,10 @@ class AutanError(Exception):
 
 class FunctionNotFound(AutanError, LookupError):
     """No such function is deployed."""
+
+
+class CallNotFound(AutanError, LookupError):
+    """No spawned call has this id, or its result is older than the results' retention."""
 
 
 class DeployError(AutanError):
@@ -79,14 +85,15 @@ class FunctionTimeout(RemoteError):
 
 def known_error(exc: BaseException) -> BaseException | None:
     """`exc`, or the first error a task group raised, when it is one whose message says what
-    to do (ours, the broker's, storage's, a bad value); None for anything else (a bug)."""
+    to do (ours, the broker's, storage's, a bad value, something not found); None for
+    anything else (a bug)."""
     if isinstance(exc, BaseExceptionGroup):
         expected, _ = exc.split(_KNOWN)
         return None if expected is None else _first(expected)
     return exc if isinstance(exc, _KNOWN) else None
 
 
-_KNOWN = (AutanError, BrokerError, StorageError, ValueError)
+_KNOWN = (AutanError, BrokerError, StorageError, ValueError, LookupError)
 
 
 def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:

@@ -19,6 +19,7 @@ import anyio
 from broker import (
     CONFIG_BUCKET,
     RESULTS_BUCKET,
+    SPAWNED_BUCKET,
     STORAGE_URL_KEY,
     TRUSTED_KEYS_KEY,
     Broker,
@@ -130,10 +131,25 @@ class Link:
             created_unix_s=time.time(),
             timeout_s=spec.options.timeout_s,
             items=items,
+            sequence=spec.sequence,
         )
         return await self.broker.submit(
             call_subject(spec.app, spec.name), call_id, encode(message), expect_result=live
         )
+
+    async def remember_spawned(self, call_id: str, spec: FunctionSpec) -> None:
+        """Note that `call_id` will have a recorded result (kept as long as results are),
+        so that waiting for an unknown or expired id says so rather than waiting."""
+        bucket = await self.broker.bucket(SPAWNED_BUCKET, ttl_s=self.settings.result_ttl_s)
+        await bucket.put(call_id, spec.qualname.encode())
+
+    async def spawned(self, call_id: str) -> bool:
+        bucket = await self.broker.bucket(SPAWNED_BUCKET, ttl_s=self.settings.result_ttl_s)
+        try:
+            await bucket.get(call_id)
+        except KeyNotFound:
+            return False
+        return True
 
     async def results(self) -> Bucket:
         """The bucket where spawned calls' results are recorded (first writer wins)."""

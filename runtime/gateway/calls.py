@@ -197,6 +197,7 @@ async def _claim(link: Link, call: PlannedCall) -> None:
     """Record the call, or find the record of the same request; refuse another request."""
     try:
         await (await _records(link)).create(call.call_id, _record(call))
+        await link.remember_spawned(call.call_id, call.spec)
     except KeyExists:
         data = await _get(await _records(link), call.call_id)
         if data is None:  # expired between the two reads: claim it afresh
@@ -212,6 +213,7 @@ async def _claim(link: Link, call: PlannedCall) -> None:
 
 async def _remember(link: Link, call: PlannedCall) -> None:
     await (await _records(link)).put(call.call_id, _record(call))
+    await link.remember_spawned(call.call_id, call.spec)
 
 
 def _record(call: PlannedCall) -> bytes:

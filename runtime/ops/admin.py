@@ -18,12 +18,14 @@ from runtime.core import (
     function_states,
     split_qualname,
 )
-from runtime.ops.deploy import deploy_target
+from runtime.ops.deploy import deploy_target, discover_apps
 
 __all__ = ["deploy", "invoke", "key", "ls", "replay", "status"]
 
 
 async def deploy(settings: Settings, target: str) -> int:
+    discover_apps(target)  # a path that holds no app is said before connecting anywhere
+    settings.load_deploy_key()  # and so is a missing key
     async with await Link.open(settings, name="autan-deploy", role=ADMIN) as link:
         results = await deploy_target(link, target)
     for result in results:

@@ -1,6 +1,9 @@
 """The `autan` command: up, serve, gateway, deploy, invoke, ls, status, dlq, trigger, worker.
 
 It reads the environment once (`Settings.from_env`, flags win) and hands the settings on.
+Exit codes: 0 done; 1 it failed, and the one line printed says why and what to do; 2 a
+command line or setting that means nothing; 130 interrupted (Ctrl-C); 141 its output was
+closed (piped into `head`, say).
 """
 
 from __future__ import annotations
@@ -25,14 +28,43 @@ from runtime.core import RemoteError, Settings, WorkerLaunch, configure_logging,
 __all__ = ["main"]
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="autan", description=__doc__)
-    parser.add_argument("--nats-url", help="NATS server (env AUTAN_NATS_URL)")
-    parser.add_argument("--storage-url", help="file:///path or s3://bucket?endpoint=host:port")
-    parser.add_argument("--data-dir", type=Path, help="local state (env AUTAN_DATA_DIR)")
-    parser.add_argument("--log-format", choices=["console", "json"], help="env AUTAN_LOG_FORMAT")
-    commands = parser.add_subparsers(dest="command", required=True)
+def _global_options(parser: argparse.ArgumentParser, default: object = None) -> None:
+    """Options every command takes, before or after its name."""
+    parser.add_argument("--nats-url", default=default, help="NATS server (env AUTAN_NATS_URL)")
+    parser.add_argument(
+        "--storage-url", default=default, help="file:///path or s3://bucket?endpoint=host:port"
+    )
+    parser.add_argument(
+        "--data-dir", type=Path, default=default, help="local state (env AUTAN_DATA_DIR)"
+    )
+    parser.add_argument(
+        "--log-format", choices=["console", "json"], default=default, help="env AUTAN_LOG_FORMAT"
+    )
 
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="autan", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    _global_options(parser)
+    commands = parser.add_subparsers(dest="command", required=True)
+    _commands(commands)
+    for command in _leaves(parser):
+        _global_options(command, default=argparse.SUPPRESS)  # given there, it wins
+    return parser
+
+
+def _leaves(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """The parsers of the commands that run (`dlq ls`, not `dlq`)."""
+    found = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                found += _leaves(child) or [child]
+    return found
+
+
+def _commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     up = commands.add_parser("up", help="run the whole stack on this machine until Ctrl-C")
     up.add_argument("--nats-port", type=int, default=4222)
     up.add_argument("--functions", default="functions", help="what to deploy (default: bundled)")
@@ -90,7 +122,6 @@ def _parser() -> argparse.ArgumentParser:
 
     worker = commands.add_parser("worker", help="serve one function (started by 'autan up')")
     WorkerLaunch.add_arguments(worker)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -107,6 +138,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(anyio.run(_dispatch, args, settings))
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (`| head`): say nothing more, and flush nothing at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except BaseException as exc:
         known = known_error(exc)
         if known is None:

@@ -284,7 +284,18 @@ def discover_apps(target: str) -> list[App]:
 def _import_target(target: str) -> ModuleType:
     path = Path(target)
     if not path.exists():
-        return importlib.import_module(target)
+        if target.endswith(".py") or "/" in target:
+            raise DeployError(
+                f"{target}: no such file or directory; give a package directory, a .py file "
+                "or a module name"
+            )
+        try:
+            return importlib.import_module(target)
+        except ModuleNotFoundError as exc:
+            raise DeployError(
+                f"{target}: no such file, directory or module ({exc}); give a package "
+                "directory, a .py file or an importable module name"
+            ) from None
     path = path.resolve()
     package_dir = path if path.is_dir() else path.parent
     if (package_dir / "__init__.py").exists():

@@ -19,6 +19,7 @@ from broker import (
     GATEWAY_CALLS_BUCKET,
     REGISTRY_BUCKET,
     SEQUENCES_BUCKET,
+    SPAWNED_BUCKET,
     STATUS_BUCKET,
     Identities,
 )
@@ -101,7 +102,8 @@ async def _buckets(link: Link) -> None:
     await WorkerDirectory.open(link.broker)
     for bucket in (CONFIG_BUCKET, STATUS_BUCKET, SEQUENCES_BUCKET, REGISTRY_BUCKET):
         await link.broker.bucket(bucket)
-    await link.broker.bucket(GATEWAY_CALLS_BUCKET, ttl_s=link.settings.result_ttl_s)
+    for recorded in (GATEWAY_CALLS_BUCKET, SPAWNED_BUCKET):
+        await link.broker.bucket(recorded, ttl_s=link.settings.result_ttl_s)
 
 
 async def _run_scaler(link: Link, provider: LocalProvider, metrics: ScalerMetrics) -> None:

@@ -46,6 +46,7 @@ class BatchHandler:
         self.items_per_delivery = 1.0
         self._reported_items = 1.0  # as the last heartbeat told the scaler
         self.items_shifted = anyio.Event()  # set when that report is off by half or more
+        self.outdated = False  # a caller saw a newer deploy: this worker hands over
 
     async def handle(
         self, batch: Sequence[Delivery], executor: Executor | None, broken: ErrorInfo | None
@@ -59,7 +60,9 @@ class BatchHandler:
                 continue
             calls += max(1, call.items)
             refused = refusal(self.spec, delivery, call, broken)
-            if refused is not None:
+            if call.sequence > self.spec.sequence:
+                await self._hand_over(delivery, call)
+            elif refused is not None:
                 await self._refuse(delivery, call, *refused)
             elif delivery.num_delivered > 1 and await self.answers.already_settled(call):
                 await delivery.ack()  # redelivered after its result was recorded: done
@@ -88,6 +91,15 @@ class BatchHandler:
             await anyio.sleep(feed.ack_wait_s / 3)
             for delivery in [*self.running, *feed.held()]:
                 await delivery.in_progress()
+
+    async def _hand_over(self, delivery: Delivery, call: CallMsg) -> None:
+        """A call made after a newer deploy than this worker's: back to the queue at once,
+        for a worker of that version (this one stops pulling and ends)."""
+        if not self.outdated:
+            self.outdated = True
+            self.log.info("a newer version was deployed; handing over", call_id=call.call_id,
+                          deploy=call.sequence, own=self.spec.sequence)  # fmt: skip
+        await delivery.nak()
 
     async def _read(self, delivery: Delivery) -> CallMsg | None:
         """The call a delivery carries; None when it is no call of this function (garbage,

@@ -25,7 +25,7 @@ import sys
 import time
 from typing import Any
 
-from runtime.core import die_with_parent
+from runtime.core import die_with_parent, set_title
 
 __all__ = ["main", "preload"]
 
@@ -50,6 +50,7 @@ def main(argv: list[str] | None = None) -> None:
     if args[:1] == ["--parent-pid"]:
         die_with_parent(int(args[1]))
     preload()
+    set_title("autan fork server")
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the provider decides when this ends
     reader, writer = os.pipe()
     os.set_blocking(writer, False)

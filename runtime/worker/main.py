@@ -25,6 +25,7 @@ from runtime.core import (
     configure_logging,
     die_with_parent,
     known_error,
+    set_title,
     split_qualname,
 )
 from runtime.worker.worker import Boot, Worker
@@ -36,6 +37,7 @@ def main(argv: Sequence[str] | None = None, *, forked_unix_s: float = 0.0) -> in
     """Serve the function `argv` names until SIGTERM; the process's exit code."""
     main_unix_s = time.time()  # after the imports: a forked worker has them already
     launch = WorkerLaunch.from_argv(sys.argv[1:] if argv is None else argv)
+    set_title(f"autan worker {launch.function}")
     if launch.parent_pid:
         die_with_parent(launch.parent_pid)
     try:

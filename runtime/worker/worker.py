@@ -32,6 +32,7 @@ from runtime.core import (
     WorkerInfo,
     decode_spec,
     load_models,
+    set_title,
 )
 from runtime.worker.batches import BatchHandler
 from runtime.worker.executor import Executor
@@ -120,6 +121,8 @@ class Worker:
             started = time.perf_counter()
             spec, broken = self._verify(signed)
             self.cold_start_ms["verify"] = _ms_since(started)
+            if self.guard_loop:  # a process of its own: name it after what it serves
+                set_title(f"autan worker {spec.qualname}@{spec.version}")
             executor = None
             if broken is None:
                 executor, broken = await self._prepare(link, spec)
@@ -272,7 +275,7 @@ class Worker:
         async with anyio.create_task_group() as group:
             while not self._stopping.is_set():
                 await slots.acquire()
-                if self._poisoned(executor):
+                if self._ending(handler, executor):
                     slots.release()
                     break
                 max_n = executor.take_n() if executor is not None else 32
@@ -313,6 +316,10 @@ class Worker:
             self.log.exception("cannot settle calls; they will be delivered again")
         finally:
             slots.release()
+
+    def _ending(self, handler: BatchHandler, executor: Executor | None) -> bool:
+        """Whether to stop pulling: asked to, poisoned, or a newer version is deployed."""
+        return self._stopping.is_set() or self._poisoned(executor) or handler.outdated
 
     def _poisoned(self, executor: Executor | None) -> bool:
         """Whether a call overran its timeout or memory: this worker is replaced."""

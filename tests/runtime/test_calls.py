@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Coroutine
 from typing import Any
 
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 
 from broker import UnencodableValue
-from runtime import Call, FunctionNotFound, FunctionTimeout, RemoteError
+from runtime import Call, CallNotFound, FunctionNotFound, FunctionTimeout, RemoteError
 from tests.apps import sample
 from tests.stack import Stack
 
@@ -58,6 +59,21 @@ async def test_spawn_then_get_from_another_session(stack: Stack) -> None:
     again = Call.from_id(call.id, sample.app)
     assert await again.get_aio(timeout_s=10) == "later"
     assert await call.get_aio(timeout_s=10) == "later"
+
+
+async def test_an_unknown_call_id_is_told_at_once(stack: Stack) -> None:
+    """Not a wait for the whole timeout, as if it were pending."""
+    started = time.monotonic()
+    with pytest.raises(CallNotFound, match="no spawned call nothing-like-this"):
+        await Call.from_id("nothing-like-this", stack.app).get_aio(timeout_s=30)
+    assert time.monotonic() - started < 5
+
+
+async def test_a_pending_call_times_out_as_pending(stack: Stack) -> None:
+    call = await sample.sleepy.spawn.aio(0.3)  # its timeout_s is 0.5: it ends soon
+    with pytest.raises(TimeoutError, match=r"still pending after 0\.01 s"):
+        await call.get_aio(timeout_s=0.01)
+    assert await call.get_aio(timeout_s=10) == 0.3
 
 
 async def test_user_exception_reaches_the_caller(stack: Stack) -> None:

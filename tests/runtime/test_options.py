@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -75,6 +75,25 @@ def test_batching_needs_a_function_that_takes_a_list() -> None:
 
     with pytest.raises(InvalidOption, match="batching needs a function that takes and returns"):
         app.function(batching=Batching())(cast(Any, one))
+
+
+def test_batching_takes_a_plain_or_unannotated_list() -> None:
+    """`batching=` already says the function takes a list: a bare `list`, a sequence, or
+    no annotation at all are all accepted."""
+    app = App("plain")
+
+    def bare(ctx: Context, rows: list) -> list:  # type: ignore[type-arg]
+        return rows
+
+    def unannotated(ctx, rows):  # type: ignore[no-untyped-def]
+        return rows
+
+    def sequence(ctx: Context, rows: Sequence[int]) -> Sequence[int]:
+        return rows
+
+    for fn in (bare, unannotated, sequence):
+        handle = app.function(batching=Batching(), name=fn.__name__)(cast(Any, fn))
+        assert handle.local(3) == 3
 
 
 def test_batching_needs_exactly_one_input() -> None:

@@ -41,6 +41,8 @@ async def test_a_worker_starts_serves_and_stops(scaled_stack: Stack, fork: bool)
         info = await _ready(scaled_stack, worker)
         assert info.pid == worker.pid
         assert ("fork" in info.cold_start_ms) is fork
+        title = (await anyio.Path(f"/proc/{worker.pid}/cmdline").read_bytes()).replace(b"\0", b" ")
+        assert title.startswith(b"autan worker scaled.hello@")
         assert {"connect", "verify", "fetch", "unpickle", "ready"} <= set(info.cold_start_ms)
         assert await scaled.hello.remote.aio("you") == "hello you"
         await provider.stop(worker.worker_id)

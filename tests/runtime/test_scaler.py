@@ -15,6 +15,7 @@ import pytest
 
 from broker import REGISTRY_BUCKET, Backlog, Broker, calls_source, function_key
 from runtime import Call
+from runtime.client import Session
 from runtime.control import LocalProvider, ProvidedWorker
 from runtime.control.scaler import Scaler, _load
 from runtime.core import DeployKey
@@ -159,6 +160,8 @@ async def test_a_new_version_retires_the_old_workers(running: Running, scaled_st
     [result] = await deploy_target(scaled_stack.session.link, "tests.apps.scaled_v2")
     assert result.changed
     assert result.version != old.version
+    async with await Session.open(scaled_stack.session.settings) as fresh:  # as a new process
+        assert await fresh.call("scaled", "warm", (2,), {}) == 20  # once deploy returned
     with anyio.fail_after(20):
         code = await running.provider.exit_code(old.worker_id)
     assert code == 0  # drained and stopped, not killed
