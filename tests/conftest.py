@@ -55,3 +55,10 @@ async def stack(settings: Settings) -> AsyncIterator[Stack]:
     """The sample app deployed, with one in-process worker per function."""
     async with Stack.running(settings, "tests.apps.sample") as running:
         yield running
+
+
+@pytest.fixture(scope="session")
+async def gw_stack(settings: Settings) -> AsyncIterator[Stack]:
+    """The app the HTTP tests call, deployed, with one in-process worker per function."""
+    async with Stack.running(settings, "tests.gateway.app") as stack:
+        yield stack

@@ -22,6 +22,7 @@ from runtime.core import (
     Retries,
     Scaling,
     Settings,
+    check_name,
 )
 
 __all__ = ["App"]
@@ -30,17 +31,6 @@ P = ParamSpec("P")
 R = TypeVar("R")
 T = TypeVar("T")
 U = TypeVar("U")
-
-_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789_-")
-
-
-def _check_name(kind: str, name: str) -> str:
-    if not name or not set(name) <= _NAME_CHARS or name[0] in "-_":
-        raise InvalidOption(
-            f"{kind} name {name!r}: use lower-case letters, digits, '_' and '-', "
-            "starting with a letter or digit (it becomes part of NATS subjects)"
-        )
-    return name
 
 
 class _Decorator(Protocol):
@@ -67,7 +57,7 @@ class App:
     """
 
     def __init__(self, name: str, *, settings: Settings | None = None) -> None:
-        self.name = _check_name("app", name)
+        self.name = check_name("app", name)
         self.functions: dict[str, Function[Any, Any] | BatchedFunction[Any, Any]] = {}
         self._sessions = SessionProvider(settings)
 
@@ -160,7 +150,7 @@ class App:
         )
 
         def decorate(fn: Callable[..., Any]) -> Any:
-            fn_name = _check_name("function", name or fn.__name__)
+            fn_name = check_name("function", name or fn.__name__)
             if fn_name in self.functions:
                 raise InvalidOption(f"app {self.name!r} already has a function {fn_name!r}")
             _check_signature(fn, batched=batching is not None)

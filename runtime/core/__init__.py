@@ -48,6 +48,7 @@ from runtime.core.models import (
 from runtime.core.options import (
     DEFAULT_OPTIONS,
     LOST_ATTEMPTS_ALLOWED,
+    MAX_NAME_CHARS,
     Batching,
     FunctionOptions,
     GpuChoice,
@@ -55,6 +56,8 @@ from runtime.core.options import (
     Model,
     Retries,
     Scaling,
+    check_name,
+    valid_name,
 )
 from runtime.core.registry import Registry
 from runtime.core.settings import HttpSettings, Settings
@@ -80,6 +83,7 @@ __all__ = [
     "GATEWAY",
     "HEARTBEAT_S",
     "LOST_ATTEMPTS_ALLOWED",
+    "MAX_NAME_CHARS",
     "WORKER_MODULE",
     "ApiKey",
     "ApiKeys",
@@ -116,6 +120,7 @@ __all__ = [
     "WorkerDirectory",
     "WorkerInfo",
     "WorkerLaunch",
+    "check_name",
     "configure_logging",
     "decode_spec",
     "die_with_parent",
@@ -137,4 +142,5 @@ __all__ = [
     "split_qualname",
     "stack_batch",
     "storage_url",
+    "valid_name",
 ]

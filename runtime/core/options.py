@@ -21,6 +21,7 @@ from broker import RESERVED_PREFIXES
 __all__ = [
     "DEFAULT_OPTIONS",
     "LOST_ATTEMPTS_ALLOWED",
+    "MAX_NAME_CHARS",
     "Batching",
     "FunctionOptions",
     "GpuChoice",
@@ -28,6 +29,8 @@ __all__ = [
     "Model",
     "Retries",
     "Scaling",
+    "check_name",
+    "valid_name",
 ]
 
 GpuChoice = bool | Literal["auto"]
@@ -37,6 +40,26 @@ GpuChoice = bool | Literal["auto"]
 # messages no worker could even read.
 LOST_ATTEMPTS_ALLOWED = 3
 _SERVER_MARGIN = 2
+
+
+MAX_NAME_CHARS = 64
+_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_-")
+
+
+def valid_name(name: str) -> bool:
+    """Whether `name` may name an app or a function: it becomes a token of NATS subjects,
+    KV keys and consumer names."""
+    return 0 < len(name) <= MAX_NAME_CHARS and set(name) <= _NAME_CHARS and name[0] not in "-_"
+
+
+def check_name(kind: str, name: str) -> str:
+    """`name`, if `valid_name`; else InvalidOption saying how to write one."""
+    if not valid_name(name):
+        raise InvalidOption(
+            f"{kind} name {name!r}: use 1 to {MAX_NAME_CHARS} lower-case letters, digits, "
+            "'_' and '-', starting with a letter or digit (it becomes part of NATS subjects)"
+        )
+    return name
 
 
 class InvalidOption(ValueError):

@@ -17,25 +17,36 @@ returned it, encoded by `broker.encode_value`.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator
 from typing import Any
 
+import anyio
 import msgspec
 import numpy as np
 from starlette.responses import Response
 
 from broker import decode_value, encode_value
-from runtime.gateway.errors import BadRequest, NotAcceptable, PayloadTooLarge, UnsupportedMedia
+from runtime.gateway.errors import (
+    BadRequest,
+    NotAcceptable,
+    PayloadTooLarge,
+    RequestTimeout,
+    UnsupportedMedia,
+)
+from runtime.gateway.msgpack import msgpack_elements
 from runtime.gateway.schema import ExplicitArguments
 
 __all__ = [
     "JSON",
+    "MAX_ELEMENTS",
     "MSGPACK",
     "OCTETS",
     "Arguments",
     "decode_arguments",
     "json_response",
     "media_type",
+    "read_arguments",
     "read_body",
     "value_response",
     "wants_msgpack",
@@ -64,24 +75,44 @@ def media_type(content_type: str | None) -> str | None:
     return kind
 
 
-async def read_body(chunks: AsyncIterator[bytes], declared: str | None, max_bytes: int) -> bytes:
-    """The whole body, refused as soon as it passes `max_bytes` (chunked bodies included)."""
+async def read_body(
+    chunks: AsyncIterator[bytes], declared: str | None, max_bytes: int, timeout_s: float = 60.0
+) -> bytes:
+    """The whole body, refused as soon as it passes `max_bytes` (chunked bodies included),
+    or when it takes longer than `timeout_s` to arrive (a client trickling it in)."""
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
         raise _too_large(max_bytes)
     parts: list[bytes] = []
     size = 0
-    async for chunk in chunks:
-        size += len(chunk)
-        if size > max_bytes:
-            raise _too_large(max_bytes)
-        parts.append(chunk)
-    return b"".join(parts)
+    with anyio.move_on_after(timeout_s):
+        async for chunk in chunks:
+            size += len(chunk)
+            if size > max_bytes:
+                raise _too_large(max_bytes)
+            parts.append(chunk)
+        return b"".join(parts)
+    raise RequestTimeout(f"the body did not arrive within {timeout_s:g} s")
 
 
 def _too_large(max_bytes: int) -> PayloadTooLarge:
     return PayloadTooLarge(
         f"the body passes the gateway's limit of {max_bytes} bytes; for large inputs, put "
         "them in object storage and pass their key"
+    )
+
+
+# Values a body may hold at most: decoding more would hold the gateway's memory and CPU.
+MAX_ELEMENTS = 1_000_000
+# Bodies larger than this are decoded in a thread, so that other requests go on meanwhile.
+_DECODE_INLINE_BYTES = 64 * 1024
+
+
+async def read_arguments(body: bytes, kind: str | None, *, explicit: bool) -> Arguments:
+    """`decode_arguments`, in a thread for a large body."""
+    if len(body) <= _DECODE_INLINE_BYTES:
+        return decode_arguments(body, kind, explicit=explicit)
+    return await anyio.to_thread.run_sync(
+        functools.partial(decode_arguments, body, kind, explicit=explicit)
     )
 
 
@@ -108,15 +139,30 @@ def decode_arguments(body: bytes, kind: str | None, *, explicit: bool) -> Argume
 def _decode(body: bytes, kind: str) -> Any:
     if not body:
         raise BadRequest(f"the {kind} body is empty: send a value (null for None)")
-    if kind == JSON:
-        try:
-            return msgspec.json.decode(body)
-        except msgspec.DecodeError as exc:
-            raise BadRequest(f"the body is not valid JSON: {exc}") from None
+    elements = _json_elements(body) if kind == JSON else msgpack_elements(body, MAX_ELEMENTS)
+    if elements > MAX_ELEMENTS:
+        raise BadRequest(
+            f"the body holds more than {MAX_ELEMENTS} values: send fewer, or one array "
+            "(msgpack keeps a numpy array as one value)"
+        )
     try:
+        if kind == JSON:
+            return msgspec.json.decode(body)
         return decode_value(body)
+    except RecursionError:
+        raise BadRequest("the body nests too deep: flatten it") from None
+    except msgspec.DecodeError as exc:
+        raise BadRequest(f"the body is not valid {_NAMES[kind]}: {exc}") from None
     except Exception as exc:  # a malformed numpy extension raises whatever numpy raises
         raise BadRequest(f"the body is not valid msgpack: {exc}") from None
+
+
+_NAMES = {JSON: "JSON", MSGPACK: "msgpack"}
+
+
+def _json_elements(body: bytes) -> int:
+    """At least as many as the values in a JSON document (separators and openers)."""
+    return body.count(b",") + body.count(b"[") + body.count(b"{")
 
 
 def wants_msgpack(accept: str | None) -> bool:

@@ -23,12 +23,14 @@ from broker import (
     new_call_id,
 )
 from runtime.core import (
+    MAX_NAME_CHARS,
     FunctionNotFound,
     FunctionSpec,
     FunctionState,
     HttpSettings,
     Link,
     function_states,
+    valid_name,
 )
 from runtime.gateway.call_options import CallOptions
 from runtime.gateway.calls import (
@@ -42,9 +44,9 @@ from runtime.gateway.calls import (
 )
 from runtime.gateway.codec import (
     MSGPACK,
-    decode_arguments,
     json_response,
     media_type,
+    read_arguments,
     read_body,
     value_response,
     wants_msgpack,
@@ -97,9 +99,12 @@ class Endpoints:
         spec = await _visible_spec(link, access, *_function(request))
         options = CallOptions.read(request.headers, request.query_params)
         body = await read_body(
-            request.stream(), request.headers.get("content-length"), self.config.max_body_bytes
+            request.stream(),
+            request.headers.get("content-length"),
+            self.config.max_body_bytes,
+            self.config.read_timeout_s,
         )
-        args, kwargs = decode_arguments(body, kind, explicit=options.explicit)
+        args, kwargs = await read_arguments(body, kind, explicit=options.explicit)
         call = _plan(access, spec, args, kwargs, options.idempotency_key)
         if not access.all_apps:  # keys off: every request may see every app
             call = msgspec.structs.replace(call, remember=True)
@@ -193,7 +198,15 @@ class Endpoints:
 
 
 def _function(request: Request) -> tuple[str, str]:
-    return request.path_params["app"], request.path_params["fn"]
+    """The app and function a path names; 404 for names no function can have (wildcards,
+    control characters, too long), before they reach NATS."""
+    app, fn = request.path_params["app"], request.path_params["fn"]
+    if not (valid_name(app) and valid_name(fn)):
+        raise NotFound(
+            f"no function {app!r}.{fn!r}: names are 1 to {MAX_NAME_CHARS} lower-case letters, "
+            "digits, '_' and '-'"
+        )
+    return app, fn
 
 
 async def _visible_spec(link: Link, access: Access, app: str, fn: str) -> FunctionSpec:

@@ -7,6 +7,7 @@
     ├── NotFound             404   unknown route, function or call, or one the key may not see
     ├── MethodNotAllowed     405   a route that exists, with another method
     ├── NotAcceptable        406   the result cannot be written as JSON: ask for msgpack
+    ├── RequestTimeout       408   the body did not arrive within `read_timeout_s`
     ├── PayloadTooLarge      413   the body passed `max_body_bytes`
     ├── UnsupportedMedia     415   a content type other than JSON, msgpack or octet-stream
     ├── IdempotencyConflict  422   an Idempotency-Key reused with another request
@@ -46,6 +47,7 @@ __all__ = [
     "NotAcceptable",
     "NotFound",
     "PayloadTooLarge",
+    "RequestTimeout",
     "Unauthorized",
     "UnsupportedMedia",
     "error_response",
@@ -96,6 +98,10 @@ class MethodNotAllowed(HttpError):
 
 class NotAcceptable(HttpError):
     status = 406
+
+
+class RequestTimeout(HttpError):
+    status = 408
 
 
 class PayloadTooLarge(HttpError):

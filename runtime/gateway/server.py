@@ -75,6 +75,7 @@ from runtime.gateway.endpoints import Endpoints
 from runtime.gateway.errors import MethodNotAllowed, NotFound, error_response
 from runtime.gateway.keys import KeyRing, is_loopback
 from runtime.gateway.metrics import GatewayMetrics, Observer
+from runtime.gateway.protocol import timed_protocol
 from runtime.gateway.routes import OPERATIONS
 from runtime.gateway.schema import openapi_document
 from runtime.gateway.uplink import Uplink
@@ -136,6 +137,7 @@ async def serve_gateway(
             access_log=False,
             server_header=False,
             ws="none",
+            http=timed_protocol(http.read_timeout_s),
             timeout_graceful_shutdown=math.ceil(http.shutdown_grace_s),
         )
     )

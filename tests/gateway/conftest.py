@@ -15,12 +15,6 @@ MAX_BODY_BYTES = 64 * 1024
 
 
 @pytest.fixture(scope="session")
-async def gw_stack(settings: Settings) -> AsyncIterator[Stack]:
-    async with Stack.running(settings, "tests.gateway.app") as stack:
-        yield stack
-
-
-@pytest.fixture(scope="session")
 async def gateway(settings: Settings, gw_stack: Stack) -> AsyncIterator[str]:
     """A gateway with API keys on and a 64 KiB body limit; its base URL."""
     config = HttpSettings(max_body_bytes=MAX_BODY_BYTES)
