@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 EXTRAS ?= cpu,models,dev
 export ORT_DISABLE_TELEMETRY := 1
 
-.PHONY: venv run test check lint typecheck pytest bench soak clean
+.PHONY: venv system run test check lint typecheck pytest bench soak clean
 
 $(BIN)/autan: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,7 +18,18 @@ venv: $(BIN)/autan
 run: venv
 	$(BIN)/autan up
 
-test: check
+test: system check
+
+# What the tests need from the system: strace (the air-gap test), bubblewrap (isolated
+# workers). Installed with apt-get when missing and run as root; else, said what to install.
+SYSTEM_TOOLS := strace:strace bwrap:bubblewrap
+system:
+	@missing=""; for pair in $(SYSTEM_TOOLS); do \
+	  command -v $${pair%%:*} >/dev/null || missing="$$missing $${pair#*:}"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	  else echo "install:$$missing (e.g. sudo apt-get install$$missing)"; exit 1; fi; fi
 
 check: venv lint typecheck pytest
 

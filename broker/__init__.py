@@ -18,6 +18,7 @@ from broker.errors import (
     QueueFull,
     StreamConflict,
 )
+from broker.gate import GATE_LINE_MAX, dial, route_nats_through
 from broker.identities import Identities
 from broker.ids import new_call_id
 from broker.kv import Bucket
@@ -89,6 +90,7 @@ __all__ = [
     "DLQ_STREAM",
     "DLQ_SUBJECTS",
     "GATEWAY_CALLS_BUCKET",
+    "GATE_LINE_MAX",
     "READINESS_PROBE_KEY",
     "REGISTRY_BUCKET",
     "RESERVED_PREFIXES",
@@ -147,6 +149,7 @@ __all__ = [
     "decode_pack_result",
     "decode_result",
     "decode_value",
+    "dial",
     "dlq_subject",
     "encode",
     "encode_value",
@@ -155,6 +158,7 @@ __all__ = [
     "item_call_id",
     "new_call_id",
     "role_inbox",
+    "route_nats_through",
     "rows",
     "worker_permissions",
     "worker_role",

@@ -37,7 +37,7 @@ from storage.store import ObjectInfo, ObjectStore
 from storage.url import open_store
 
 if TYPE_CHECKING:
-    from storage.s3 import S3Store
+    from storage.s3 import S3Store, route_s3_through
 
 __all__ = [
     "ArtifactStore",
@@ -56,6 +56,7 @@ __all__ = [
     "StorageUnavailable",
     "Upload",
     "open_store",
+    "route_s3_through",
     "sha256_file",
 ]
 
@@ -66,4 +67,8 @@ def __getattr__(name: str) -> object:
         from storage.s3 import S3Store
 
         return S3Store
+    if name == "route_s3_through":
+        from storage.s3 import route_s3_through
+
+        return route_s3_through
     raise AttributeError(f"module 'storage' has no attribute {name!r}")

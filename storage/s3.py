@@ -12,10 +12,11 @@ from __future__ import annotations
 import builtins
 import io
 import os
+import socket
 from collections.abc import AsyncGenerator, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO, TypeVar, TypeVarTuple
+from typing import Any, BinaryIO, TypeVar, TypeVarTuple
 
 import anyio
 import anyio.to_thread
@@ -30,7 +31,7 @@ from storage.keys import check_key, check_prefix
 from storage.s3config import S3Config
 from storage.store import DEFAULT_CHUNK_BYTES, ObjectInfo
 
-__all__ = ["S3Store"]
+__all__ = ["S3Store", "route_s3_through"]
 
 _T = TypeVar("_T")
 _Ts = TypeVarTuple("_Ts")
@@ -243,6 +244,20 @@ class S3Store:
         objects = self._client.list_objects(self.config.bucket, prefix=prefix, recursive=True)
         found = [ObjectInfo(obj.object_name, obj.size or 0) for obj in objects if not obj.is_dir]
         return sorted(found, key=lambda info: info.key)
+
+
+def route_s3_through(connect: Callable[[str, int, float], socket.socket]) -> None:
+    """Have every S3 connection of this process made by `connect(host, port, timeout_s)`
+    (an isolated worker's gate: `broker.gate`), not by a socket of its own."""
+    from urllib3.util import connection
+
+    def create_connection(address: tuple[str, int], timeout: Any = None, **_: Any) -> socket.socket:
+        timeout_s = timeout if isinstance(timeout, (int, float)) else 10.0
+        made = connect(address[0], address[1], float(timeout_s))
+        made.settimeout(timeout if isinstance(timeout, (int, float)) else None)
+        return made
+
+    connection.create_connection = create_connection  # type: ignore[assignment]
 
 
 def _http_client(config: S3Config) -> urllib3.PoolManager:

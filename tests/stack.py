@@ -82,9 +82,9 @@ class Stack:
 
 @asynccontextmanager
 async def serving(
-    provider: LocalProvider, scaler: Scaler, *, stop_timeout_s: float = 30
+    provider: LocalProvider, scaler: Scaler | None = None, *, stop_timeout_s: float = 30
 ) -> AsyncIterator[None]:
-    """The provider and the scaler serving in the background while the block runs.
+    """The provider and the scaler (if any) serving in the background while the block runs.
 
     A task of its own rather than a task group, since pytest-asyncio fixtures span
     tasks. If they cannot start, entering raises why; if they crash meanwhile, leaving
@@ -95,7 +95,8 @@ async def serving(
     async def serve() -> None:
         async with anyio.create_task_group() as group:
             await group.start(provider.serve)
-            await group.start(scaler.serve)
+            if scaler is not None:
+                await group.start(scaler.serve)
             ready.set()
 
     task = asyncio.ensure_future(serve())

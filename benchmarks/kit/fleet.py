@@ -122,12 +122,13 @@ class Fleet:
 
 
 @asynccontextmanager
-async def running_fleet(stack: Stack) -> AsyncIterator[Fleet]:
-    """Deploy `bench`, then run a provider and a scaler on `stack` until the block ends."""
+async def running_fleet(stack: Stack, *, isolate: bool = False) -> AsyncIterator[Fleet]:
+    """Deploy `bench`, then run a provider (isolating workers if `isolate`) and a scaler on
+    `stack` until the block ends."""
     await stack.deploy("benchmarks.kit.apps")
     bench_app.sessions.configure(stack.settings)
     session = await Session.open(stack.settings, name="bench-scaler")
-    provider = LocalProvider(stack.settings, stop_grace_s=STOP_GRACE_S)
+    provider = LocalProvider(stack.settings, stop_grace_s=STOP_GRACE_S, isolate=isolate)
     scaler = Scaler(session.broker, provider)
     try:
         async with anyio.create_task_group() as group:

@@ -14,9 +14,11 @@ from runtime.control.decision import (
     wanted_workers,
 )
 from runtime.control.embedded import NatsServer, find_nats_server, free_port
-from runtime.control.local import LocalProvider, WorkerAccess, detect_gpus, worker_env
+from runtime.control.environment import WorkerAccess, worker_env
+from runtime.control.local import LocalProvider, detect_gpus
 from runtime.control.metrics import ScalerMetrics
 from runtime.control.provider import Capacity, ProvidedWorker, Provider, WorkerState
+from runtime.control.sandbox import Sandbox, isolation_unavailable
 from runtime.control.scaler import Scaler
 from runtime.control.status import FunctionStatus, read_statuses
 from runtime.control.undeliverable import Undeliverable
@@ -32,6 +34,7 @@ __all__ = [
     "PeakWindow",
     "ProvidedWorker",
     "Provider",
+    "Sandbox",
     "Scaler",
     "ScalerMetrics",
     "Undeliverable",
@@ -41,6 +44,7 @@ __all__ = [
     "detect_gpus",
     "find_nats_server",
     "free_port",
+    "isolation_unavailable",
     "read_statuses",
     "target_workers",
     "wanted_workers",

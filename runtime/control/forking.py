@@ -8,10 +8,11 @@ lines on its stdin and stdout (see its module for the protocol).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -20,7 +21,7 @@ from anyio.abc import Process, TaskGroup
 
 from runtime.core import FORKSERVER_MODULE
 
-__all__ = ["ForkServer"]
+__all__ = ["ForkServer", "ForkServers"]
 
 log = structlog.get_logger("autan.provider")
 
@@ -32,25 +33,37 @@ _STOP_TIMEOUT_S = 5.0
 class ForkServer:
     """One fork server process; `on_exit(pid, code)` hears of each child's end."""
 
-    def __init__(self, on_exit: Callable[[int, int], None]) -> None:
+    def __init__(
+        self,
+        on_exit: Callable[[int, int], None],
+        wrap: Callable[[list[str]], list[str]] | None = None,
+    ) -> None:
+        """`on_exit(pid, code)` hears of each child's end; `wrap` turns the fork server's
+        command into the one to run (a sandbox's, `control.sandbox`, which ends it with
+        this process: its parent there is the sandbox's own)."""
         self._on_exit = on_exit
+        self._wrap = wrap
         self._process: Process | None = None
         self._ready = anyio.Event()
         self._forked: dict[int, anyio.Event] = {}
         self._pids: dict[int, int] = {}
         self._next_id = 0
         self._buffer = b""  # kept here: a second reader takes over at shutdown
+        self.ended = anyio.Event()  # its process has exited and its reports are read
 
-    async def start(self, group: TaskGroup) -> None:
+    async def start(self, group: TaskGroup, env: dict[str, str] | None = None) -> None:
         """Start it, with its reader in `group`; returns once it is ready to fork."""
-        env = dict(os.environ, ORT_DISABLE_TELEMETRY="1", OPENBLAS_NUM_THREADS="1")
+        base = dict(os.environ) if env is None else env
+        env = {**base, "ORT_DISABLE_TELEMETRY": "1", "OPENBLAS_NUM_THREADS": "1"}
+        command = [sys.executable, "-m", FORKSERVER_MODULE]
+        if self._wrap is None:
+            command += ["--parent-pid", str(os.getpid())]
+        else:
+            command = self._wrap(command)
         # A session of its own: Ctrl-C in a terminal reaches the provider's process only,
         # which drains the workers; the fork server (and its workers) end with it.
         self._process = await anyio.open_process(
-            [sys.executable, "-m", FORKSERVER_MODULE, "--parent-pid", str(os.getpid())],
-            env=env,
-            stderr=None,
-            start_new_session=True,
+            command, env=env, stderr=None, start_new_session=True
         )
         group.start_soon(self.read)
         with anyio.fail_after(_READY_TIMEOUT_S):
@@ -74,6 +87,14 @@ class ForkServer:
         del self._forked[request_id]
         return self._pids.pop(request_id)
 
+    async def signal(self, pid: int, sig: int) -> None:
+        """Signal a worker it forked (its pid as the fork server knows it)."""
+        if self._process is None or self._process.stdin is None:
+            return
+        with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+            request = {"signal": int(sig), "pid": pid}
+            await self._process.stdin.send(json.dumps(request).encode() + b"\n")
+
     async def read(self) -> None:
         """Read its reports until it exits (run again in a clean-up to see the last exits)."""
         process = self._process
@@ -87,6 +108,7 @@ class ForkServer:
         code = await process.wait()
         if code != 0:
             log.warning("the fork server exited", code=code)
+        self.ended.set()
 
     def _on_message(self, message: dict[str, Any]) -> None:
         if "ready" in message:
@@ -107,3 +129,73 @@ class ForkServer:
             await self._process.wait()
             return
         self._process.kill()
+
+
+class ForkServers:
+    """A provider's fork servers, by key: one shared by every function ("") or one per
+    function in its sandbox. A fork server that ends takes its workers with it (they die
+    with their parent; a sandbox's pid namespace ends with it): `on_gone(key)` hears it.
+    """
+
+    def __init__(
+        self, on_exit: Callable[[str, int, int], None], on_gone: Callable[[str], None]
+    ) -> None:
+        self._on_exit = on_exit
+        self._on_gone = on_gone
+        self._servers: dict[str, ForkServer] = {}
+        self._starting: dict[str, anyio.Lock] = {}
+        self._group: TaskGroup | None = None
+
+    def bind(self, group: TaskGroup | None) -> None:
+        """The task group its readers run in (None: the provider is stopping)."""
+        self._group = group
+
+    def get(self, key: str) -> ForkServer | None:
+        return self._servers.get(key)
+
+    async def ensure(
+        self,
+        key: str,
+        wrap: Callable[[list[str]], list[str]] | None = None,
+        env: dict[str, str] | None = None,
+    ) -> ForkServer:
+        """The fork server of `key`, started (with `wrap` and `env`) if it is not running."""
+        async with self._starting.setdefault(key, anyio.Lock()):
+            server = self._servers.get(key)
+            if server is not None:
+                return server
+            if self._group is None:
+                raise RuntimeError("serve() owns the fork servers: start it first")
+            server = ForkServer(lambda pid, code: self._on_exit(key, pid, code), wrap)
+            self._servers[key] = server
+            try:
+                await server.start(self._group, env)
+            except BaseException:
+                del self._servers[key]
+                with anyio.CancelScope(shield=True):
+                    await server.stop()
+                raise
+            self._group.start_soon(self._watch, key, server)
+            return server
+
+    async def _watch(self, key: str, server: ForkServer) -> None:
+        await server.ended.wait()
+        if self._servers.get(key) is server:
+            del self._servers[key]
+            log.warning("a fork server ended; its workers with it", key=key or "shared")
+        self._on_gone(key)
+
+    async def close(self, drain: Callable[[], Awaitable[None]]) -> None:
+        """`drain()` the workers while every fork server's last exit reports are read,
+        then stop the fork servers (shielded: this is a clean-up)."""
+        with anyio.CancelScope(shield=True):
+            servers = list(self._servers.items())
+            async with anyio.create_task_group() as group:
+                for _, server in servers:
+                    group.start_soon(server.read)
+                await drain()
+                for _, server in servers:
+                    group.start_soon(server.stop)
+            for key, _ in servers:
+                self._servers.pop(key, None)
+                self._on_gone(key)

@@ -6,6 +6,10 @@ interpreter start and the imports (~250 ms with onnxruntime); `fork=False` spawn
 fresh interpreters instead. Each worker gets a share of the cores for ONNX Runtime's
 threads, a GPU of its own when the function asks for one and GPUs exist, and the
 provider's settings (`Settings.to_env`), not whatever the environment holds.
+
+With `isolate=True`, each function has a fork server of its own in its sandbox
+(`control.sandbox`), started with its first worker; its workers are signalled through
+it, since their pids are the sandbox's.
 """
 
 from __future__ import annotations
@@ -21,26 +25,23 @@ import sys
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from pathlib import Path
-from typing import Protocol
 
 import anyio
-import msgspec
+import anyio.to_thread
 import structlog
 from anyio.abc import Process, TaskGroup, TaskStatus
 
-from runtime.control.forking import ForkServer
+from broker import worker_role
+from runtime.control.environment import WorkerAccess, worker_env
+from runtime.control.forking import ForkServer, ForkServers
+from runtime.control.gate import Gate, needed_addresses
 from runtime.control.provider import Capacity, ProvidedWorker, WorkerState
-from runtime.core import (
-    WORKER_MODULE,
-    FunctionSpec,
-    HttpSettings,
-    Settings,
-    WorkerInfo,
-    WorkerLaunch,
-)
+from runtime.control.sandbox import Sandbox, gate_inside, gate_path, isolation_unavailable
+from runtime.core import WORKER_MODULE, FunctionSpec, Settings, WorkerInfo, WorkerLaunch
 
-__all__ = ["LocalProvider", "detect_gpus", "worker_env"]
+__all__ = ["LocalProvider", "detect_gpus"]
+
+_SHARED = ""  # the fork server of unisolated workers
 
 log = structlog.get_logger("autan.provider")
 
@@ -59,35 +60,6 @@ def detect_gpus() -> list[int]:
     return [i for i, line in enumerate(listing.stdout.splitlines()) if line.startswith("GPU ")]
 
 
-class WorkerAccess(Protocol):
-    """How a provider gets a function's workers their own NATS identity."""
-
-    async def worker_creds(self, spec: FunctionSpec) -> Path: ...
-
-
-def worker_env(
-    settings: Settings, *, threads: int, device: int | None, creds: Path | None = None
-) -> dict[str, str]:
-    """A worker's environment: this process's, its settings replaced by the provider's
-    (those given in code too), without the HTTP bridge's, and with no deploy key: only the
-    public keys it verifies with."""
-    inherited = {k: v for k, v in os.environ.items() if not Settings.reads(k)}
-    own = msgspec.structs.replace(
-        settings,
-        data_dir=settings.data_dir.resolve(),
-        http=HttpSettings(),
-        deploy_key=None,  # a worker verifies; it never signs
-        deploy_key_file=None,
-        trusted_keys=settings.trust().text(),
-        nats_creds=creds or settings.nats_creds,
-    )
-    env = {**inherited, **own.to_env(), "ORT_DISABLE_TELEMETRY": "1"}
-    env["OMP_NUM_THREADS"] = str(threads)
-    if device is not None:
-        env["CUDA_VISIBLE_DEVICES"] = str(device)
-    return env
-
-
 class _Process:
     """One worker process, as the provider keeps it (the scaler sees `ProvidedWorker`s)."""
 
@@ -95,7 +67,8 @@ class _Process:
         self.launch = launch
         self.version = version
         self.device = device
-        self.pid = 0
+        self.pid = 0  # in its fork server's pid namespace when isolated
+        self.forked_by: str | None = None  # the fork server's key; None when spawned
         self.process: Process | None = None  # when spawned rather than forked
         self.started_unix_s = time.time()
         self.ready_unix_s = 0.0
@@ -120,7 +93,8 @@ class _Process:
             ready_unix_s=self.ready_unix_s,
             threads=self.launch.threads,
             device=self.device,
-            pid=self.pid,
+            pid=0 if self.launch.isolated else self.pid,
+            isolated=self.launch.isolated,
         )
 
 
@@ -134,12 +108,19 @@ class LocalProvider:
         fork: bool = True,
         stop_grace_s: float = 30.0,
         access: WorkerAccess | None = None,
+        isolate: bool = False,
     ) -> None:
         """`access`: gives each function's workers their own NATS identity (the embedded
-        stack's); without it, workers connect as this process does."""
+        stack's); without it, workers connect as this process does. `isolate`: each
+        function's workers in a sandbox of its own (ValueError where none can be had)."""
         self.settings = settings
         self.access = access
         settings.trust()  # ValueError now, rather than workers that verify nothing
+        if isolate and (why := isolation_unavailable()):
+            raise ValueError(f"workers cannot be isolated here: {why}")
+        if isolate and not fork:
+            raise ValueError("isolated workers are forked from their sandbox: fork=True")
+        self.isolate = isolate
         self.fork = fork
         self.stop_grace_s = stop_grace_s
         self.gpus = detect_gpus()
@@ -147,8 +128,9 @@ class LocalProvider:
         self.host = socket.gethostname()
         self._workers: dict[str, _Process] = {}
         self._exits: OrderedDict[str, int] = OrderedDict()
-        self._unclaimed_exits: dict[int, int] = {}  # a child that ended before it was noted
-        self._forks = ForkServer(self._exited_pid)
+        # A child that ended before it was noted, by fork server and pid.
+        self._unclaimed_exits: dict[tuple[str | None, int], int] = {}
+        self._forks = ForkServers(self._exited_pid, self._fork_server_gone)
         self._group: TaskGroup | None = None
         self._changed = anyio.Event()
         self._failed_starts: dict[str, tuple[int, float]] = {}  # count, when the last failed
@@ -164,18 +146,18 @@ class LocalProvider:
         try:
             async with anyio.create_task_group() as group:
                 self._group = group
-                if self.fork:
-                    await self._forks.start(group)
+                self._forks.bind(group)
+                if self.fork and not self.isolate:
+                    await self._forks.ensure(_SHARED)
+                if self.isolate:
+                    gate = Gate(gate_path(self.settings), needed_addresses(self.settings))
+                    await group.start(gate.serve)
                 task_status.started()
                 await anyio.sleep_forever()
         finally:
             self._group = None
-            with anyio.CancelScope(shield=True):
-                async with anyio.create_task_group() as cleanup:
-                    if self._forks.running:
-                        cleanup.start_soon(self._forks.read)
-                    await self._stop_all()
-                    await self._forks.stop()
+            self._forks.bind(None)
+            await self._forks.close(self._stop_all)
 
     async def _stop_all(self) -> None:
         async with anyio.create_task_group() as group:
@@ -232,6 +214,30 @@ class LocalProvider:
             self._notify()
         return worker.view(self.host)
 
+    def prepare(self, spec: FunctionSpec) -> None:
+        """Isolated: start the function's sandbox now, so that its first worker forks at
+        once (a sandbox's fork server takes ~0.5 s to start)."""
+        if self.isolate and self._group is not None:
+            self._group.start_soon(self._prepare, spec)
+
+    async def _prepare(self, spec: FunctionSpec) -> None:
+        try:
+            await self._sandbox_server(spec)
+        except Exception as exc:  # its first worker tries again, and reports it
+            log.warning("cannot start a function's sandbox", function=spec.qualname,
+                        error=str(exc))  # fmt: skip
+
+    async def _sandbox_server(self, spec: FunctionSpec) -> tuple[Sandbox, ForkServer]:
+        sandbox = Sandbox(self.settings, worker_role(spec.app, spec.name))
+        server = self._forks.get(sandbox.role)
+        if server is None:
+            creds = await self.access.worker_creds(spec) if self.access is not None else None
+            creds = creds or self.settings.nats_creds
+            await anyio.to_thread.run_sync(sandbox.prepare, creds)
+            env = worker_env(self.settings, threads=1, device=None, isolated=True)
+            server = await self._forks.ensure(sandbox.role, sandbox.command, env)
+        return sandbox, server
+
     async def start(self, spec: FunctionSpec) -> ProvidedWorker:
         """Start one worker of `spec`; returns once its process exists."""
         threads = max(1, self.cores // (len(self.workers()) + 1))
@@ -244,19 +250,30 @@ class LocalProvider:
             spawned_unix_s=time.time(),
             parent_pid=0 if self.fork else os.getpid(),  # forked: the fork server's child
             min_sequence=spec.sequence,
+            isolated=self.isolate,
+            gate=str(gate_inside(self.settings)) if self.isolate else "",
         )
         worker = _Process(launch, spec.version, device)
         creds = await self.access.worker_creds(spec) if self.access is not None else None
-        env = worker_env(self.settings, threads=threads, device=device, creds=creds)
-        if self.fork:
-            worker.pid = await self._forks.fork(launch.argv(), env)
+        if self.isolate:
+            sandbox, server = await self._sandbox_server(spec)
+            creds = creds or self.settings.nats_creds
+            env = worker_env(self.settings, threads=threads, device=device,
+                             creds=sandbox.seed if creds else None, isolated=True)  # fmt: skip
+            worker.pid = await server.fork(launch.argv(), env)
+            worker.forked_by = sandbox.role
+        elif self.fork:
+            env = worker_env(self.settings, threads=threads, device=device, creds=creds)
+            server = await self._forks.ensure(_SHARED)
+            worker.pid, worker.forked_by = await server.fork(launch.argv(), env), _SHARED
         else:
+            env = worker_env(self.settings, threads=threads, device=device, creds=creds)
             worker.process = await self._spawn(launch.argv(), env)
             worker.pid = worker.process.pid
         worker.started_unix_s = time.time()  # its process exists from now
         self._workers[launch.worker_id] = worker
         self._notify()
-        if (code := self._unclaimed_exits.pop(worker.pid, None)) is not None:
+        if (code := self._unclaimed_exits.pop((worker.forked_by, worker.pid), None)) is not None:
             self._exited(worker, code)
         log.info("worker started", function=spec.qualname, worker=launch.worker_id,
                  pid=worker.pid, threads=threads, device=device)  # fmt: skip
@@ -269,7 +286,7 @@ class LocalProvider:
         if worker is None or worker.stopping or worker.returncode is not None:
             return
         worker.stopping = True
-        _signal(worker.pid, signal.SIGTERM)
+        await self._signal(worker, signal.SIGTERM)
         self._notify()
         if self._group is not None:
             self._group.start_soon(self._drain, worker)
@@ -291,12 +308,12 @@ class LocalProvider:
             return
         if not worker.stopping:
             worker.stopping = True
-            _signal(worker.pid, signal.SIGTERM)
+            await self._signal(worker, signal.SIGTERM)
         with anyio.move_on_after(self.stop_grace_s):
             await self._exit_of(worker)
             return
         log.warning("worker did not stop in time; killing it", worker=worker.launch.worker_id)
-        _signal(worker.pid, signal.SIGKILL)
+        await self._signal(worker, signal.SIGKILL)
         await self._exit_of(worker)
 
     async def _exit_of(self, worker: _Process) -> None:
@@ -304,6 +321,13 @@ class LocalProvider:
         if worker.process is not None and worker.returncode is None:
             self._exited(worker, await worker.process.wait())
         await worker.exited.wait()
+
+    async def _signal(self, worker: _Process, sig: int) -> None:
+        if not worker.launch.isolated:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(worker.pid, sig)
+        elif (server := self._forks.get(worker.forked_by or "")) is not None:
+            await server.signal(worker.pid, sig)
 
     async def _spawn(self, argv: list[str], env: dict[str, str]) -> Process:
         command = [sys.executable, "-m", WORKER_MODULE, *argv]
@@ -317,16 +341,22 @@ class LocalProvider:
 
     async def _await_exit(self, process: Process) -> None:
         code = await process.wait()
-        self._exited_pid(process.pid, code)
+        self._exited_pid(None, process.pid, code)
 
-    def _exited_pid(self, pid: int, code: int) -> None:
+    def _exited_pid(self, forked_by: str | None, pid: int, code: int) -> None:
         for worker in self._workers.values():
-            if worker.pid == pid and worker.returncode is None:
+            if worker.forked_by == forked_by and worker.pid == pid and worker.returncode is None:
                 self._exited(worker, code)
                 return
-        self._unclaimed_exits[pid] = code
+        self._unclaimed_exits[(forked_by, pid)] = code
         if len(self._unclaimed_exits) > _EXITS_KEPT:
             del self._unclaimed_exits[next(iter(self._unclaimed_exits))]
+
+    def _fork_server_gone(self, key: str) -> None:
+        """Its workers ended with it, whether or not their exits were reported."""
+        for worker in list(self._workers.values()):
+            if worker.forked_by == key:
+                self._exited(worker, -signal.SIGKILL)
 
     def _exited(self, worker: _Process, code: int) -> None:
         if worker.returncode is not None:
@@ -359,8 +389,3 @@ class LocalProvider:
     def _notify(self) -> None:
         self._changed.set()
         self._changed = anyio.Event()
-
-
-def _signal(pid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, sig)

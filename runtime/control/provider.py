@@ -36,6 +36,7 @@ class ProvidedWorker(msgspec.Struct, frozen=True, kw_only=True):
     threads: int = 0  # ONNX Runtime intra-op threads it was given
     device: int | None = None  # the GPU it was pinned to
     pid: int = 0  # its process id, where the provider knows it (0: not known)
+    isolated: bool = False  # in a sandbox of its own (`control.sandbox`)
 
 
 class Capacity(msgspec.Struct, frozen=True, kw_only=True):
@@ -53,6 +54,11 @@ class Provider(Protocol):
 
     async def serve(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Own the workers until cancelled; then stop every one of them."""
+        ...
+
+    def prepare(self, spec: FunctionSpec) -> None:
+        """Get ready, in the background, to start `spec`'s workers fast (a sandbox's fork
+        server, an image pulled); the scaler calls it when it learns of a function."""
         ...
 
     async def start(self, spec: FunctionSpec) -> ProvidedWorker:

@@ -131,6 +131,7 @@ class Scaler:
             tracked = self.functions.get(spec.qualname)
             if tracked is None:
                 self.functions[spec.qualname] = _Tracked(spec)
+                self.provider.prepare(spec)
             elif tracked.spec.version != spec.version:
                 tracked.spec = spec
                 tracked.window = PeakWindow(spec.options.scaling.keep_warm_s)
@@ -253,6 +254,7 @@ class Scaler:
             reason=_reason(tracked, self.refused.get(tracked.spec.qualname)),
             decided_unix_s=tracked.decided_unix_s,
             updated_unix_s=0.0,
+            unisolated=sum(not w.isolated for w in self.provider.workers(tracked.spec.qualname)),
         )
         fresh = time.monotonic() - tracked.status_at < _STATUS_EVERY_S
         if fresh and status == tracked.status:

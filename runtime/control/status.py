@@ -27,6 +27,7 @@ class FunctionStatus(msgspec.Struct, frozen=True, kw_only=True):
     reason: str
     decided_unix_s: float
     updated_unix_s: float
+    unisolated: int = 0  # live workers that run outside a sandbox
 
 
 async def read_statuses(broker: Broker) -> list[FunctionStatus]:

@@ -31,6 +31,7 @@ class WorkerInfo(msgspec.Struct, frozen=True, kw_only=True):
     started_unix_s: float = 0.0
     cold_start_ms: dict[str, float] = {}
     batch_sizes: dict[int, int] = {}  # batches run so far, by size
+    isolated: bool = False  # in a sandbox of its own (user, namespaces, limits)
     calls_per_message: float = 1.0  # above 1 when calls come in packs (`runtime.client.packs`)
 
 

@@ -30,6 +30,8 @@ class WorkerLaunch(msgspec.Struct, frozen=True, kw_only=True):
     spawned_unix_s: float = 0.0  # when the provider asked for it (a cold-start phase)
     parent_pid: int = 0  # end when this process ends (0: live on; a worker run by hand)
     min_sequence: int = 0  # refuse a registry entry older than this deploy (a rollback)
+    isolated: bool = False  # it runs in a sandbox (`runtime.control.sandbox`): announced
+    gate: str = ""  # connect to NATS and storage through this gate (`broker.gate`)
 
     def argv(self) -> list[str]:
         """The arguments `from_argv` reads back as this launch."""
@@ -44,6 +46,10 @@ class WorkerLaunch(msgspec.Struct, frozen=True, kw_only=True):
             args += ["--parent-pid", str(self.parent_pid)]
         if self.min_sequence:
             args += ["--min-sequence", str(self.min_sequence)]
+        if self.isolated:
+            args.append("--isolated")
+        if self.gate:
+            args += ["--gate", self.gate]
         return args
 
     @classmethod
@@ -65,6 +71,8 @@ class WorkerLaunch(msgspec.Struct, frozen=True, kw_only=True):
         parser.add_argument(
             "--min-sequence", type=int, default=0, help="refuse older deploys (rollbacks)"
         )
+        parser.add_argument("--isolated", action="store_true", help=argparse.SUPPRESS)
+        parser.add_argument("--gate", default="", help=argparse.SUPPRESS)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> WorkerLaunch:
@@ -77,4 +85,6 @@ class WorkerLaunch(msgspec.Struct, frozen=True, kw_only=True):
             spawned_unix_s=args.spawned_unix_s,
             parent_pid=args.parent_pid,
             min_sequence=args.min_sequence,
+            isolated=args.isolated,
+            gate=args.gate,
         )

@@ -106,6 +106,9 @@ def _states_table(states: list[FunctionState]) -> str:
             f"{','.join(providers) or '-'}"
         )
     lines += [f"{s.spec.qualname}: {s.missing}" for s in states if s.missing is not None]
+    for state in states:
+        if unisolated := sum(not worker.isolated for worker in state.workers):
+            lines.append(_unisolated(state.spec.qualname, unisolated))
     return "\n".join(lines)
 
 
@@ -131,4 +134,10 @@ def _status_table(rows: list[FunctionStatus]) -> str:
             f"{row.function:<20} {row.backlog:>7} {row.oldest_age_s:>6.1f}s {row.starting:>5} "
             f"{row.idle:>4} {row.busy:>4} {row.desired:>4}  {row.reason} ({ago})"
         )
+    lines += [_unisolated(row.function, row.unisolated) for row in rows if row.unisolated]
     return "\n".join(lines)
+
+
+def _unisolated(function: str, count: int) -> str:
+    workers = "1 worker runs" if count == 1 else f"{count} workers run"
+    return f"{function}: {workers} UNISOLATED (as the stack's user, unconfined)"

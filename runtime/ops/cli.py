@@ -27,6 +27,8 @@ from runtime.core import RemoteError, Settings, WorkerLaunch, configure_logging,
 
 __all__ = ["main"]
 
+_UNISOLATED = "run deployed code as this user, unconfined (where no sandbox can be had)"
+
 
 def _global_options(parser: argparse.ArgumentParser, default: object = None) -> None:
     """Options every command takes, before or after its name."""
@@ -70,6 +72,7 @@ def _commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     up.add_argument("--functions", default="functions", help="what to deploy (default: bundled)")
     up.add_argument("--metrics-port", type=int, help="Prometheus /metrics, 9464 (0: off)")
     up.add_argument("--http-port", type=int, help="the HTTP bridge, 8000 (0: off)")
+    up.add_argument("--unisolated", action="store_true", help=_UNISOLATED)
 
     serve = commands.add_parser(
         "serve", help="deploy, then scale workers and serve HTTP against an existing NATS"
@@ -78,6 +81,7 @@ def _commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     serve.add_argument("--metrics-port", type=int, help="Prometheus /metrics, 9464 (0: off)")
     serve.add_argument("--http-port", type=int, help="the HTTP bridge, 8000 (0: off)")
     serve.add_argument("--http-host", help="bind address (env AUTAN_HTTP_HOST, 127.0.0.1)")
+    serve.add_argument("--unisolated", action="store_true", help=_UNISOLATED)
 
     gateway = commands.add_parser("gateway", help="the HTTP bridge alone")
     gateway.add_argument("--http-port", type=int, help="env AUTAN_HTTP_PORT, 8000")
@@ -170,9 +174,10 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
 
     match args.command:
         case "up":
-            return await stack.up(settings, nats_port=args.nats_port, target=args.functions)
+            return await stack.up(settings, nats_port=args.nats_port, target=args.functions,
+                                  unisolated=args.unisolated)  # fmt: skip
         case "serve":
-            return await stack.serve(settings, target=args.functions)
+            return await stack.serve(settings, target=args.functions, unisolated=args.unisolated)
         case "gateway":
             return await stack.gateway(settings)
         case "invoke":

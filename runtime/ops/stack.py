@@ -31,11 +31,13 @@ from runtime.control import (
     ScalerMetrics,
     Undeliverable,
     WorkerAccess,
+    isolation_unavailable,
 )
 from runtime.core import (
     ADMIN,
     Link,
     Settings,
+    StackError,
     WorkerDirectory,
     record_storage_url,
     record_trust,
@@ -47,8 +49,13 @@ __all__ = ["gateway", "serve", "up", "wait_for_signal"]
 log = structlog.get_logger("autan")
 
 
-async def up(settings: Settings, *, nats_port: int, target: str) -> int:
-    """The embedded stack: nats-server, file storage, `target` deployed, the scaler."""
+async def up(settings: Settings, *, nats_port: int, target: str, unisolated: bool = False) -> int:
+    """The embedded stack: nats-server, file storage, `target` deployed, the scaler.
+
+    Workers run isolated where this machine allows it; where it does not, they run
+    unisolated with a warning (`serve` refuses instead), or when `unisolated`.
+    """
+    isolate = _isolation(unisolated=unisolated, required=False)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     access = EmbeddedAccess(Identities(settings.creds_dir))
     server = NatsServer(
@@ -62,24 +69,47 @@ async def up(settings: Settings, *, nats_port: int, target: str) -> int:
         storage_url=settings.storage_url or settings.default_storage_url(),
     )
     try:
-        return await serve(settings, target=target, access=access)
+        return await _serve(settings, target=target, access=access, isolate=isolate)
     finally:
         server.stop()
         log.info("stopped; data kept", data_dir=str(settings.data_dir.resolve()))
 
 
-async def serve(settings: Settings, *, target: str, access: WorkerAccess | None = None) -> int:
+async def serve(settings: Settings, *, target: str, unisolated: bool = False) -> int:
     """Deploy `target`, then scale its functions' workers on this host until a signal.
 
-    `access`: each function's workers get their own NATS identity (the embedded stack);
-    without it they connect as this process does (an external NATS with its own users).
+    Workers connect as this process does (an external NATS with its own users), each
+    function's in a sandbox of its own: `StackError` where none can be had, unless
+    `unisolated`.
     """
-    settings.stack_keys()  # the deploy key and the trusted keys, made on first use
+    isolate = _isolation(unisolated=unisolated, required=True)
+    return await _serve(settings, target=target, access=None, isolate=isolate)
+
+
+def _isolation(*, unisolated: bool, required: bool) -> bool:
+    """Whether workers run isolated: where possible, unless the operator says not."""
+    why = "--unisolated" if unisolated else isolation_unavailable()
+    if why is None:
+        return True
+    if required and not unisolated:
+        raise StackError(
+            f"workers cannot be isolated here: {why}. Install what is missing, or run "
+            "'autan serve --unisolated' to run deployed code as this user, unconfined"
+        )
     log.warning(
-        "workers run unisolated: user code runs as this user and can read the data dir "
-        "(deploy key, NATS credentials); deploy only code you trust",
-        data_dir=str(settings.data_dir.resolve()),
+        "WORKERS RUN UNISOLATED: deployed code runs as this user, unconfined, and can "
+        "read the data dir (deploy key, NATS credentials); deploy only code you trust",
+        reason=why,
     )
+    return False
+
+
+async def _serve(
+    settings: Settings, *, target: str, access: WorkerAccess | None, isolate: bool
+) -> int:
+    """`access`: each function's workers get their own NATS identity (the embedded stack)."""
+    settings.stack_keys()  # the deploy key and the trusted keys, made on first use
+    provider = LocalProvider(settings, access=access, isolate=isolate)
     async with await Link.open(settings, name="autan-scaler", role=ADMIN) as link:
         await record_storage_url(link.broker, settings)
         await record_trust(link.broker, settings.trust())
@@ -89,9 +119,10 @@ async def serve(settings: Settings, *, target: str, access: WorkerAccess | None 
         if settings.metrics_port:
             metrics.serve_http(settings.metrics_port)
         log.info("autan is up", nats=settings.nats_url, storage=settings.storage_url,
+                 isolated=isolate,
                  metrics_port=settings.metrics_port or None,
                  functions=[f"{r.qualname}@{r.version}" for r in results])  # fmt: skip
-        await _run_scaler(link, LocalProvider(settings, access=access), metrics)
+        await _run_scaler(link, provider, metrics)
     return 0
 
 

@@ -10,6 +10,8 @@ protocol on stdin/stdout with plain blocking I/O:
     -> {"id": 1, "argv": ["demo.echo", "--worker-id", "..."], "env": {...}}
     <- {"id": 1, "pid": 4242}
     <- {"exit": 4242, "code": 0}          (when a child ends; SIGCHLD)
+    -> {"signal": 15, "pid": 4242}        (signal a child: in a sandbox, its pid is the
+                                            sandbox's, which only the fork server knows)
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import os
 
 os.environ["ORT_DISABLE_TELEMETRY"] = "1"
 
+import contextlib
 import json
 import selectors
 import signal
@@ -73,7 +76,15 @@ def main(argv: list[str] | None = None) -> None:
             buffered += chunk
             *lines, buffered = buffered.split(b"\n")
             for line in lines:
-                _spawn(json.loads(line))
+                _request(json.loads(line))
+
+
+def _request(request: dict[str, Any]) -> None:
+    if "signal" in request:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(request["pid"]), int(request["signal"]))
+        return
+    _spawn(request)
 
 
 def _spawn(request: dict[str, Any]) -> None:

@@ -16,9 +16,11 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import anyio
 
+from broker import dial, route_nats_through
 from runtime.core import (
     Settings,
     WorkerLaunch,
@@ -46,6 +48,11 @@ def main(argv: Sequence[str] | None = None, *, forked_unix_s: float = 0.0) -> in
         print(f"autan worker: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_format, settings.log_level)
+    if launch.isolated:  # what user code finds in its environment: no settings of ours
+        for name in [name for name in os.environ if Settings.reads(name)]:
+            del os.environ[name]
+    if launch.gate:
+        _through_gate(Path(launch.gate), settings)
     boot = Boot(
         spawned_unix_s=launch.spawned_unix_s, forked_unix_s=forked_unix_s, main_unix_s=main_unix_s
     )
@@ -59,6 +66,15 @@ def main(argv: Sequence[str] | None = None, *, forked_unix_s: float = 0.0) -> in
             raise
         print(f"autan worker: {known}", file=sys.stderr)
         return 1
+
+
+def _through_gate(gate: Path, settings: Settings) -> None:
+    """An isolated worker has no network: NATS and storage are dialed by its gate."""
+    route_nats_through(gate)
+    if (settings.storage_url or "").startswith("s3://"):
+        from storage import route_s3_through
+
+        route_s3_through(lambda host, port, timeout_s: dial(gate, host, port, timeout_s))
 
 
 async def run(settings: Settings, launch: WorkerLaunch, boot: Boot) -> int:
@@ -78,6 +94,7 @@ async def run(settings: Settings, launch: WorkerLaunch, boot: Boot) -> int:
         boot=boot,
         guard_loop=True,
         min_sequence=launch.min_sequence,
+        isolated=launch.isolated,
     )
     async with anyio.create_task_group() as group:
         group.start_soon(_stop_on_signal, worker)

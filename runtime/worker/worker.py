@@ -80,6 +80,7 @@ class Worker:
         boot: Boot | None = None,
         guard_loop: bool = False,
         min_sequence: int = 0,
+        isolated: bool = False,
     ) -> None:
         """`guard_loop`: enforce deadlines of calls that hold the event loop from outside
         it (`worker.guards`); for a worker process of its own, never in a shared one."""
@@ -92,6 +93,7 @@ class Worker:
         self.boot = boot or Boot()
         self.guard_loop = guard_loop
         self.min_sequence = min_sequence  # an older deploy is refused (a rollback)
+        self.isolated = isolated  # announced: `autan ls` shows who runs unisolated
         self.log = structlog.get_logger("autan.worker").bind(
             function=f"{app}.{fn}", worker=self.worker_id
         )
@@ -182,6 +184,7 @@ class Worker:
             pid=os.getpid(),
             started_unix_s=time.time(),
             cold_start_ms=self.cold_start_ms,
+            isolated=self.isolated,
         )
 
     async def _heartbeat(

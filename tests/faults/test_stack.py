@@ -1,6 +1,7 @@
 """Faults of the stack's own processes: `autan up` stopped by Ctrl-C or killed with -9.
 
-`autan up` runs here as a user runs it, a process of its own (deploying the faults app),
+`autan up` runs here as a user runs it, a process of its own (deploying the faults app;
+unisolated, since the functions write the ledger, a file of this host's),
 with its ledger: what was accepted, what completed, what ran twice, and which of the
 processes it started are left behind.
 """
@@ -34,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[2]
 class Up:
     """One `autan up` process, in a process group of its own (as a terminal's job)."""
 
-    def __init__(self, data_dir: Path, port: int, log: Path) -> None:
+    def __init__(self, data_dir: Path, port: int, log: Path, extra: tuple[str, ...] = ()) -> None:
         self.url = f"nats://127.0.0.1:{port}"
         self.data_dir = data_dir
         self.log = log
@@ -42,7 +43,7 @@ class Up:
         env.update(PYTHONPATH=str(ROOT), AUTAN_FAULTS_LOG=os.environ["AUTAN_FAULTS_LOG"])
         command = [sys.executable, "-m", "runtime.ops.cli", "--data-dir", str(data_dir),
                    "up", "--nats-port", str(port), "--functions", "tests.faults.app",
-                   "--http-port", "0", "--metrics-port", "0"]  # fmt: skip
+                   "--http-port", "0", "--metrics-port", "0", *extra]  # fmt: skip
         with log.open("ab") as out:
             self.process = subprocess.Popen(
                 command, env=env, stdout=out, stderr=out, start_new_session=True
@@ -116,7 +117,9 @@ def _gone(pids: set[int], timeout_s: float) -> set[int]:
 
 @contextmanager
 def _stack(tmp_path: Path, port: int, name: str) -> Iterator[Up]:
-    up = Up(tmp_path / "data", port, tmp_path / f"{name}.log")
+    # The ledger is a file of this host's that the functions write: no sandbox (the
+    # isolated stack's Ctrl-C and kill -9 are tests/security/test_isolation.py's).
+    up = Up(tmp_path / "data", port, tmp_path / f"{name}.log", ("--unisolated",))
     try:
         yield up
     finally:

@@ -1,0 +1,203 @@
+"""Isolated workers: each function's fork server, and so its workers, in a sandbox.
+
+bubblewrap (`bwrap`) gives the sandbox its own mount, pid, ipc and uts namespaces and a
+new terminal session, a read-only view of the system with the data directory hidden, a
+private /tmp of bounded size, and an unprivileged user: run as root, `setpriv` drops to
+uid and gid 65534 with no capabilities and no way back (no_new_privs); run as another
+user, a user namespace maps that user to 65534 inside. Folders the sandbox user could
+not reach (a Python installed under /root) are shown to it, read-only, alone in an
+empty folder. What a function's workers see of the data directory is their own: their
+NATS identity's seed (read-only), a cache of their own (artifacts, models, optimized
+graphs), and the object store's payload and result folders. Resource limits: processes,
+file size, no core dumps (CPU time is bounded per call by the worker's deadline guards,
+not per process: a worker lives for many calls).
+
+The network namespace is empty but for its own loopback: the only way out is the
+provider's gate (`control.gate`), which connects to NATS and the object store alone.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import structlog
+
+from runtime.core import Settings
+
+__all__ = ["SANDBOX_UID", "Sandbox", "gate_inside", "gate_path", "isolation_unavailable"]
+
+log = structlog.get_logger("autan.provider")
+
+SANDBOX_UID = 65534  # nobody
+_MAX_PROCESSES = 4096  # processes and threads of the sandbox user, all sandboxes together
+_MAX_FILE_BYTES = 1 << 30  # one file written by user code: 1 GiB at most
+_SCRATCH_BYTES = 1 << 30  # the sandbox's /tmp (memory-backed)
+_PROBE_TIMEOUT_S = 30.0
+_PROBE = "import runtime.worker.forkserver"
+
+
+@functools.cache
+def isolation_unavailable() -> str | None:
+    """None when workers can be isolated here, else why not (what to install or allow)."""
+    if not sys.platform.startswith("linux"):
+        return "isolation needs Linux namespaces"
+    if shutil.which("bwrap") is None:
+        return "bubblewrap is not installed (apt-get install bubblewrap)"
+    for tool in ("setpriv", "prlimit"):
+        if shutil.which(tool) is None:
+            return f"{tool} (util-linux) is not installed"
+    command = [*_sandbox_args(), "--", *_limited([sys.executable, "-c", _PROBE])]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=_PROBE_TIMEOUT_S)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"bubblewrap cannot run here ({exc})"
+    if done.returncode != 0:
+        why = done.stderr.strip().splitlines()[-1:] or [f"exit {done.returncode}"]
+        return f"a sandbox cannot run Autan's worker here: {why[0]}"
+    return None
+
+
+class Sandbox:
+    """How one function's processes are run isolated, and the folders they get."""
+
+    def __init__(self, settings: Settings, role: str) -> None:
+        self.settings = settings
+        self.role = role
+        self.home = settings.data_dir.resolve() / "sandboxes" / role
+
+    @property
+    def cache(self) -> Path:
+        return self.home / "cache"
+
+    @property
+    def seed(self) -> Path:
+        """The function's NATS seed, as its sandbox sees it."""
+        return self.settings.data_dir.resolve() / "creds" / f"{self.role}.nk"
+
+    def prepare(self, seed: Path | None) -> None:
+        """The function's own folders, owned by the sandbox user; its seed copied in."""
+        self.cache.mkdir(parents=True, exist_ok=True)
+        own = [self.home, self.cache]
+        copy = self.home / "seed.nk"
+        if seed is not None:
+            copy.unlink(missing_ok=True)
+            copy.write_bytes(seed.read_bytes())
+            copy.chmod(0o400)
+            own.append(copy)
+        for folder in self._store_folders():
+            folder.mkdir(parents=True, exist_ok=True)
+            folder.chmod(0o1777)  # the sandbox user writes its payloads and results here
+        if os.geteuid() == 0:
+            for path in own:
+                os.chown(path, SANDBOX_UID, SANDBOX_UID)
+
+    def command(self, inner: list[str]) -> list[str]:
+        """`inner` run in this function's sandbox."""
+        data = self.settings.data_dir.resolve()
+        args = _sandbox_args()
+        args += ["--tmpfs", str(data)]  # keys, every role's seed, other functions' caches
+        args += ["--bind", str(self.cache), str(data / "cache")]
+        seed = self.home / "seed.nk"
+        if seed.exists():
+            args += ["--perms", "0755", "--dir", str(self.seed.parent)]
+            args += ["--ro-bind", str(seed), str(self.seed)]
+        args += ["--bind", str(gate_path(self.settings)), str(gate_inside(self.settings))]
+        objects = self._objects()
+        if objects is not None:
+            args += ["--ro-bind", str(objects), str(objects)]
+            for folder in self._store_folders():
+                args += ["--bind", str(folder), str(folder)]
+        return [*args, "--", *_limited(inner)]
+
+    def _objects(self) -> Path | None:
+        """The file store's folder, when the stack stores objects on this host."""
+        url = self.settings.storage_url or ""
+        if not url.startswith("file://"):
+            return None
+        return Path(url.removeprefix("file://")).resolve()
+
+    def _store_folders(self) -> list[Path]:
+        objects = self._objects()
+        if objects is None:
+            return []
+        return [objects / "payloads", objects / "results"]
+
+
+def gate_path(settings: Settings) -> Path:
+    """Where the provider's gate (`control.gate`) listens."""
+    folder = settings.data_dir.resolve() / "sandboxes"
+    folder.mkdir(parents=True, exist_ok=True)
+    folder.chmod(0o700)
+    return folder / "gate.sock"
+
+
+def gate_inside(settings: Settings) -> Path:
+    """Where a sandbox sees the gate: its only way out."""
+    return settings.data_dir.resolve() / "gate.sock"
+
+
+def _sandbox_args() -> list[str]:
+    """bwrap's arguments up to the function's own folders."""
+    bwrap = shutil.which("bwrap") or "bwrap"
+    args = [bwrap, "--die-with-parent", "--new-session"]
+    args += ["--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
+    args += ["--unshare-net"]  # its own loopback alone: the way out is the gate
+    if os.geteuid() != 0:  # as root, setpriv drops the user for real
+        args += ["--unshare-user", "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID)]
+    args += ["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
+    args += _gpu_devices() + _reachable()
+    args += ["--perms", "1777", "--size", str(_SCRATCH_BYTES), "--tmpfs", "/tmp", "--chdir", "/tmp"]
+    return args
+
+
+def _limited(inner: list[str]) -> list[str]:
+    limits = [
+        "prlimit", f"--nproc={_MAX_PROCESSES}", f"--fsize={_MAX_FILE_BYTES}", "--core=0", "--",
+    ]  # fmt: skip
+    if os.geteuid() != 0:
+        return limits + inner
+    drop = ["setpriv", f"--reuid={SANDBOX_UID}", f"--regid={SANDBOX_UID}", "--clear-groups",
+            "--no-new-privs", "--inh-caps=-all", "--bounding-set=-all", "--"]  # fmt: skip
+    return limits + drop + inner
+
+
+def _gpu_devices() -> list[str]:
+    """The NVIDIA device nodes, when this host has them (`--dev` makes a minimal /dev)."""
+    nodes = sorted(Path("/dev").glob("nvidia*"))
+    args: list[str] = []
+    for node in nodes:
+        args += ["--dev-bind", str(node), str(node)]
+    return args
+
+
+@functools.cache
+def _reachable() -> list[str]:
+    """Show the sandbox user the interpreter and Autan's code where a folder above them is
+    closed to others (a Python under /root): that folder becomes an empty one with only
+    them in it, read-only."""
+    if os.geteuid() != 0:
+        return []  # the user's own folders are the sandbox user's inside its namespace
+    needed = {Path(sys.prefix), Path(sys.base_prefix), Path(os.path.realpath(sys.executable))}
+    needed |= {Path(entry) for entry in sys.path if entry}
+    needed.add(Path(__file__).resolve().parents[2])  # the project: runtime/, broker/, ...
+    needed = {path.resolve() for path in needed if path.exists()}
+    closed: set[Path] = set()
+    for path in needed:
+        for folder in reversed(path.parents):  # from / down
+            if not folder.stat().st_mode & 0o001:
+                closed.add(folder)
+                break
+    tops = sorted(c for c in closed if not any(o in c.parents for o in closed))
+    args: list[str] = []
+    for top in tops:
+        args += ["--perms", "0755", "--tmpfs", str(top)]
+    shown = [p for p in sorted(needed) if any(top in p.parents for top in tops)]
+    for path in shown:
+        if not any(other in path.parents for other in shown):
+            args += ["--ro-bind", str(path), str(path)]
+    return args
