@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -125,6 +126,14 @@ class Broker(StreamAdmin):
     def is_connected(self) -> bool:
         """Whether the connection is up now (False while it reconnects)."""
         return bool(self.nc.is_connected)
+
+    @property
+    def down_for_s(self) -> float:
+        """How long the connection has been down (0 while it is up)."""
+        since = self._errors.down_since
+        if self.nc.is_connected or since is None:
+            return 0.0
+        return time.monotonic() - since
 
     async def flush(self) -> None:
         await self.nc.flush()

@@ -54,11 +54,13 @@ class DeadLetterStream:
                 )
             )
 
-    async def read(self, subject: str = DLQ_SUBJECTS, *, limit: int = 1000) -> list[StoredLetter]:
-        """Stored dead letters on `subject`, oldest first."""
+    async def read(
+        self, subject: str = DLQ_SUBJECTS, *, limit: int | None = 1000
+    ) -> list[StoredLetter]:
+        """Stored dead letters on `subject`, oldest first (`limit=None`: all of them)."""
         letters: list[StoredLetter] = []
         seq = 1
-        while len(letters) < limit:
+        while limit is None or len(letters) < limit:
             try:
                 raw = await self.js.get_msg(DLQ_STREAM, seq=seq, subject=subject, next=True)
             except nats.js.errors.NotFoundError:

@@ -40,6 +40,7 @@ class ErrorLog:
         self.url = redacted(url)
         self.connected = False
         self._down = False
+        self.down_since: float | None = None  # monotonic: when it last lost the server
         self.on_reconnected: list[Callable[[], None]] = []
         self._refusal = ""
         self._refused_at = 0.0
@@ -55,11 +56,14 @@ class ErrorLog:
             log.warning("nats connection error", url=self.url, error=text)
 
     async def on_disconnect(self) -> None:
+        if self.down_since is None:
+            self.down_since = time.monotonic()
         if self.connected and not self._down:
             self._down = True
             log.warning("disconnected from NATS; reconnecting", url=self.url)
 
     async def on_reconnect(self) -> None:
+        self.down_since = None
         for callback in self.on_reconnected:
             callback()
         if self._down:

@@ -37,6 +37,8 @@ __all__ = [
     "RESERVED_PREFIXES",
     "RESULTS_BUCKET",
     "RESULT_PREFIX",
+    "SECRETS_BUCKET",
+    "SECRETS_KEY_KEY",
     "SEQUENCES_BUCKET",
     "SPAWNED_BUCKET",
     "STATUS_BUCKET",
@@ -86,8 +88,10 @@ STATUS_BUCKET = "autan_status"
 GATEWAY_CALLS_BUCKET = "autan_gateway_calls"
 SEQUENCES_BUCKET = "autan_sequences"  # the highest deploy sequence accepted per function
 SPAWNED_BUCKET = "autan_spawned"  # calls whose result is recorded, so that an unknown id is told
+SECRETS_BUCKET = "autan_secrets"  # functions' secrets, sealed (`runtime.core.secrets`)
 STORAGE_URL_KEY = "storage_url"  # in CONFIG_BUCKET: where the stack's objects are
 TRUSTED_KEYS_KEY = "trusted_keys"  # in CONFIG_BUCKET: the deploy keys the stack trusts
+SECRETS_KEY_KEY = "secrets_key"  # in CONFIG_BUCKET: the public key secrets are sealed with
 READINESS_PROBE_KEY = "gateway-readiness-probe"  # read (never written) by /readyz
 
 _KV_PREFIX = "$KV"

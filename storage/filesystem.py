@@ -183,7 +183,9 @@ def _stat_file(key: str, path: Path) -> ObjectInfo | None:
         result = path.stat()
     except _MISSING:
         return None
-    return ObjectInfo(key, result.st_size) if stat.S_ISREG(result.st_mode) else None
+    if not stat.S_ISREG(result.st_mode):
+        return None
+    return ObjectInfo(key, result.st_size, result.st_mtime)
 
 
 def _list_files(root: Path, prefix: str) -> list[ObjectInfo]:

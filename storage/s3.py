@@ -15,6 +15,7 @@ import os
 import socket
 from collections.abc import AsyncGenerator, Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar, TypeVarTuple
 
@@ -238,12 +239,20 @@ class S3Store:
 
     def _stat(self, key: str) -> ObjectInfo:
         result = self._client.stat_object(self.config.bucket, key)
-        return ObjectInfo(key, result.size or 0)
+        return ObjectInfo(key, result.size or 0, _unix_s(result.last_modified))
 
     def _list(self, prefix: str) -> builtins.list[ObjectInfo]:
         objects = self._client.list_objects(self.config.bucket, prefix=prefix, recursive=True)
-        found = [ObjectInfo(obj.object_name, obj.size or 0) for obj in objects if not obj.is_dir]
+        found = [
+            ObjectInfo(obj.object_name, obj.size or 0, _unix_s(obj.last_modified))
+            for obj in objects
+            if not obj.is_dir
+        ]
         return sorted(found, key=lambda info: info.key)
+
+
+def _unix_s(moment: datetime | None) -> float:
+    return moment.timestamp() if moment is not None else 0.0
 
 
 def route_s3_through(connect: Callable[[str, int, float], socket.socket]) -> None:

@@ -24,6 +24,7 @@ class ObjectInfo(msgspec.Struct, frozen=True):
 
     key: str
     size_bytes: int
+    modified_unix_s: float = 0.0  # when it was last written (0: the store does not say)
 
 
 class ObjectStore(Protocol):

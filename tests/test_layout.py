@@ -36,7 +36,7 @@ PUBLIC_ROOMS = {"core", "client"}
 CONFINED: dict[str, Callable[[Path], bool]] = {
     "nats": lambda path: path.parts[0] == "broker",
     "nkeys": lambda path: path.parts[0] == "broker",
-    "nacl": lambda path: path == Path("runtime/core/trust.py"),
+    "nacl": lambda path: path in (Path("runtime/core/trust.py"), Path("runtime/core/secrets.py")),
     "minio": lambda path: path == Path("storage/s3.py"),
     "onnxruntime": lambda path: (
         path == Path("runtime/core/models.py") or path.parts[0] == "functions"

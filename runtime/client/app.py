@@ -5,7 +5,7 @@ from __future__ import annotations
 import collections.abc
 import inspect
 import typing
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar, overload
 
 from runtime.client.handles import BatchedFunction, Function
@@ -90,6 +90,7 @@ class App:
         emit: str | None = ...,
         max_age_s: float = ...,
         memory_mb: int | None = ...,
+        secrets: Sequence[str] = ...,
     ) -> Callable[[Callable[[Context, list[T]], list[U]]], BatchedFunction[T, U]]: ...
 
     @overload
@@ -109,6 +110,7 @@ class App:
         emit: str | None = ...,
         max_age_s: float = ...,
         memory_mb: int | None = ...,
+        secrets: Sequence[str] = ...,
     ) -> _Decorator: ...
 
     def function(
@@ -127,6 +129,7 @@ class App:
         emit: str | None = DEFAULT_OPTIONS.emit,
         max_age_s: float = DEFAULT_OPTIONS.max_age_s,
         memory_mb: int | None = DEFAULT_OPTIONS.memory_mb,
+        secrets: Sequence[str] = DEFAULT_OPTIONS.secrets,
     ) -> Callable[[Callable[..., Any]], Any]:
         """Declare a function of this app; options are checked here, not at the first call.
 
@@ -134,7 +137,11 @@ class App:
         returns a list of results of the same length; callers still pass one input. With
         `on="uploads.>"`, every message published on a matching subject is a call whose one
         argument is the message's bytes; `emit="subject"` publishes every result there.
+        `secrets=["HF_TOKEN"]`: its workers find each secret (`autan secret set`) in their
+        environment under its name; no other function's do.
         """
+        if isinstance(secrets, str):
+            raise InvalidOption(f"secrets={secrets!r}: give a list of names, secrets=[{secrets!r}]")
         options = FunctionOptions(
             models=dict(models or {}),
             batching=batching,
@@ -147,6 +154,7 @@ class App:
             emit=emit,
             max_age_s=float(max_age_s),
             memory_mb=memory_mb,
+            secrets=tuple(secrets),
         )
 
         def decorate(fn: Callable[..., Any]) -> Any:

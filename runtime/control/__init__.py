@@ -14,13 +14,15 @@ from runtime.control.decision import (
     wanted_workers,
 )
 from runtime.control.embedded import NatsServer, find_nats_server, free_port
-from runtime.control.environment import WorkerAccess, worker_env
-from runtime.control.local import LocalProvider, detect_gpus
+from runtime.control.environment import WorkerAccess, WorkerSecrets, detect_gpus, worker_env
+from runtime.control.local import LocalProvider
 from runtime.control.metrics import ScalerMetrics
 from runtime.control.provider import Capacity, ProvidedWorker, Provider, WorkerState
 from runtime.control.sandbox import Sandbox, isolation_unavailable
 from runtime.control.scaler import Scaler
+from runtime.control.secrets import StackSecrets
 from runtime.control.status import FunctionStatus, read_statuses
+from runtime.control.sweeper import PayloadSweeper, held_by_dead_letters
 from runtime.control.undeliverable import Undeliverable
 
 __all__ = [
@@ -31,19 +33,23 @@ __all__ = [
     "FunctionStatus",
     "LocalProvider",
     "NatsServer",
+    "PayloadSweeper",
     "PeakWindow",
     "ProvidedWorker",
     "Provider",
     "Sandbox",
     "Scaler",
     "ScalerMetrics",
+    "StackSecrets",
     "Undeliverable",
     "WorkerAccess",
+    "WorkerSecrets",
     "WorkerState",
     "decide",
     "detect_gpus",
     "find_nats_server",
     "free_port",
+    "held_by_dead_letters",
     "isolation_unavailable",
     "read_statuses",
     "target_workers",

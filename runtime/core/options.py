@@ -11,6 +11,7 @@ entry edited by hand fails to decode).
 from __future__ import annotations
 
 import importlib.resources
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -30,6 +31,7 @@ __all__ = [
     "Retries",
     "Scaling",
     "check_name",
+    "check_secret_name",
     "valid_name",
 ]
 
@@ -64,6 +66,26 @@ def check_name(kind: str, name: str) -> str:
 
 class InvalidOption(ValueError):
     """A decorator option is out of range or inconsistent; the message says which and why."""
+
+
+_SECRET_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+# Names a secret may not take: what the worker, Python, the loader or ONNX Runtime read.
+_RESERVED_PREFIXES = ("AUTAN_", "LD_", "PYTHON", "ORT_", "OMP_", "CUDA_", "OPENBLAS_", "LC_")
+_RESERVED = frozenset({"PATH", "HOME", "LANG", "TZ", "SHELL", "USER", "TMPDIR", "PWD"})
+
+
+def check_secret_name(name: str) -> str:
+    """`name`, if it can name a secret (an environment variable of its own); else why not."""
+    if not isinstance(name, str) or not _SECRET_NAME.fullmatch(name):
+        raise InvalidOption(
+            f"secret name {name!r}: use letters, digits and '_' (an environment variable's "
+            "name, at most 64 characters, not starting with a digit)"
+        )
+    if name.upper() in _RESERVED or name.upper().startswith(_RESERVED_PREFIXES):
+        raise InvalidOption(
+            f"secret name {name!r} is one the worker or its libraries read; choose another"
+        )
+    return name
 
 
 class Batching(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -198,6 +220,7 @@ class FunctionOptions(msgspec.Struct, frozen=True, kw_only=True):
     memory_mb: int | None = None  # the worker's address-space limit; over it, MemoryError
     on: str | None = None  # a NATS subject: every message published there is a call
     emit: str | None = None  # publish each result (of any call) to this subject
+    secrets: tuple[str, ...] = ()  # names of secrets its workers get in their environment
 
     def __post_init__(self) -> None:
         if not 0 < self.timeout_s <= 7 * 24 * 3600:
@@ -212,6 +235,10 @@ class FunctionOptions(msgspec.Struct, frozen=True, kw_only=True):
             raise InvalidOption(f"max_age_s={self.max_age_s}: use a positive number of seconds")
         if not 1 <= self.concurrency <= 1024:
             raise InvalidOption(f"concurrency={self.concurrency}: use 1 to 1024")
+        for name in self.secrets:
+            check_secret_name(name)
+        if len(set(self.secrets)) != len(self.secrets):
+            raise InvalidOption(f"secrets={list(self.secrets)}: each name once")
         for key, model in self.models.items():
             if not isinstance(model, Model):
                 raise InvalidOption(

@@ -151,6 +151,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     def trusted_keys_path(self) -> Path:
         return self.data_dir / "trusted_keys.txt"
 
+    @property
+    def secrets_key_path(self) -> Path:
+        """The control plane's private key that opens functions' secrets (0600)."""
+        return self.data_dir / "secrets.key"
+
     def load_deploy_key(self) -> DeployKey:
         """The deployer's key: AUTAN_DEPLOY_KEY, else the key file; ValueError says where to
         find one (a deployer never makes a key of its own by accident)."""

@@ -170,7 +170,11 @@ class Endpoints:
         return json_response(FunctionList(functions=infos))
 
     async def healthz(self, request: Request) -> Response:
-        """GET /healthz: the process answers."""
+        """GET /healthz: the process answers and can recover by itself (503 when NATS has
+        been away for longer than a minute: restarting the bridge is worth a try then)."""
+        reason = self.uplink.unhealthy_reason()
+        if reason is not None:
+            raise BrokerUnavailable(reason)
         return json_response(Health(status="ok"))
 
     async def readyz(self, request: Request) -> Response:

@@ -8,6 +8,8 @@ Retry-After) instead of waiting for JetStream timeouts.
 
 from __future__ import annotations
 
+import time
+
 import anyio
 import structlog
 from anyio.abc import TaskStatus
@@ -15,13 +17,14 @@ from anyio.abc import TaskStatus
 from broker import READINESS_PROBE_KEY, BrokerError, BrokerUnavailable, KeyNotFound
 from runtime.core import GATEWAY, Link, Settings
 
-__all__ = ["Uplink"]
+__all__ = ["UNHEALTHY_AFTER_S", "Uplink"]
 
 log = structlog.get_logger("autan.gateway")
 
 _RETRY_FIRST_S = 0.2
 _RETRY_MAX_S = 5.0
 _CLOSE_S = 5.0
+UNHEALTHY_AFTER_S = 60.0  # NATS away this long: /healthz fails too (/readyz at once)
 
 
 class Uplink:
@@ -30,6 +33,7 @@ class Uplink:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._link: Link | None = None
+        self._started = time.monotonic()
         self._scope = anyio.CancelScope(shield=True)
 
     @property
@@ -80,6 +84,19 @@ class Uplink:
 
     async def _connect(self) -> Link:
         return await Link.open(self.settings, name="autan-gateway", role=GATEWAY)
+
+    def unhealthy_reason(self) -> str | None:
+        """None while the gateway can recover by itself; else why not: NATS has been away
+        longer than `UNHEALTHY_AFTER_S` (ready fails at once; healthy only then)."""
+        if self._link is None:
+            waited_s = time.monotonic() - self._started
+            if waited_s > UNHEALTHY_AFTER_S:
+                return f"no connection to NATS at {self.settings.nats_url} for {waited_s:.0f} s"
+            return None
+        down_s = self._link.broker.down_for_s
+        if down_s > UNHEALTHY_AFTER_S:
+            return f"NATS at {self.settings.nats_url} has been away for {down_s:.0f} s"
+        return None
 
     async def unready_reason(self, timeout_s: float = 2.0) -> str | None:
         """None when NATS is connected and JetStream answers within `timeout_s`, else why not."""

@@ -11,6 +11,7 @@ from runtime.ops.deploy import (
     package,
 )
 from runtime.ops.dlq import DeadLetters, Letter
+from runtime.ops.stack import make_buckets
 
 __all__ = [
     "DeadLetters",
@@ -19,5 +20,6 @@ __all__ = [
     "deploy_app",
     "deploy_target",
     "discover_apps",
+    "make_buckets",
     "package",
 ]

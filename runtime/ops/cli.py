@@ -23,7 +23,15 @@ os.environ["ORT_DISABLE_TELEMETRY"] = "1"
 import anyio
 import msgspec
 
-from runtime.core import RemoteError, Settings, WorkerLaunch, configure_logging, known_error
+from runtime.core import (
+    InvalidOption,
+    RemoteError,
+    Settings,
+    WorkerLaunch,
+    check_secret_name,
+    configure_logging,
+    known_error,
+)
 
 __all__ = ["main"]
 
@@ -121,6 +129,16 @@ def _commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     key_new = key_commands.add_parser("new", help="make a deploy key (0600); print its public key")
     key_new.add_argument("path", type=Path)
 
+    secret = commands.add_parser("secret", help="secrets of functions (sealed at rest)")
+    secret_commands = secret.add_subparsers(dest="secret_command", required=True)
+    secret_set = secret_commands.add_parser(
+        "set", help="set a secret; its value is read from stdin (or a prompt)"
+    )
+    secret_set.add_argument("name", type=_secret_name)
+    secret_commands.add_parser("ls", help="the names of the secrets set (never their values)")
+    secret_rm = secret_commands.add_parser("rm", help="delete a secret")
+    secret_rm.add_argument("name", type=_secret_name)
+
     commands.add_parser("ls", help="list deployed functions, versions and workers")
     commands.add_parser("status", help="backlog, workers and the last scaling decision")
 
@@ -199,6 +217,10 @@ async def _dispatch_admin(args: argparse.Namespace, settings: Settings) -> int:
             return await admin.status(settings)
         case "key":
             return admin.key(settings, args.key_command, getattr(args, "path", None))
+        case "secret":
+            from runtime.ops.secrets import secret
+
+            return await secret(settings, args.secret_command, getattr(args, "name", None))
         case "deploy":
             return await admin.deploy(settings, args.path)
         case "ls":
@@ -218,6 +240,13 @@ async def _worker(args: argparse.Namespace, settings: Settings) -> int:
     launch = WorkerLaunch.from_args(args)
     boot = Boot(spawned_unix_s=launch.spawned_unix_s, main_unix_s=args.started_unix_s)
     return await run(settings, launch, boot)
+
+
+def _secret_name(text: str) -> str:
+    try:
+        return check_secret_name(text)
+    except InvalidOption as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _duration_s(text: str) -> float:

@@ -18,7 +18,9 @@ from broker import (
     CallMsg,
     DeadLetter,
     Inline,
+    Payload,
     StoredLetter,
+    StoredRef,
     call_subject,
     decode_call,
     decode_dead_letter,
@@ -28,6 +30,7 @@ from broker import (
     new_call_id,
 )
 from runtime.core import ADMIN, Link, Settings, split_qualname
+from storage import ObjectStore
 
 __all__ = ["DeadLetters", "Letter", "dlq"]
 
@@ -42,8 +45,10 @@ class Letter(msgspec.Struct, frozen=True):
 class DeadLetters:
     """The dead-letter stream, read and acted on by call id or stream sequence."""
 
-    def __init__(self, broker: Broker) -> None:
+    def __init__(self, broker: Broker, store: ObjectStore | None = None) -> None:
+        """`store`: where large arguments are (redrive writes them anew, purge deletes)."""
         self.broker = broker
+        self.store = store
 
     async def list(self, app: str | None = None, fn: str | None = None) -> list[Letter]:
         subject = dlq_subject(app or "*", fn or "*") if app else DLQ_SUBJECTS
@@ -68,12 +73,18 @@ class DeadLetters:
         call = decode_call(letter.letter.call)
         new_id = new_call_id()
         if call.subject:  # a trigger's event: publish it again where it came from
-            payload = await self._event_bytes(call)
-            await self.broker.publish(call.subject, payload)
+            await self.broker.publish(call.subject, await self._event_bytes(call))
         else:
+            payload: Payload = call.payload
+            if isinstance(payload, StoredRef) and self.store is not None:
+                # Written anew: the sweeper ages arguments by when they were written.
+                data = await self.store.get(payload.key)
+                await self.store.put(f"payloads/{new_id}", data)
+                payload = StoredRef(key=f"payloads/{new_id}", size_bytes=len(data))
             again = msgspec.structs.replace(
-                call, call_id=new_id, reply=None, record=True, created_unix_s=time.time()
-            )
+                call, call_id=new_id, reply=None, record=True, created_unix_s=time.time(),
+                payload=payload,
+            )  # fmt: skip
             submitted = await self.broker.submit(
                 call_subject(call.app, call.fn), new_id, encode(again)
             )
@@ -82,8 +93,16 @@ class DeadLetters:
         return new_id
 
     async def purge(self, app: str | None = None, fn: str | None = None) -> int:
+        """Delete the letters (of one app or function), and the stored arguments they held
+        that no other letter holds."""
         letters = await self.list(app, fn)
         await self.broker.dead_letters.purge(dlq_subject(app, fn or "*") if app else None)
+        if self.store is not None:
+            remaining = await self.broker.dead_letters.read(DLQ_SUBJECTS, limit=None)
+            still_held = {_stored_key(_letter(stored)) for stored in remaining}
+            for key in {_stored_key(letter) for letter in letters} - still_held:
+                if key is not None:
+                    await self.store.delete(key)
         return len(letters)
 
     async def _event_bytes(self, call: CallMsg) -> bytes:
@@ -94,6 +113,14 @@ class DeadLetters:
         return data
 
 
+def _stored_key(letter: Letter) -> str | None:
+    try:
+        payload = decode_call(letter.letter.call).payload
+    except ValueError:
+        return None
+    return payload.key if isinstance(payload, StoredRef) else None
+
+
 def _letter(stored: StoredLetter) -> Letter:
     return Letter(stored.seq, decode_dead_letter(stored.data))
 
@@ -101,7 +128,7 @@ def _letter(stored: StoredLetter) -> Letter:
 async def dlq(settings: Settings, command: str, args: Any) -> int:
     """`autan dlq ls|show|redrive|purge`."""
     async with await Link.open(settings, name="autan-dlq", role=ADMIN) as link:
-        letters = DeadLetters(link.broker)
+        letters = DeadLetters(link.broker, await link.store())
         match command:
             case "ls":
                 print(_letters_table(await letters.list(*optional_split(args.function))))

@@ -8,6 +8,9 @@ and the filesystem store.
 from __future__ import annotations
 
 import signal
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
 
 import anyio
 import msgspec
@@ -18,6 +21,7 @@ from broker import (
     CONFIG_BUCKET,
     GATEWAY_CALLS_BUCKET,
     REGISTRY_BUCKET,
+    SECRETS_BUCKET,
     SEQUENCES_BUCKET,
     SPAWNED_BUCKET,
     STATUS_BUCKET,
@@ -27,8 +31,10 @@ from runtime.control import (
     EmbeddedAccess,
     LocalProvider,
     NatsServer,
+    PayloadSweeper,
     Scaler,
     ScalerMetrics,
+    StackSecrets,
     Undeliverable,
     WorkerAccess,
     isolation_unavailable,
@@ -36,6 +42,8 @@ from runtime.control import (
 from runtime.core import (
     ADMIN,
     Link,
+    SecretsKey,
+    SecretStore,
     Settings,
     StackError,
     WorkerDirectory,
@@ -44,7 +52,7 @@ from runtime.core import (
 )
 from runtime.ops.deploy import deploy_target
 
-__all__ = ["gateway", "serve", "up", "wait_for_signal"]
+__all__ = ["gateway", "make_buckets", "serve", "up", "wait_for_signal"]
 
 log = structlog.get_logger("autan")
 
@@ -56,7 +64,7 @@ async def up(settings: Settings, *, nats_port: int, target: str, unisolated: boo
     unisolated with a warning (`serve` refuses instead), or when `unisolated`.
     """
     isolate = _isolation(unisolated=unisolated, required=False)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    _private(settings.data_dir)
     access = EmbeddedAccess(Identities(settings.creds_dir))
     server = NatsServer(
         settings.data_dir / "nats", port=nats_port, authorization=access.authorization()
@@ -69,7 +77,9 @@ async def up(settings: Settings, *, nats_port: int, target: str, unisolated: boo
         storage_url=settings.storage_url or settings.default_storage_url(),
     )
     try:
-        return await _serve(settings, target=target, access=access, isolate=isolate)
+        return await _serve(
+            settings, target=target, access=access, isolate=isolate, supervise=server.supervise
+        )
     finally:
         server.stop()
         log.info("stopped; data kept", data_dir=str(settings.data_dir.resolve()))
@@ -84,6 +94,12 @@ async def serve(settings: Settings, *, target: str, unisolated: bool = False) ->
     """
     isolate = _isolation(unisolated=unisolated, required=True)
     return await _serve(settings, target=target, access=None, isolate=isolate)
+
+
+def _private(data_dir: Path) -> None:
+    """Keys, credentials, stored payloads: the stack's user's alone."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.chmod(0o700)
 
 
 def _isolation(*, unisolated: bool, required: bool) -> bool:
@@ -105,15 +121,26 @@ def _isolation(*, unisolated: bool, required: bool) -> bool:
 
 
 async def _serve(
-    settings: Settings, *, target: str, access: WorkerAccess | None, isolate: bool
+    settings: Settings,
+    *,
+    target: str,
+    access: WorkerAccess | None,
+    isolate: bool,
+    supervise: Callable[[], Coroutine[Any, Any, None]] | None = None,
 ) -> int:
-    """`access`: each function's workers get their own NATS identity (the embedded stack)."""
+    """`access`: each function's workers get their own NATS identity (the embedded stack);
+    `supervise`: keeps the embedded nats-server running."""
+    _private(settings.data_dir)
     settings.stack_keys()  # the deploy key and the trusted keys, made on first use
-    provider = LocalProvider(settings, access=access, isolate=isolate)
+    secrets_key = SecretsKey.load_or_create(settings.secrets_key_path)
     async with await Link.open(settings, name="autan-scaler", role=ADMIN) as link:
         await record_storage_url(link.broker, settings)
         await record_trust(link.broker, settings.trust())
-        await _buckets(link)
+        await make_buckets(link)
+        store = SecretStore(link.broker)
+        await store.record_key(secrets_key)
+        secrets = StackSecrets(store, secrets_key)
+        provider = LocalProvider(settings, access=access, isolate=isolate, secrets=secrets)
         results = await deploy_target(link, target)
         metrics = ScalerMetrics()
         if settings.metrics_port:
@@ -122,27 +149,35 @@ async def _serve(
                  isolated=isolate,
                  metrics_port=settings.metrics_port or None,
                  functions=[f"{r.qualname}@{r.version}" for r in results])  # fmt: skip
-        await _run_scaler(link, provider, metrics)
+        await _run_scaler(link, provider, metrics, supervise)
     return 0
 
 
-async def _buckets(link: Link) -> None:
+async def make_buckets(link: Link) -> None:
     """Every bucket the stack's roles use, made here: they may read and write keys, and
     only the stack may make buckets."""
     await link.results()
     await WorkerDirectory.open(link.broker)
-    for bucket in (CONFIG_BUCKET, STATUS_BUCKET, SEQUENCES_BUCKET, REGISTRY_BUCKET):
+    for bucket in (CONFIG_BUCKET, STATUS_BUCKET, SEQUENCES_BUCKET, REGISTRY_BUCKET, SECRETS_BUCKET):
         await link.broker.bucket(bucket)
     for recorded in (GATEWAY_CALLS_BUCKET, SPAWNED_BUCKET):
         await link.broker.bucket(recorded, ttl_s=link.settings.result_ttl_s)
 
 
-async def _run_scaler(link: Link, provider: LocalProvider, metrics: ScalerMetrics) -> None:
+async def _run_scaler(
+    link: Link,
+    provider: LocalProvider,
+    metrics: ScalerMetrics,
+    supervise: Callable[[], Coroutine[Any, Any, None]] | None,
+) -> None:
     async with anyio.create_task_group() as group:
+        if supervise is not None:
+            group.start_soon(supervise)
         await group.start(provider.serve)
         scaler = Scaler(link.broker, provider, metrics=metrics, trust=link.settings.trust())
         await group.start(scaler.serve)
         await group.start(Undeliverable(link).serve)
+        await group.start(PayloadSweeper(link).serve)
         if link.settings.http.port:
             await group.start(_serve_http, link.settings)  # it logs where it listens
         await wait_for_signal()

@@ -13,7 +13,9 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+import urllib.error
+import urllib.request
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -35,7 +37,9 @@ ROOT = Path(__file__).resolve().parents[2]
 class Up:
     """One `autan up` process, in a process group of its own (as a terminal's job)."""
 
-    def __init__(self, data_dir: Path, port: int, log: Path, extra: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, data_dir: Path, port: int, log: Path, extra: tuple[str, ...] = (), http_port: int = 0
+    ) -> None:
         self.url = f"nats://127.0.0.1:{port}"
         self.data_dir = data_dir
         self.log = log
@@ -43,7 +47,7 @@ class Up:
         env.update(PYTHONPATH=str(ROOT), AUTAN_FAULTS_LOG=os.environ["AUTAN_FAULTS_LOG"])
         command = [sys.executable, "-m", "runtime.ops.cli", "--data-dir", str(data_dir),
                    "up", "--nats-port", str(port), "--functions", "tests.faults.app",
-                   "--http-port", "0", "--metrics-port", "0", *extra]  # fmt: skip
+                   "--http-port", str(http_port), "--metrics-port", "0", *extra]  # fmt: skip
         with log.open("ab") as out:
             self.process = subprocess.Popen(
                 command, env=env, stdout=out, stderr=out, start_new_session=True
@@ -116,10 +120,11 @@ def _gone(pids: set[int], timeout_s: float) -> set[int]:
 
 
 @contextmanager
-def _stack(tmp_path: Path, port: int, name: str) -> Iterator[Up]:
+def _stack(tmp_path: Path, port: int, name: str, http_port: int = 0) -> Iterator[Up]:
     # The ledger is a file of this host's that the functions write: no sandbox (the
     # isolated stack's Ctrl-C and kill -9 are tests/security/test_isolation.py's).
-    up = Up(tmp_path / "data", port, tmp_path / f"{name}.log", ("--unisolated",))
+    log = tmp_path / f"{name}.log"
+    up = Up(tmp_path / "data", port, log, ("--unisolated",), http_port=http_port)
     try:
         yield up
     finally:
@@ -205,3 +210,62 @@ def test_a_port_held_by_another_server_is_refused(tmp_path: Path) -> None:
             NatsServer(tmp_path / "second", port=first.port).start()
     finally:
         first.stop()
+
+
+def _health(http_port: int, path: str) -> int:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{http_port}{path}", timeout=10) as answer:
+            return int(answer.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except OSError:
+        return 0
+
+
+def _named(pids: set[int], name: str) -> list[int]:
+    found = []
+    for pid in pids:
+        try:
+            if Path(f"/proc/{pid}/comm").read_text().strip() == name:
+                found.append(pid)
+        except OSError:
+            continue
+    return found
+
+
+@pytest.mark.timeout(240)
+async def test_kill_9_of_the_embedded_nats_server_is_survived(
+    tmp_path: Path, ledger: Ledger
+) -> None:
+    """nats-server killed with calls in flight: `autan up` starts it again, /readyz says
+    503 while it is away and 200 once it is back, /healthz stays 200 (the stack recovers
+    by itself), and every accepted call completes."""
+    port, http_port = free_port(), free_port()
+    with _stack(tmp_path, port, "first", http_port=http_port) as up:
+        session = await _ready(up)
+        try:
+            await poll(_async(lambda: _health(http_port, "/readyz") == 200), timeout_s=30)
+            await _spawn_and_start(session, ledger, 40, 4)
+            [nats] = _named(up.descendants(), "nats-server")
+            os.kill(nats, signal.SIGKILL)
+            # Right after: not ready (the bridge saw NATS go, or JetStream did not answer).
+            assert await anyio.to_thread.run_sync(_health, http_port, "/readyz") == 503
+            await poll(_async(lambda: _health(http_port, "/readyz") == 200), timeout_s=30)
+            assert await anyio.to_thread.run_sync(_health, http_port, "/healthz") == 200
+            with anyio.fail_after(60):
+                report = await ledger.settle(session)
+        finally:
+            await session.close()
+            await fx.app.sessions.aclose()
+        assert _named(up.descendants(), "nats-server") != [nats]
+        assert "nats-server is back" in up.output()
+    record("kill -9 of the embedded nats-server", report)
+    assert (report.accepted, report.completed, report.lost) == (40, 40, 0)
+    assert report.duplicate_results == 0
+
+
+def _async(check: Callable[[], bool]) -> Callable[[], Awaitable[bool]]:
+    async def checked() -> bool:
+        return await anyio.to_thread.run_sync(check)
+
+    return checked

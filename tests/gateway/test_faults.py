@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import httpx
 import msgspec
+import pytest
 
 from runtime.control import NatsServer, free_port
 from runtime.core import Link, Settings
+from runtime.gateway import uplink
 from runtime.ops import deploy_target
 from tests.gateway.running import running_gateway
 from tests.stack import poll
@@ -75,3 +77,27 @@ async def test_nats_going_away_is_503_until_it_is_back(
         assert "reconnecting" in response.json()["error"]["message"]
         own_nats.start()
         await poll(lambda: ready_is(200), timeout_s=15)
+
+
+async def test_nats_away_for_long_fails_healthz_too(
+    own_nats: NatsServer, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ready fails at once; healthy only once NATS has been away past the bound (a minute;
+    a second here), and is healthy again when NATS is back."""
+    monkeypatch.setattr(uplink, "UNHEALTHY_AFTER_S", 1.0)
+    local = _settings(settings, own_nats.url)
+    async with (
+        running_gateway(local, api_keys=None) as url,
+        httpx.AsyncClient(base_url=url) as client,
+    ):
+
+        async def health_is(status: int) -> bool:
+            return (await client.get("/healthz")).status_code == status
+
+        own_nats.stop()
+        assert (await client.get("/healthz")).status_code == 200  # away for a moment only
+        await poll(lambda: health_is(503), timeout_s=10)
+        unhealthy = (await client.get("/healthz")).json()["error"]
+        assert "has been away for" in unhealthy["message"]
+        own_nats.start()
+        await poll(lambda: health_is(200), timeout_s=15)

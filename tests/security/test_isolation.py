@@ -314,17 +314,22 @@ async def test_a_sandbox_that_dies_takes_its_workers_and_comes_back(
     others), and the next worker gets a new sandbox."""
     worker = await sandboxed.ready_worker("other")
     cache = f"sandboxes/{worker_role('snoop', 'other')}/cache"
-    [sandbox] = [  # bwrap as this process started it (it forks the sandbox's init)
-        int(cmdline.parent.name)
-        for cmdline in Path("/proc").glob("[0-9]*/cmdline")
-        if _is_sandbox_of(cmdline, cache) and _parent(cmdline.parent) == os.getpid()
-    ]
-    os.kill(sandbox, signal.SIGKILL)
+    os.kill(_sandbox_of(cache), signal.SIGKILL)
     with anyio.fail_after(30):
         assert await sandboxed.provider.exit_code(worker.worker_id) == -signal.SIGKILL
     assert sandboxed.provider.workers("snoop.other") == []
     await sandboxed.ready_worker("other")
     assert await snoop.other.remote.aio(str(sandboxed.settings.data_dir))
+
+
+def _sandbox_of(cache: str) -> int:
+    """bwrap as this process started it (it forks the sandbox's init) for a function."""
+    [sandbox] = [
+        int(cmdline.parent.name)
+        for cmdline in Path("/proc").glob("[0-9]*/cmdline")
+        if _is_sandbox_of(cmdline, cache) and _parent(cmdline.parent) == os.getpid()
+    ]
+    return sandbox
 
 
 def _parent(proc: Path) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from contextlib import aclosing
 from pathlib import Path
 
@@ -17,7 +18,7 @@ BAD_KEYS = ["", "/abs", "a//b", "a/", "../up", "a/../b", "a/./b", ".", "a\x00b",
 
 async def test_put_get_roundtrip(store: ObjectStore) -> None:
     info = await store.put("a/b.bin", b"hello")
-    assert info == ObjectInfo("a/b.bin", 5)
+    assert _plain(info) == ("a/b.bin", 5)
     assert await store.get("a/b.bin") == b"hello"
 
 
@@ -25,13 +26,24 @@ async def test_put_replaces(store: ObjectStore) -> None:
     await store.put("k", b"first")
     await store.put("k", b"2nd")
     assert await store.get("k") == b"2nd"
-    assert await store.stat("k") == ObjectInfo("k", 3)
+    assert _plain(await store.stat("k")) == ("k", 3)
+
+
+async def test_stat_and_list_say_when_an_object_was_written(store: ObjectStore) -> None:
+    """What the payload sweeper ages objects by (seconds: S3 keeps no finer time)."""
+    before = time.time()
+    await store.put("aged/one", b"x")
+    [listed] = await store.list("aged/")
+    stat = await store.stat("aged/one")
+    assert stat is not None
+    for info in (listed, stat):
+        assert before - 2 <= info.modified_unix_s <= time.time() + 2
 
 
 async def test_empty_object(store: ObjectStore) -> None:
     await store.put("empty", b"")
     assert await store.get("empty") == b""
-    assert await store.stat("empty") == ObjectInfo("empty", 0)
+    assert _plain(await store.stat("empty")) == ("empty", 0)
 
 
 async def test_get_missing_raises_object_not_found(store: ObjectStore) -> None:
@@ -52,7 +64,7 @@ async def test_get_file_missing_raises_and_writes_nothing(
 async def test_stat(store: ObjectStore) -> None:
     assert await store.stat("nothing-here") is None
     await store.put("dir/obj", b"12345678")
-    assert await store.stat("dir/obj") == ObjectInfo("dir/obj", 8)
+    assert _plain(await store.stat("dir/obj")) == ("dir/obj", 8)
     assert await store.stat("dir") is None  # a prefix is not an object
 
 
@@ -64,7 +76,7 @@ async def test_list_by_prefix_sorted(store: ObjectStore) -> None:
     assert [info.key for info in await store.list("b/1")] == ["b/1", "b/10/x"]
     everything = await store.list()
     assert [info.key for info in everything] == ["a/1", "b/1", "b/10/x", "b/2", "bz", "c"]
-    assert everything[2] == ObjectInfo("b/10/x", 6)
+    assert _plain(everything[2]) == ("b/10/x", 6)
     assert await store.list("zzz") == []
 
 
@@ -97,10 +109,10 @@ async def test_big_file_roundtrip(store: ObjectStore, tmp_path: Path) -> None:
     source = tmp_path / "big.bin"
     content = os.urandom(20 * MIB + 123)
     source.write_bytes(content)
-    assert await store.put_file("big/file", source) == ObjectInfo("big/file", len(content))
-    assert await store.stat("big/file") == ObjectInfo("big/file", len(content))
+    assert _plain(await store.put_file("big/file", source)) == ("big/file", len(content))
+    assert _plain(await store.stat("big/file")) == ("big/file", len(content))
     target = tmp_path / "down" / "big.bin"
-    assert await store.get_file("big/file", target) == ObjectInfo("big/file", len(content))
+    assert _plain(await store.get_file("big/file", target)) == ("big/file", len(content))
     assert target.read_bytes() == content
     assert sorted(path.name for path in target.parent.iterdir()) == ["big.bin"]  # no temp left
 
@@ -165,3 +177,8 @@ async def test_unicode_keys(store: ObjectStore) -> None:
     await store.put("données/été ñ.txt", b"ok")
     assert await store.get("données/été ñ.txt") == b"ok"
     assert [info.key for info in await store.list("données/")] == ["données/été ñ.txt"]
+
+
+def _plain(info: ObjectInfo | None) -> tuple[str, int] | None:
+    """Key and size (when it was written is checked apart)."""
+    return None if info is None else (info.key, info.size_bytes)
