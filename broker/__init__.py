@@ -85,6 +85,7 @@ from broker.streams import (
     StreamLimits,
     calls_source,
 )
+from broker.tls import NatsTls
 
 __all__ = [
     "CALLS_STREAM",
@@ -122,6 +123,7 @@ __all__ = [
     "Inline",
     "KeyExists",
     "KeyNotFound",
+    "NatsTls",
     "PackResult",
     "Payload",
     "PermissionDenied",

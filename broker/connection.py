@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import ssl
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -35,6 +36,7 @@ from broker.names import INBOX_PREFIX
 from broker.permissions import role_inbox
 from broker.replies import Reply, ReplyMux
 from broker.streams import StreamAdmin
+from broker.tls import NatsTls
 
 __all__ = ["Broker", "Submission", "Watch"]
 
@@ -68,13 +70,16 @@ class Broker(StreamAdmin):
         connect_timeout_s: float = 5.0,
         creds: Path | None = None,
         role: str = "",
+        tls: NatsTls | None = None,
     ) -> Broker:
         """Connect, or fail within about `connect_timeout_s` with an error naming the URL.
 
         `creds`: the nkey seed file of this process's role (`role`: its inbox prefix is
-        `_INBOX.<role>`, where its permissions let it subscribe).
+        `_INBOX.<role>`, where its permissions let it subscribe). `tls`: the CA that the
+        server's certificate must chain to, and a client certificate if the server asks.
         """
         errors = ErrorLog(url)
+        context = tls.context() if tls is not None else None
         try:
             nc = await asyncio.wait_for(
                 nats.connect(
@@ -89,6 +94,7 @@ class Broker(StreamAdmin):
                     reconnected_cb=errors.on_reconnect,
                     inbox_prefix=role_inbox(role) if role else INBOX_PREFIX,
                     nkeys_seed=str(creds) if creds is not None else None,
+                    tls=context,
                 ),
                 connect_timeout_s,
             )
@@ -302,6 +308,12 @@ def _read_puback(msg: Reply, subject: str) -> int:
 
 
 def _not_connected(errors: ErrorLog, creds: Path | None, exc: BaseException) -> BrokerError:
+    if errors.tls_refused or _is_tls(exc):
+        return BrokerUnavailable(
+            f"NATS at {errors.url} and this process could not agree on TLS "
+            f"({errors.tls_refused or exc}): set AUTAN_NATS_TLS_CA to the CA that signed the "
+            "server's certificate (and AUTAN_NATS_TLS_CERT/_KEY if it checks its clients)"
+        )
     if errors.unauthorized or "authorization violation" in str(exc).lower():
         given = f"the credentials {creds}" if creds else "no credentials"
         return PermissionDenied(
@@ -313,3 +325,11 @@ def _not_connected(errors: ErrorLog, creds: Path | None, exc: BaseException) -> 
         f"cannot reach NATS at {errors.url} - is 'autan up' running? "
         "(or set AUTAN_NATS_URL to your NATS server)"
     )
+
+
+def _is_tls(exc: BaseException | None) -> bool:
+    while exc is not None:
+        if isinstance(exc, ssl.SSLError) or "tls" in str(exc).lower()[:80]:
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False

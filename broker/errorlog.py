@@ -8,6 +8,7 @@ URLs are logged without their credentials.
 
 from __future__ import annotations
 
+import ssl
 import time
 from collections.abc import Callable
 from urllib.parse import urlsplit, urlunsplit
@@ -45,11 +46,14 @@ class ErrorLog:
         self._refusal = ""
         self._refused_at = 0.0
         self.unauthorized = False  # the server refused this connection's credentials
+        self.tls_refused = ""  # why TLS with the server failed, if it did
 
     async def on_error(self, exc: Exception) -> None:
         text = str(exc) or type(exc).__name__
         if "authorization violation" in text.lower():
             self.unauthorized = True
+        if isinstance(exc, ssl.SSLError) or "certificate" in text.lower():
+            self.tls_refused = text
         if "permissions violation" in text.lower():
             self._refusal, self._refused_at = text, time.monotonic()
         if self.connected and not self._down:

@@ -75,8 +75,12 @@ class NatsServer:
         port: int = 4222,
         host: str = "127.0.0.1",
         authorization: dict[str, Any] | None = None,
+        tls: dict[str, Any] | None = None,
     ) -> None:
+        """`tls`: nats-server's `tls` block (cert_file, key_file, ca_file, verify), for a
+        server that clients reach over TLS (`tls://` URLs)."""
         self.store_dir = store_dir
+        self.tls = tls
         self.port = port
         self.host = host
         self.authorization = authorization
@@ -90,7 +94,7 @@ class NatsServer:
 
     @property
     def url(self) -> str:
-        return f"nats://{self.host}:{self.port}"
+        return f"{'tls' if self.tls else 'nats'}://{self.host}:{self.port}"
 
     def start(self, *, timeout_s: float = 10.0) -> None:
         """Start it, refusing a port something else already listens on.
@@ -146,6 +150,8 @@ class NatsServer:
         }
         if self.authorization is not None:
             config["authorization"] = self.authorization
+        if self.tls is not None:
+            config["tls"] = self.tls
         descriptor = os.open(self.config_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(descriptor, "w") as file:
             json.dump(config, file, indent=1)

@@ -256,7 +256,8 @@ class LocalProvider:
         if self.isolate:  # its seed, as the sandbox shows it
             sandbox, server = await self._sandbox_server(spec)
             creds = sandbox.seed if creds or self.settings.nats_creds else None
-        env = worker_env(self.settings, threads=threads, device=device, creds=creds,
+        settings = sandbox.worker_settings() if self.isolate else self.settings
+        env = worker_env(settings, threads=threads, device=device, creds=creds,
                          secrets=opened, isolated=self.isolate)  # fmt: skip
         if self.isolate:
             worker.pid, worker.forked_by = await server.fork(launch.argv(), env), sandbox.role

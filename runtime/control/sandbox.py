@@ -25,6 +25,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import msgspec
 import structlog
 
 from runtime.core import Settings
@@ -79,10 +80,32 @@ class Sandbox:
         """The function's NATS seed, as its sandbox sees it."""
         return self.settings.data_dir.resolve() / "creds" / f"{self.role}.nk"
 
+    def _tls(self) -> dict[str, tuple[Path, Path]]:
+        """TLS files for NATS: field -> (the file, where the sandbox sees its copy)."""
+        inside = self.settings.data_dir.resolve() / "tls"
+        fields = ("nats_tls_ca", "nats_tls_cert", "nats_tls_key")
+        return {
+            field: (path, inside / field.removeprefix("nats_tls_"))
+            for field in fields
+            if (path := getattr(self.settings, field)) is not None
+        }
+
+    def worker_settings(self) -> Settings:
+        """The settings as a worker in the sandbox sees them (its TLS files' copies)."""
+        changes = {field: inside for field, (_, inside) in self._tls().items()}
+        return msgspec.structs.replace(self.settings, **changes)
+
     def prepare(self, seed: Path | None) -> None:
-        """The function's own folders, owned by the sandbox user; its seed copied in."""
+        """The function's own folders, owned by the sandbox user; its seed and the TLS
+        files for NATS copied in (the sandbox user reads them; no one else does)."""
         self.cache.mkdir(parents=True, exist_ok=True)
         own = [self.home, self.cache]
+        for field, (path, _) in self._tls().items():
+            copy = self.home / field
+            copy.unlink(missing_ok=True)
+            copy.write_bytes(path.read_bytes())
+            copy.chmod(0o400)
+            own.append(copy)
         copy = self.home / "seed.nk"
         if seed is not None:
             copy.unlink(missing_ok=True)
@@ -107,6 +130,11 @@ class Sandbox:
             args += ["--perms", "0755", "--dir", str(self.seed.parent)]
             args += ["--ro-bind", str(seed), str(self.seed)]
         args += ["--bind", str(gate_path(self.settings)), str(gate_inside(self.settings))]
+        tls = self._tls()
+        if tls:
+            args += ["--perms", "0755", "--dir", str(data / "tls")]
+        for field, (_, inside) in tls.items():
+            args += ["--ro-bind", str(self.home / field), str(inside)]
         objects = self._objects()
         if objects is not None:
             args += ["--ro-bind", str(objects), str(objects)]

@@ -77,6 +77,7 @@ class Link:
             connect_timeout_s=settings.connect_timeout_s,
             creds=settings.creds_for(role),
             role=role,
+            tls=settings.nats_tls(),
         )
         try:
             return cls(broker, await Registry.open(broker), settings)

@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from broker import NatsTls
 from runtime.core.apikeys import ApiKeys, load_api_keys, parse_api_keys
 from runtime.core.trust import DeployKey, Trust
 
@@ -67,6 +68,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
     nats_url: str = "nats://127.0.0.1:4222"
     nats_creds: Path | None = None  # this process's nkey seed; else <data dir>/creds/<role>.nk
+    nats_tls_ca: Path | None = None  # CA file that NATS servers' certificates are checked with
+    nats_tls_cert: Path | None = None  # a client certificate, for servers that ask for one
+    nats_tls_key: Path | None = None  # its private key
     storage_url: str | None = None
     data_dir: Path = Path(".autan")
     s3_access_key: str | None = None
@@ -109,6 +113,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         if self.http.api_keys is not None:
             env[_API_KEYS] = msgspec.json.encode(self.http.api_keys).decode()
         return env
+
+    def nats_tls(self) -> NatsTls | None:
+        """The TLS files for NATS, when any are set (a tls:// URL uses the system's CAs)."""
+        if self.nats_tls_ca is None and self.nats_tls_cert is None:
+            return None
+        return NatsTls(ca=self.nats_tls_ca, cert=self.nats_tls_cert, key=self.nats_tls_key)
 
     @staticmethod
     def reads(variable: str) -> bool:
