@@ -16,6 +16,7 @@ from broker.errors import (
     PermissionDenied,
     PublishRejected,
     QueueFull,
+    StorageExhausted,
     StreamConflict,
 )
 from broker.gate import GATE_LINE_MAX, dial, route_nats_through
@@ -78,6 +79,7 @@ from broker.permissions import (
 )
 from broker.replies import Reply
 from broker.streams import (
+    DEFAULT_MAX_QUEUED_BYTES,
     Backlog,
     ConsumerPolicy,
     Source,
@@ -90,6 +92,7 @@ from broker.tls import NatsTls
 __all__ = [
     "CALLS_STREAM",
     "CONFIG_BUCKET",
+    "DEFAULT_MAX_QUEUED_BYTES",
     "DLQ_STREAM",
     "DLQ_SUBJECTS",
     "GATEWAY_CALLS_BUCKET",
@@ -135,6 +138,7 @@ __all__ = [
     "Result",
     "RowList",
     "Source",
+    "StorageExhausted",
     "StoredLetter",
     "StoredMessage",
     "StoredRef",

@@ -321,10 +321,20 @@ def _not_connected(errors: ErrorLog, creds: Path | None, exc: BaseException) -> 
             "the seed file of a role it knows, or AUTAN_DATA_DIR to the stack's (autan up "
             "keeps them in <data dir>/creds/)"
         )
+    why = f" ({_reason(exc)})" if _reason(exc) else ""
     return BrokerUnavailable(
-        f"cannot reach NATS at {errors.url} - is 'autan up' running? "
+        f"cannot reach NATS at {errors.url}{why} - is 'autan up' running? "
         "(or set AUTAN_NATS_URL to your NATS server)"
     )
+
+
+def _reason(exc: BaseException) -> str:
+    """What the failed connection said, when it said more than a timeout."""
+    while isinstance(exc, nats.errors.NoServersError | TimeoutError) and exc.__cause__:
+        exc = exc.__cause__
+    if isinstance(exc, nats.errors.NoServersError | TimeoutError):
+        return ""
+    return str(exc)[:200]
 
 
 def _is_tls(exc: BaseException | None) -> bool:

@@ -22,6 +22,7 @@ __all__ = [
     "PermissionDenied",
     "PublishRejected",
     "QueueFull",
+    "StorageExhausted",
     "StreamConflict",
 ]
 
@@ -62,3 +63,7 @@ class ConsumerNotFound(BrokerError):
 
 class StreamConflict(BrokerError):
     """A stream exists with settings or subjects that conflict with what Autan needs."""
+
+
+class StorageExhausted(BrokerError):
+    """JetStream has too little storage for what was asked (a stream's reservation)."""

@@ -92,7 +92,7 @@ SECRETS_BUCKET = "autan_secrets"  # functions' secrets, sealed (`runtime.core.se
 STORAGE_URL_KEY = "storage_url"  # in CONFIG_BUCKET: where the stack's objects are
 TRUSTED_KEYS_KEY = "trusted_keys"  # in CONFIG_BUCKET: the deploy keys the stack trusts
 SECRETS_KEY_KEY = "secrets_key"  # in CONFIG_BUCKET: the public key secrets are sealed with
-READINESS_PROBE_KEY = "gateway-readiness-probe"  # read (never written) by /readyz
+READINESS_PROBE_KEY = "gateway-readiness-probe"  # written by /readyz: JetStream takes writes
 
 _KV_PREFIX = "$KV"
 _KV_STREAM_PREFIX = "KV_"

@@ -21,7 +21,7 @@ from nats.js import JetStreamContext, api
 from broker.consumer import PullFeed
 from broker.deadletters import DeadLetterStream
 from broker.errorlog import ErrorLog
-from broker.errors import BrokerUnavailable, ConsumerNotFound, StreamConflict
+from broker.errors import BrokerUnavailable, ConsumerNotFound, StorageExhausted, StreamConflict
 from broker.names import (
     CALLS_STREAM,
     CALLS_SUBJECTS,
@@ -33,6 +33,7 @@ from broker.names import (
 )
 
 __all__ = [
+    "DEFAULT_MAX_QUEUED_BYTES",
     "Backlog",
     "ConsumerPolicy",
     "Source",
@@ -43,10 +44,14 @@ __all__ = [
 ]
 
 
+_INSUFFICIENT_STORAGE = 10047  # JetStream's "insufficient storage resources available"
+DEFAULT_MAX_QUEUED_BYTES = 1 << 30
+
+
 class StreamLimits(msgspec.Struct, frozen=True):
     """Limits of the calls stream. Discard-new: a full stream refuses, never drops."""
 
-    max_bytes: int = 1 << 30
+    max_bytes: int = DEFAULT_MAX_QUEUED_BYTES
     max_msgs: int = 1_000_000
     max_msg_bytes: int = 1 << 20
     duplicate_window_s: float = 120.0
@@ -264,9 +269,19 @@ class StreamAdmin:
             raise BrokerUnavailable(
                 f"JetStream is not enabled on {self.url}: start nats-server with -js"
             ) from exc
-        except nats.js.errors.BadRequestError as exc:
-            raise StreamConflict(
-                f"cannot create stream {config.name} for {config.subjects}: {exc.description}"
+        except nats.js.errors.APIError as exc:
+            if exc.err_code != _INSUFFICIENT_STORAGE:
+                if isinstance(exc, nats.js.errors.BadRequestError):
+                    raise StreamConflict(
+                        f"cannot create stream {config.name} for {config.subjects}: "
+                        f"{exc.description}"
+                    ) from exc
+                raise
+            mib = (config.max_bytes or 0) // (1 << 20)
+            raise StorageExhausted(
+                f"JetStream at {self.url} has too little storage for stream {config.name} "
+                f"({mib} MiB reserved): free disk space on the NATS server, or set "
+                "AUTAN_MAX_QUEUED_BYTES lower"
             ) from exc
 
 

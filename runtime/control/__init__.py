@@ -22,6 +22,7 @@ from runtime.control.sandbox import Sandbox, isolation_unavailable
 from runtime.control.scaler import Scaler
 from runtime.control.secrets import StackSecrets
 from runtime.control.status import FunctionStatus, read_statuses
+from runtime.control.storewatch import StoreWatch
 from runtime.control.sweeper import PayloadSweeper, held_by_dead_letters
 from runtime.control.undeliverable import Undeliverable
 
@@ -41,6 +42,7 @@ __all__ = [
     "Scaler",
     "ScalerMetrics",
     "StackSecrets",
+    "StoreWatch",
     "Undeliverable",
     "WorkerAccess",
     "WorkerSecrets",

@@ -87,10 +87,15 @@ class NatsServer:
         self.process: subprocess.Popen[bytes] | None = None
         self.restarts = 0
         self._stopping = False
+        self._restart_asked = False
 
     @property
     def config_path(self) -> Path:
         return self.store_dir / "nats-server.conf"
+
+    @property
+    def log_path(self) -> Path:
+        return self.store_dir / "nats-server.log"
 
     @property
     def url(self) -> str:
@@ -170,10 +175,14 @@ class NatsServer:
                 return
             if time.monotonic() - started > _STABLE_S:
                 backoff_s = _FIRST_BACKOFF_S
-            log.error("nats-server exited; starting it again", code=code, in_s=backoff_s,
-                      log_file=str(self.store_dir / "nats-server.log"))  # fmt: skip
-            await anyio.sleep(backoff_s)
-            backoff_s = min(_MAX_BACKOFF_S, backoff_s * 2)
+            if self._restart_asked:
+                self._restart_asked = False
+                log.info("nats-server ended to be started again", code=code)
+            else:
+                log.error("nats-server exited; starting it again", code=code, in_s=backoff_s,
+                          log_file=str(self.store_dir / "nats-server.log"))  # fmt: skip
+                await anyio.sleep(backoff_s)
+                backoff_s = min(_MAX_BACKOFF_S, backoff_s * 2)
             try:
                 await anyio.to_thread.run_sync(self.start)
             except StackError as exc:
@@ -181,6 +190,12 @@ class NatsServer:
                 continue
             self.restarts += 1
             log.info("nats-server is back", url=self.url, restarts=self.restarts)
+
+    def restart(self) -> None:
+        """End it gracefully; `supervise` starts it again at once."""
+        self._restart_asked = True
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
 
     def stop(self, *, timeout_s: float = 10.0) -> None:
         self._stopping = True

@@ -128,6 +128,7 @@ class LocalProvider:
         # A child that ended before it was noted, by fork server and pid.
         self._unclaimed_exits: dict[tuple[str | None, int], int] = {}
         self._forks = ForkServers(self._exited_pid, self._fork_server_gone)
+        self._preparing: dict[str, anyio.Lock] = {}  # sandboxes being made, by function
         self._group: TaskGroup | None = None
         self._changed = anyio.Event()
         self._failed_starts: dict[str, tuple[int, float]] = {}  # count, when the last failed
@@ -226,13 +227,14 @@ class LocalProvider:
 
     async def _sandbox_server(self, spec: FunctionSpec) -> tuple[Sandbox, ForkServer]:
         sandbox = Sandbox(self.settings, worker_role(spec.app, spec.name))
-        server = self._forks.get(sandbox.role)
-        if server is None:
-            creds = await self.access.worker_creds(spec) if self.access is not None else None
-            creds = creds or self.settings.nats_creds
-            await anyio.to_thread.run_sync(sandbox.prepare, creds)
-            env = worker_env(self.settings, threads=1, device=None, isolated=True)
-            server = await self._forks.ensure(sandbox.role, sandbox.command, env)
+        async with self._preparing.setdefault(sandbox.role, anyio.Lock()):  # once at a time
+            server = self._forks.get(sandbox.role)
+            if server is None:
+                creds = await self.access.worker_creds(spec) if self.access else None
+                creds = creds or self.settings.nats_creds
+                await anyio.to_thread.run_sync(sandbox.prepare, creds)
+                env = worker_env(self.settings, threads=1, device=None, isolated=True)
+                server = await self._forks.ensure(sandbox.role, sandbox.command, env)
         return sandbox, server
 
     async def start(self, spec: FunctionSpec) -> ProvidedWorker:

@@ -2,7 +2,8 @@
 
 bubblewrap (`bwrap`) gives the sandbox its own mount, pid, ipc and uts namespaces and a
 new terminal session, a read-only view of the system with the data directory hidden, a
-private /tmp of bounded size, and an unprivileged user: run as root, `setpriv` drops to
+private /tmp of bounded size (the interpreter and the project, if they live under the
+host's /tmp, are shown in it read-only), and an unprivileged user: run as root, `setpriv` drops to
 uid and gid 65534 with no capabilities and no way back (no_new_privs); run as another
 user, a user namespace maps that user to 65534 inside. Folders the sandbox user could
 not reach (a Python installed under /root) are shown to it, read-only, alone in an
@@ -99,25 +100,16 @@ class Sandbox:
         """The function's own folders, owned by the sandbox user; its seed and the TLS
         files for NATS copied in (the sandbox user reads them; no one else does)."""
         self.cache.mkdir(parents=True, exist_ok=True)
-        own = [self.home, self.cache]
+        if os.geteuid() == 0:
+            for folder in (self.home, self.cache):
+                os.chown(folder, SANDBOX_UID, SANDBOX_UID)
         for field, (path, _) in self._tls().items():
-            copy = self.home / field
-            copy.unlink(missing_ok=True)
-            copy.write_bytes(path.read_bytes())
-            copy.chmod(0o400)
-            own.append(copy)
-        copy = self.home / "seed.nk"
+            _copy_for_sandbox(path, self.home / field)
         if seed is not None:
-            copy.unlink(missing_ok=True)
-            copy.write_bytes(seed.read_bytes())
-            copy.chmod(0o400)
-            own.append(copy)
+            _copy_for_sandbox(seed, self.home / "seed.nk")
         for folder in self._store_folders():
             folder.mkdir(parents=True, exist_ok=True)
             folder.chmod(0o1777)  # the sandbox user writes its payloads and results here
-        if os.geteuid() == 0:
-            for path in own:
-                os.chown(path, SANDBOX_UID, SANDBOX_UID)
 
     def command(self, inner: list[str]) -> list[str]:
         """`inner` run in this function's sandbox."""
@@ -156,6 +148,19 @@ class Sandbox:
         return [objects / "payloads", objects / "results"]
 
 
+def _copy_for_sandbox(source: Path, target: Path) -> None:
+    """`source` copied to `target`, readable by the sandbox user alone, replaced in one
+    step (a sandbox binding the path sees the old file or the new one, never a half)."""
+    temp = target.with_name(f".{target.name}.new")
+    temp.unlink(missing_ok=True)
+    descriptor = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400)
+    with os.fdopen(descriptor, "wb") as file:
+        file.write(source.read_bytes())
+    if os.geteuid() == 0:
+        os.chown(temp, SANDBOX_UID, SANDBOX_UID)
+    os.replace(temp, target)
+
+
 def gate_path(settings: Settings) -> Path:
     """Where the provider's gate (`control.gate`) listens."""
     folder = settings.data_dir.resolve() / "sandboxes"
@@ -178,9 +183,8 @@ def _sandbox_args() -> list[str]:
     if os.geteuid() != 0:  # as root, setpriv drops the user for real
         args += ["--unshare-user", "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID)]
     args += ["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
-    args += _gpu_devices() + _reachable()
     args += ["--perms", "1777", "--size", str(_SCRATCH_BYTES), "--tmpfs", "/tmp", "--chdir", "/tmp"]
-    return args
+    return args + _gpu_devices() + _reachable()
 
 
 def _limited(inner: list[str]) -> list[str]:
@@ -205,27 +209,50 @@ def _gpu_devices() -> list[str]:
 
 @functools.cache
 def _reachable() -> list[str]:
-    """Show the sandbox user the interpreter and Autan's code where a folder above them is
-    closed to others (a Python under /root): that folder becomes an empty one with only
-    them in it, read-only."""
-    if os.geteuid() != 0:
-        return []  # the user's own folders are the sandbox user's inside its namespace
+    """Show the sandbox the interpreter and Autan's code where the sandbox hides them: under
+    /tmp (its own is empty), or, as root, under a folder closed to others (a Python under
+    /root), which becomes an empty one with only them in it. Read-only."""
+    needed = _needed()
+    tops = _closed_tops(needed) if os.geteuid() == 0 else []  # else its folders are its own
+    args: list[str] = []
+    for top in tops:
+        args += ["--perms", "0755", "--tmpfs", str(top)]
+    hidden = [_TMP, *tops]
+    shown = [p for p in sorted(needed) if any(top in p.parents for top in hidden)]
+    made: set[Path] = set()
+    for path in shown:
+        if any(other in path.parents for other in shown):
+            continue
+        for folder in reversed(path.parents):  # traversable: bwrap copies a parent's mode
+            if folder not in made and any(top in folder.parents for top in hidden):
+                made.add(folder)
+                args += ["--perms", "0755", "--dir", str(folder)]
+        args += ["--ro-bind", str(path), str(path)]
+    return args
+
+
+_TMP = Path("/tmp")
+
+
+def _needed() -> set[Path]:
+    """The interpreter, its library, `sys.path` and the project, as they exist."""
     needed = {Path(sys.prefix), Path(sys.base_prefix), Path(os.path.realpath(sys.executable))}
     needed |= {Path(entry) for entry in sys.path if entry}
     needed.add(Path(__file__).resolve().parents[2])  # the project: runtime/, broker/, ...
     needed = {path.resolve() for path in needed if path.exists()}
+    if os.geteuid() == 0:  # a folder closed to others stays closed (a test's own tmp dir)
+        needed = {path for path in needed if path.stat().st_mode & 0o005 == 0o005}
+    return needed
+
+
+def _closed_tops(needed: set[Path]) -> list[Path]:
+    """The highest folders above `needed` that others may not enter (outside /tmp)."""
     closed: set[Path] = set()
     for path in needed:
         for folder in reversed(path.parents):  # from / down
+            if folder == _TMP or _TMP in folder.parents:
+                break  # bound into the sandbox's own /tmp, made traversable there
             if not folder.stat().st_mode & 0o001:
                 closed.add(folder)
                 break
-    tops = sorted(c for c in closed if not any(o in c.parents for o in closed))
-    args: list[str] = []
-    for top in tops:
-        args += ["--perms", "0755", "--tmpfs", str(top)]
-    shown = [p for p in sorted(needed) if any(top in p.parents for top in tops)]
-    for path in shown:
-        if not any(other in path.parents for other in shown):
-            args += ["--ro-bind", str(path), str(path)]
-    return args
+    return sorted(c for c in closed if not any(o in c.parents for o in closed))

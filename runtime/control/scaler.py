@@ -86,7 +86,10 @@ class Scaler:
         registry = await VerifiedSpecs.open(self.broker, self.trust)
         self._status = await self.broker.bucket(STATUS_BUCKET)
         directory = await WorkerDirectory.open(self.broker)
-        await self._refresh(registry)
+        try:
+            await self._refresh(registry)
+        except BrokerUnavailable as exc:  # NATS away or its disk full: the loop tries again
+            self._outage(exc)
         try:
             async with anyio.create_task_group() as group:
                 group.start_soon(self._follow_workers, directory)

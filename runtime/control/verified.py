@@ -78,9 +78,9 @@ class VerifiedSpecs:
             return _decoded(key, signed)
         mark = await self._mark(key)
         spec = self.trust.verify(signed, app, fn, min_sequence=mark)
-        if spec.sequence > mark:
-            self._marks[key] = spec.sequence
+        if spec.sequence > mark:  # kept once stored: a failed write is tried again
             await self._sequences.put(key, str(spec.sequence).encode())
+            self._marks[key] = spec.sequence
         return spec
 
     async def _mark(self, key: str) -> int:

@@ -85,6 +85,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     trusted_keys: str | None = None  # public keys that may sign deploys; else the file
     ack_wait_s: float = 30.0
     max_queued_calls: int = 1_000_000  # messages (a pack is one); past it, QueueFull, no drop
+    # Bytes the calls stream (and each trigger stream) may hold, reserved on NATS's disk
+    # when the stream is made (None: 1 GiB; under `autan up`, less on a small disk).
+    max_queued_bytes: int | None = None
     metrics_port: int = 9464  # the scaler's Prometheus /metrics (0: off)
     http: HttpSettings = HttpSettings()
 

@@ -14,7 +14,7 @@ import anyio
 import structlog
 from anyio.abc import TaskStatus
 
-from broker import READINESS_PROBE_KEY, BrokerError, BrokerUnavailable, KeyNotFound
+from broker import GATEWAY_CALLS_BUCKET, READINESS_PROBE_KEY, BrokerError, BrokerUnavailable
 from runtime.core import GATEWAY, Link, Settings
 
 __all__ = ["UNHEALTHY_AFTER_S", "Uplink"]
@@ -99,15 +99,20 @@ class Uplink:
         return None
 
     async def unready_reason(self, timeout_s: float = 2.0) -> str | None:
-        """None when NATS is connected and JetStream answers within `timeout_s`, else why not."""
+        """None when NATS is connected and JetStream stores a write within `timeout_s` (a
+        call is a write: a full disk makes it unready), else why not."""
         try:
             link = self.link
             with anyio.fail_after(timeout_s):
-                await (await link.results()).get(READINESS_PROBE_KEY)
-        except KeyNotFound:
-            return None  # JetStream answered
+                records = await link.broker.bucket(
+                    GATEWAY_CALLS_BUCKET, ttl_s=link.settings.result_ttl_s
+                )
+                await records.put(READINESS_PROBE_KEY, b"")
         except TimeoutError:
-            return f"JetStream at {self.settings.nats_url} did not answer within {timeout_s} s"
+            return (
+                f"JetStream at {self.settings.nats_url} did not store a write within "
+                f"{timeout_s} s (is its disk full?)"
+            )
         except BrokerError as exc:
             return str(exc)
         return None

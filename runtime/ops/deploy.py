@@ -65,6 +65,7 @@ class _Target(msgspec.Struct, frozen=True):
     key: DeployKey
     trust: Trust | None  # the keys the stack trusts, as it recorded them (None: not known)
     consumer: ConsumerPolicy
+    limits: StreamLimits
 
 
 async def deploy_target(link: Link, target: str) -> list[DeployResult]:
@@ -81,7 +82,7 @@ async def deploy_target(link: Link, target: str) -> list[DeployResult]:
             f"stack at {settings.nats_url}: deploy with the stack's key, or add the public key "
             f"{key.public} to the stack's trusted keys (AUTAN_TRUSTED_KEYS)"
         )
-    await link.broker.ensure_calls_stream(StreamLimits(max_msgs=settings.max_queued_calls))
+    await link.broker.ensure_calls_stream(_limits(settings))
     artifacts = ArtifactStore(await link.store())
     results = []
     for app in discover_apps(target):
@@ -92,6 +93,7 @@ async def deploy_target(link: Link, target: str) -> list[DeployResult]:
             key=key,
             trust=trust,
             consumer=ConsumerPolicy(ack_wait_s=settings.ack_wait_s),
+            limits=_limits(settings),
         )
     return results
 
@@ -108,15 +110,18 @@ async def deploy_app(
     key: DeployKey,
     trust: Trust | None = None,
     consumer: ConsumerPolicy | None = None,
+    limits: StreamLimits | None = None,
 ) -> list[DeployResult]:
     """Deploy every function of `app`; unchanged ones upload nothing.
 
     `consumer` sets each function's durable consumer: its ack deadline is how long a
     call held by a worker that died waits before it is delivered again (workers that
-    are alive extend it while they run the call).
+    are alive extend it while they run the call). `limits`: of the trigger streams it
+    makes.
     """
     registry = await Registry.open(broker)
-    target = _Target(broker, registry, artifacts, key, trust, consumer or ConsumerPolicy())
+    target = _Target(broker, registry, artifacts, key, trust, consumer or ConsumerPolicy(),
+                     limits or StreamLimits())  # fmt: skip
     return [await _deploy_one(handle, target) for handle in app.functions.values()]
 
 
@@ -178,8 +183,16 @@ async def _trigger(handle: Handle, target: _Target) -> Source | None:
     if subject is None:
         return None
     return await target.broker.ensure_trigger_source(
-        handle.app_name, handle.name, subject, StreamLimits()
+        handle.app_name, handle.name, subject, target.limits
     )
+
+
+def _limits(settings: Settings) -> StreamLimits:
+    """The calls stream's and trigger streams' limits, as the settings say."""
+    limits = StreamLimits(max_msgs=settings.max_queued_calls)
+    if settings.max_queued_bytes is not None:
+        limits = msgspec.structs.replace(limits, max_bytes=settings.max_queued_bytes)
+    return limits
 
 
 async def _model_digests(handle: Handle) -> dict[str, tuple[Path, Digest]]:

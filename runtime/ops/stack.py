@@ -7,10 +7,9 @@ and the filesystem store.
 
 from __future__ import annotations
 
+import shutil
 import signal
-from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
 
 import anyio
 import msgspec
@@ -19,6 +18,7 @@ from anyio.abc import TaskStatus
 
 from broker import (
     CONFIG_BUCKET,
+    DEFAULT_MAX_QUEUED_BYTES,
     GATEWAY_CALLS_BUCKET,
     REGISTRY_BUCKET,
     SECRETS_BUCKET,
@@ -35,6 +35,7 @@ from runtime.control import (
     Scaler,
     ScalerMetrics,
     StackSecrets,
+    StoreWatch,
     Undeliverable,
     WorkerAccess,
     isolation_unavailable,
@@ -56,6 +57,8 @@ __all__ = ["gateway", "make_buckets", "serve", "up", "wait_for_signal"]
 
 log = structlog.get_logger("autan")
 
+_MIN_QUEUED_BYTES = 1 << 20
+
 
 async def up(settings: Settings, *, nats_port: int, target: str, unisolated: bool = False) -> int:
     """The embedded stack: nats-server, file storage, `target` deployed, the scaler.
@@ -65,6 +68,7 @@ async def up(settings: Settings, *, nats_port: int, target: str, unisolated: boo
     """
     isolate = _isolation(unisolated=unisolated, required=False)
     _private(settings.data_dir)
+    settings = _fit_to_disk(settings)
     access = EmbeddedAccess(Identities(settings.creds_dir))
     server = NatsServer(
         settings.data_dir / "nats", port=nats_port, authorization=access.authorization()
@@ -77,9 +81,7 @@ async def up(settings: Settings, *, nats_port: int, target: str, unisolated: boo
         storage_url=settings.storage_url or settings.default_storage_url(),
     )
     try:
-        return await _serve(
-            settings, target=target, access=access, isolate=isolate, supervise=server.supervise
-        )
+        return await _serve(settings, target=target, access=access, isolate=isolate, server=server)
     finally:
         server.stop()
         log.info("stopped; data kept", data_dir=str(settings.data_dir.resolve()))
@@ -94,6 +96,20 @@ async def serve(settings: Settings, *, target: str, unisolated: bool = False) ->
     """
     isolate = _isolation(unisolated=unisolated, required=True)
     return await _serve(settings, target=target, access=None, isolate=isolate)
+
+
+def _fit_to_disk(settings: Settings) -> Settings:
+    """The calls stream's reservation, lowered to a quarter of the data dir's free disk
+    when that is less than the default (unless AUTAN_MAX_QUEUED_BYTES says)."""
+    if settings.max_queued_bytes is not None:
+        return settings
+    free = shutil.disk_usage(settings.data_dir).free
+    if free // 4 >= DEFAULT_MAX_QUEUED_BYTES:
+        return settings
+    fitted = max(_MIN_QUEUED_BYTES, free // 4)
+    log.warning("little free disk: the calls stream holds less", free_mib=free >> 20,
+                max_queued_mib=fitted >> 20, setting="AUTAN_MAX_QUEUED_BYTES")  # fmt: skip
+    return msgspec.structs.replace(settings, max_queued_bytes=fitted)
 
 
 def _private(data_dir: Path) -> None:
@@ -126,10 +142,10 @@ async def _serve(
     target: str,
     access: WorkerAccess | None,
     isolate: bool,
-    supervise: Callable[[], Coroutine[Any, Any, None]] | None = None,
+    server: NatsServer | None = None,
 ) -> int:
     """`access`: each function's workers get their own NATS identity (the embedded stack);
-    `supervise`: keeps the embedded nats-server running."""
+    `server`: the embedded nats-server, kept running (and writing) by this stack."""
     _private(settings.data_dir)
     settings.stack_keys()  # the deploy key and the trusted keys, made on first use
     secrets_key = SecretsKey.load_or_create(settings.secrets_key_path)
@@ -149,7 +165,7 @@ async def _serve(
                  isolated=isolate,
                  metrics_port=settings.metrics_port or None,
                  functions=[f"{r.qualname}@{r.version}" for r in results])  # fmt: skip
-        await _run_scaler(link, provider, metrics, supervise)
+        await _run_scaler(link, provider, metrics, server)
     return 0
 
 
@@ -168,11 +184,12 @@ async def _run_scaler(
     link: Link,
     provider: LocalProvider,
     metrics: ScalerMetrics,
-    supervise: Callable[[], Coroutine[Any, Any, None]] | None,
+    server: NatsServer | None,
 ) -> None:
     async with anyio.create_task_group() as group:
-        if supervise is not None:
-            group.start_soon(supervise)
+        if server is not None:
+            group.start_soon(server.supervise)
+            await group.start(StoreWatch(server).serve)
         await group.start(provider.serve)
         scaler = Scaler(link.broker, provider, metrics=metrics, trust=link.settings.trust())
         await group.start(scaler.serve)

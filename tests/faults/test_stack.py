@@ -249,7 +249,8 @@ async def test_kill_9_of_the_embedded_nats_server_is_survived(
             [nats] = _named(up.descendants(), "nats-server")
             os.kill(nats, signal.SIGKILL)
             # Right after: not ready (the bridge saw NATS go, or JetStream did not answer).
-            assert await anyio.to_thread.run_sync(_health, http_port, "/readyz") == 503
+            readyz = await anyio.to_thread.run_sync(_health, http_port, "/readyz")
+            assert readyz == 503, up.output()[-4000:]
             await poll(_async(lambda: _health(http_port, "/readyz") == 200), timeout_s=30)
             assert await anyio.to_thread.run_sync(_health, http_port, "/healthz") == 200
             with anyio.fail_after(60):
@@ -269,3 +270,79 @@ def _async(check: Callable[[], bool]) -> Callable[[], Awaitable[bool]]:
         return await anyio.to_thread.run_sync(check)
 
     return checked
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 64 MiB filesystem of this test's own (a tmpfs: mounting needs root, as in CI)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small filesystem needs root (CI runs as root)")
+    folder = tmp_path / "small"
+    folder.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(folder)], check=True)
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def _fill(folder: Path) -> Path:
+    filler = folder / "filler"
+    with filler.open("wb") as file:
+        try:
+            while True:
+                file.write(b"\0" * (1 << 20))
+                file.flush()
+        except OSError:
+            pass
+    return filler
+
+
+@pytest.mark.timeout(240)
+async def test_a_full_disk_then_freed_serves_again_without_a_restart(
+    small_disk: Path, tmp_path: Path, ledger: Ledger
+) -> None:
+    """`autan up` on 64 MiB starts (its calls stream sized to the disk); with the disk
+    full, calls are refused and /readyz says so; once space is freed, calls are taken
+    and served again with no one restarting anything, and nothing accepted is lost."""
+    port, http_port = free_port(), free_port()
+    up = Up(small_disk / "data", port, tmp_path / "up.log", ("--unisolated",), http_port)
+    try:
+        session = await _ready(up)
+        try:
+            assert "little free disk" in up.output()
+            fx.app.sessions.configure(session.settings)
+            for _ in range(5):
+                assert await ledger.spawn(fx.work, 0.0)
+            filler = await anyio.to_thread.run_sync(_fill, small_disk)
+
+            async def refused() -> bool:  # a write or two may still be buffered
+                return not await ledger.spawn(fx.work, 0.0)
+
+            await poll(refused, timeout_s=60, every_s=0.2)
+            readyz = await anyio.to_thread.run_sync(_health, http_port, "/readyz")
+            assert readyz == 503, up.output()[-4000:]
+            filler.unlink()
+
+            async def taken() -> bool:
+                return await ledger.spawn(fx.work, 0.0)
+
+            await poll(taken, timeout_s=90, every_s=0.5)
+            await poll(_async(lambda: _health(http_port, "/readyz") == 200), timeout_s=30)
+            for _ in range(5):
+                assert await ledger.spawn(fx.work, 0.0)
+            report = await ledger.settle(session)
+        finally:
+            await session.close()
+            await fx.app.sessions.aclose()
+        output = up.output()
+        assert "JetStream cannot write" in output
+        assert "restarting nats-server" in output
+    finally:
+        if up.process.poll() is None:
+            os.killpg(up.process.pid, signal.SIGINT)
+            up.process.wait(60)
+    record("disk full, then freed", report)
+    assert report.accepted == report.completed
+    assert report.lost == 0
+    assert report.duplicate_results == 0

@@ -17,10 +17,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from broker import BrokerUnavailable
+from runtime.client import Session
 from runtime.control import LocalProvider, NatsServer, free_port, isolation_unavailable
 from runtime.core import Link, Settings, WorkerDirectory
 from runtime.ops import deploy_target, make_buckets
-from tests.apps import sample
 from tests.keys import DEPLOY_KEY, TRUSTED_KEYS
 from tests.stack import serving
 
@@ -168,16 +168,12 @@ async def test_workers_reach_nats_over_tls_from_their_sandbox(trusted_link: Link
     settings = trusted_link.settings
     isolate = isolation_unavailable() is None
     provider = LocalProvider(settings, isolate=isolate, stop_grace_s=10)
-    sample.app.sessions.configure(settings)
-    try:
-        async with serving(provider):
-            worker = await provider.start(await trusted_link.registry.get("tests", "echo"))
-            directory = await WorkerDirectory.open(trusted_link.broker)
-            await directory.wait_until(
-                lambda ws: any(w.worker_id == worker.worker_id and w.state == "ready" for w in ws),
-                60,
-            )
-            assert await sample.echo.remote.aio("over tls") == "over tls"
-            assert provider.workers()[0].isolated == isolate
-    finally:
-        await sample.app.sessions.aclose()
+    async with serving(provider), await Session.open(settings) as session:
+        worker = await provider.start(await trusted_link.registry.get("tests", "echo"))
+        directory = await WorkerDirectory.open(trusted_link.broker)
+        await directory.wait_until(
+            lambda ws: any(w.worker_id == worker.worker_id and w.state == "ready" for w in ws),
+            60,
+        )
+        assert await session.call("tests", "echo", ("over tls",), {}) == "over tls"
+        assert provider.workers()[0].isolated == isolate
