@@ -9,9 +9,11 @@ credits of expired requests.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 
+import nats.errors
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
@@ -21,7 +23,7 @@ from broker.names import pull_subject
 
 __all__ = ["Delivery", "PullFeed"]
 
-_REQUEST_EXPIRES_S = 10.0
+_REQUEST_EXPIRES_S = 1.0  # also how long a stopping feed may still receive
 
 
 class Delivery:
@@ -84,6 +86,8 @@ class PullFeed:
         self._outstanding = 0
         self._last_activity = time.monotonic()
         self._sub: Subscription | None = None
+        self._stopping = False
+        self._settled = asyncio.Event()  # a request was filled or expired
 
     async def start(self) -> None:
         self._sub = await self._nc.subscribe(self._inbox, cb=self._on_msg)
@@ -93,10 +97,24 @@ class PullFeed:
         return list(self._queue._queue)  # type: ignore[attr-defined]
 
     async def stop(self) -> list[Delivery]:
-        """Stop receiving; returns the messages received but never handed out."""
-        if self._sub is not None:
-            await self._sub.unsubscribe()
-            self._sub = None
+        """Stop asking; returns the messages received but never handed out.
+
+        Unsubscribing at once would drop the messages already on their way to this feed
+        (and, in a cluster, the server holding a request learns of the unsubscribe later
+        still): each would wait out the ack deadline, held by no one (a redeploy's stall).
+        So the feed stops asking, keeps receiving until its requests have been filled or
+        have expired (at most their expiry), and hands back what came meanwhile.
+        """
+        self._stopping = True
+        deadline = time.monotonic() + _REQUEST_EXPIRES_S + 1.0
+        while self._sub is not None and self._outstanding > 0 and time.monotonic() < deadline:
+            self._settled.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._settled.wait(), deadline - time.monotonic())
+        sub, self._sub = self._sub, None
+        if sub is not None:
+            with contextlib.suppress(nats.errors.Error):
+                await sub.unsubscribe()
         left = []
         while not self._queue.empty():
             left.append(self._queue.get_nowait())
@@ -148,7 +166,7 @@ class PullFeed:
 
     async def _top_up(self) -> None:
         held = self._outstanding + self._queue.qsize()
-        if self._sub is None or held > self.window // 2:
+        if self._sub is None or self._stopping or held > self.window // 2:
             return
         want = self.window - held
         request = {"batch": want, "expires": int(_REQUEST_EXPIRES_S * 1e9)}
@@ -175,3 +193,4 @@ class PullFeed:
         elif status in ("408", "409"):
             pending = int((msg.headers or {}).get("Nats-Pending-Messages", "0") or 0)
             self._outstanding = max(0, self._outstanding - pending) if pending else 0
+        self._settled.set()

@@ -75,9 +75,15 @@ class Stack:
             await task
 
     async def stop_workers(self) -> None:
-        for fn in list(self.workers):
+        """All at once: each drains for up to its pull requests' expiry."""
+
+        async def stop(fn: str) -> None:
             with suppress(Exception):
                 await self.stop_worker(fn)
+
+        async with anyio.create_task_group() as group:
+            for fn in list(self.workers):
+                group.start_soon(stop, fn)
 
 
 @asynccontextmanager

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
+import anyio
 import pytest
 
 from broker import (
@@ -83,3 +85,41 @@ async def test_a_missing_consumer_is_named_with_what_to_do(small_broker: Broker)
         await small_broker.pull(source, window=1)
     await small_broker.ensure_consumer(source, ConsumerPolicy())
     assert (await small_broker.backlog(source)).total == 0
+
+
+async def test_a_stopped_feed_leaves_no_message_to_the_ack_deadline(
+    small_broker: Broker, own_nats: NatsServer
+) -> None:
+    """Calls published while a feed stops (its pull requests still standing at the
+    server) are handed back by `stop` or never delivered to it: the next feed gets every
+    one at once, none waits out the 60 s ack deadline (a redeploy's stall)."""
+    await small_broker.ensure_calls_stream(StreamLimits())
+    source = calls_source("app", "fn")
+    await small_broker.ensure_consumer(source, ConsumerPolicy(ack_wait_s=60))
+    publisher = await Broker.connect(own_nats.url)
+    try:
+        for round_ in range(4):
+            feed = await small_broker.pull(source, window=64)
+            assert await feed.next_batch(1, 0.0, idle_s=0.05) == []  # requests standing
+
+            async def publish(round_: int = round_) -> None:
+                for i in range(50):
+                    await publisher.submit(call_subject("app", "fn"), f"r{round_}m{i}", b"x")
+                await publisher.flush()
+
+            publishing = asyncio.ensure_future(publish())
+            await asyncio.sleep(0.002 * round_)
+            for delivery in await feed.stop():
+                await delivery.nak()
+            await publishing
+            drained = await small_broker.pull(source, window=128)
+            received = 0
+            with anyio.move_on_after(10):  # well within the ack deadline
+                while received < 50:
+                    for delivery in await drained.next_batch(64, 0.0, idle_s=0.5):
+                        await delivery.ack()
+                        received += 1
+            await drained.stop()
+            assert received == 50, f"round {round_}: {received} of 50 came back at once"
+    finally:
+        await publisher.close()

@@ -55,6 +55,7 @@ class Cluster:
         max_queued_calls: int = 1_000_000,
         storage_url: str | None = None,
         s3_keys: tuple[str, str] | None = None,
+        ack_wait_s: float = 2.0,
     ) -> AsyncIterator[Cluster]:
         server = NatsServer(root / "nats", port=free_port())
         server.start()
@@ -67,7 +68,7 @@ class Cluster:
             data_dir=root,
             deploy_key=DEPLOY_KEY,
             trusted_keys=TRUSTED_KEYS,
-            ack_wait_s=2.0,
+            ack_wait_s=ack_wait_s,
             max_queued_calls=max_queued_calls,
             connect_timeout_s=2.0,
         )

@@ -9,12 +9,14 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import time
 from pathlib import Path
 
+import anyio
 import pytest
 
 from runtime import RemoteError
-from runtime.ops import DeadLetters
+from runtime.ops import DeadLetters, deploy_target
 from tests.faults import app as fx
 from tests.faults.cluster import Cluster
 from tests.faults.conftest import record
@@ -175,3 +177,41 @@ async def test_a_full_queue_refuses_and_keeps_what_it_accepted(
     assert report.refused > 0
     assert report.accepted + report.refused == 200
     assert (report.completed, report.lost) == (report.accepted, 0)
+
+
+@pytest.mark.timeout(180)
+async def test_redeploy_under_load_leaves_no_call_to_the_ack_wait(
+    tmp_path: Path, ledger: Ledger
+) -> None:
+    """Sixteen clients call while the function is redeployed four times (each time the
+    old version's workers are retired): every call succeeds once, none waits the 30 s ack
+    deadline (a worker stopping had dropped calls sent to its standing pull requests)."""
+    source = await anyio.Path(fx.__file__).read_text()
+    async with Cluster.running(tmp_path, ack_wait_s=30.0) as cluster:
+        latencies: list[float] = []
+        stop = anyio.Event()
+
+        async def client() -> None:
+            while not stop.is_set():
+                started = time.monotonic()
+                call = await fx.work.spawn.aio(0.01)
+                ledger.accepted.append(call.id)
+                assert await call.get_aio() == 0.01
+                latencies.append(time.monotonic() - started)
+
+        async with anyio.create_task_group() as group:
+            for _ in range(16):
+                group.start_soon(client)
+            await anyio.sleep(2)
+            for version in (2, 3, 4, 5):  # new code: the same functions, other line numbers
+                variant = tmp_path / f"faults_v{version}.py"
+                await anyio.Path(variant).write_text("\n" * version + source)
+                await deploy_target(cluster.session.link, str(variant))
+                await anyio.sleep(2)
+            stop.set()
+        report = await ledger.settle(cluster.session)
+    record("redeploy under load", report)
+    assert report.accepted > 100
+    assert (report.completed, report.lost, report.duplicate_results) == (report.accepted, 0, 0)
+    assert report.duplicate_executions == 0
+    assert max(latencies) < 10, f"slowest call {max(latencies):.1f} s"
