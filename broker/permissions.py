@@ -2,7 +2,7 @@
 
     admin     everything: the control plane, deploys, the operator's CLI
     gateway   publish calls of any app; read the registry, results, workers, backlogs;
-              keep its call records
+              keep its call records and its report to `autan status`
     caller    publish calls; read the registry and the results of spawned calls
     worker    one function's: pull and ack its own consumer only, answer its own calls
               only (`_R.<app>.<fn>.>`), record results, dead-letter its own calls, announce
@@ -28,6 +28,7 @@ from broker.names import (
     RESULT_PREFIX,
     RESULTS_BUCKET,
     SPAWNED_BUCKET,
+    STATUS_BUCKET,
     WORKERS_BUCKET,
     ack_subjects,
     dlq_subject,
@@ -105,6 +106,7 @@ def gateway_permissions(role: str = "gateway") -> Permissions:
             *calls.publish,
             *_reads(WORKERS_BUCKET, GATEWAY_CALLS_BUCKET),
             *_writes(GATEWAY_CALLS_BUCKET),
+            *_writes(STATUS_BUCKET, "_part.bridge.*"),  # `autan status` sees it up
             js_api("CONSUMER", "INFO", "*", "*"),  # backlogs, for GET /v1/functions
             js_api("STREAM", "LIST"),
         ),

@@ -35,6 +35,7 @@ async def read_statuses(broker: Broker) -> list[FunctionStatus]:
     bucket = await broker.bucket(STATUS_BUCKET)
     statuses = [
         msgspec.json.decode(value, type=FunctionStatus)
-        for value in (await bucket.values()).values()
+        for key, value in (await bucket.values()).items()
+        if value and not key.startswith("_")  # the parts' reports, probes: not functions
     ]
     return sorted(statuses, key=lambda status: status.function)

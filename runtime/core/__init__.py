@@ -61,6 +61,17 @@ from runtime.core.options import (
     check_secret_name,
     valid_name,
 )
+from runtime.core.parts import (
+    PART_PREFIX,
+    REPORT_EVERY_S,
+    STALE_AFTER_S,
+    PartReport,
+    PartReporter,
+    instance_name,
+    part_key,
+    read_parts,
+    storage_problem,
+)
 from runtime.core.registry import Registry
 from runtime.core.secrets import MAX_SECRET_BYTES, SecretsKey, SecretStore, seal
 from runtime.core.settings import HttpSettings, Settings
@@ -88,6 +99,9 @@ __all__ = [
     "LOST_ATTEMPTS_ALLOWED",
     "MAX_NAME_CHARS",
     "MAX_SECRET_BYTES",
+    "PART_PREFIX",
+    "REPORT_EVERY_S",
+    "STALE_AFTER_S",
     "WORKER_MODULE",
     "ApiKey",
     "ApiKeys",
@@ -113,6 +127,8 @@ __all__ = [
     "ModelFile",
     "ModelHandle",
     "NoGpuProvider",
+    "PartReport",
+    "PartReporter",
     "Registry",
     "RemoteError",
     "Retries",
@@ -134,6 +150,7 @@ __all__ = [
     "die_with_parent",
     "encode_spec",
     "function_states",
+    "instance_name",
     "key_id",
     "known_error",
     "load_api_keys",
@@ -141,8 +158,10 @@ __all__ = [
     "onnxruntime_conflict",
     "pad_batch",
     "parse_api_keys",
+    "part_key",
     "preload_onnxruntime",
     "python_version",
+    "read_parts",
     "record_storage_url",
     "record_trust",
     "recorded_trust",
@@ -150,6 +169,7 @@ __all__ = [
     "set_title",
     "split_qualname",
     "stack_batch",
+    "storage_problem",
     "storage_url",
     "valid_name",
 ]

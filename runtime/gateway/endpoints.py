@@ -30,6 +30,7 @@ from runtime.core import (
     HttpSettings,
     Link,
     function_states,
+    storage_problem,
     valid_name,
 )
 from runtime.gateway.call_options import CallOptions
@@ -65,6 +66,7 @@ from runtime.gateway.schema import (
     WorkerSummary,
 )
 from runtime.gateway.uplink import Uplink
+from storage import StorageUnavailable
 
 __all__ = ["Endpoints"]
 
@@ -178,10 +180,13 @@ class Endpoints:
         return json_response(Health(status="ok"))
 
     async def readyz(self, request: Request) -> Response:
-        """GET /readyz: NATS is connected and JetStream answers (503 otherwise)."""
+        """GET /readyz: NATS is connected, JetStream stores a write, object storage
+        answers a read (503 otherwise, saying which)."""
         reason = await self.uplink.unready_reason()
         if reason is not None:
             raise BrokerUnavailable(reason)
+        if (problem := await storage_problem(self.uplink.link)) is not None:
+            raise StorageUnavailable(problem)
         return json_response(Health(status="ready"))
 
     async def metrics(self, request: Request) -> Response:

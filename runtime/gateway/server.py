@@ -10,7 +10,7 @@ Routes (all bodies JSON unless said; `/openapi.json` describes them):
     GET  /v1/calls/{call_id}        pending, succeeded (with the result) or failed (with the error)
     GET  /v1/functions              what the key may call: version, policies, workers, backlog
     GET  /healthz                   the process answers (no key needed)
-    GET  /readyz                    NATS connected and JetStream answering, else 503 (no key)
+    GET  /readyz                    NATS, JetStream and object storage answering, else 503
     GET  /metrics                   Prometheus text (a key for every app, when keys are on)
     GET  /openapi.json              this API, generated from the msgspec types (no key)
 
@@ -70,7 +70,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from runtime.core import HttpSettings, Settings
+from runtime.core import HttpSettings, PartReporter, Settings, instance_name
 from runtime.gateway.endpoints import Endpoints
 from runtime.gateway.errors import MethodNotAllowed, NotFound, error_response
 from runtime.gateway.keys import KeyRing, is_loopback
@@ -145,6 +145,12 @@ async def serve_gateway(
         async with anyio.create_task_group() as group:
             await group.start(uplink.serve)
             try:
+                host, port = sock.getsockname()[:2]
+                reporter = PartReporter(
+                    lambda: uplink.link.broker, "bridge", instance_name(port),
+                    where=f"http://{_bracketed(host)}:{port}",
+                )  # fmt: skip
+                group.start_soon(reporter.serve)
                 await _serve_http(server, sock, http.api_keys is not None, task_status)
             finally:
                 uplink.close()
@@ -183,8 +189,12 @@ async def _serve_http(
         group.start_soon(_run, server, sock)
         await server.listening.wait()
         host, port = sock.getsockname()[:2]
-        log.info("gateway listening", url=f"http://{host}:{port}", api_keys=keys_on)
+        log.info("gateway listening", url=f"http://{_bracketed(host)}:{port}", api_keys=keys_on)
         task_status.started(port)
+
+
+def _bracketed(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
 
 
 async def _run(server: _Server, sock: socket.socket) -> None:

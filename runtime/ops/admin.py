@@ -6,17 +6,25 @@ import time
 from pathlib import Path
 from typing import Any
 
+import anyio
+import msgspec
+
+from broker import STATUS_BUCKET, BrokerError, BrokerUnavailable
 from runtime.client import Session
 from runtime.control import FunctionStatus, read_statuses
 from runtime.core import (
     ADMIN,
+    STALE_AFTER_S,
     ArtifactRejected,
     DeployKey,
     FunctionState,
     Link,
+    PartReport,
     Settings,
     function_states,
+    read_parts,
     split_qualname,
+    storage_problem,
 )
 from runtime.ops.deploy import deploy_target, discover_apps
 
@@ -112,12 +120,106 @@ def _states_table(states: list[FunctionState]) -> str:
     return "\n".join(lines)
 
 
-async def status(settings: Settings) -> int:
-    """Per function: backlog, oldest age, workers starting/idle/busy, the last decision."""
-    async with await Link.open(settings, name="autan-status", role=ADMIN) as link:
+class PartState(msgspec.Struct, frozen=True):
+    """One part of the stack as `autan status` sees it: up, DOWN, or unknown ("?")."""
+
+    part: str
+    state: str
+    detail: str
+
+
+async def status(settings: Settings, *, as_json: bool = False) -> int:
+    """Which parts are up (NATS, JetStream, control plane, storage, bridge), then per
+    function: backlog, oldest age, workers starting/idle/busy, the last decision.
+    Exits 1 when a part is down."""
+    try:
+        link = await Link.open(settings, name="autan-status", role=ADMIN)
+    except BrokerUnavailable as exc:
+        down = PartState("nats", "DOWN", str(exc))
+        unknown = [PartState(part, "?", "behind NATS") for part in ("jetstream", *_REPORTING)]
+        return _print_status([down, *unknown], [], as_json=as_json)
+    async with link:
+        parts = [PartState("nats", "up", settings.nats_url)]
+        if (problem := await _jetstream_problem(link)) is not None:
+            parts.append(PartState("jetstream", "DOWN", problem))
+            parts += [PartState(part, "?", "reports through JetStream") for part in _REPORTING]
+            return _print_status(parts, [], as_json=as_json)
+        parts.append(PartState("jetstream", "up", "stores writes"))
+        parts += await _reported_parts(link)
         rows = await read_statuses(link.broker)
-    print(_status_table(rows))
-    return 0
+    return _print_status(parts, rows, as_json=as_json)
+
+
+_REPORTING = ("control plane", "storage", "bridge")
+
+
+async def _jetstream_problem(link: Link, timeout_s: float = 2.0) -> str | None:
+    """None when JetStream stores a write within `timeout_s` (a call is a write)."""
+    try:
+        with anyio.fail_after(timeout_s):
+            bucket = await link.broker.bucket(STATUS_BUCKET)
+            await bucket.put(_PROBE_KEY, b"")
+    except TimeoutError:
+        return f"did not store a write within {timeout_s:g} s (is its disk full?)"
+    except BrokerError as exc:
+        return str(exc)
+    return None
+
+
+_PROBE_KEY = "_probe"  # no function's name starts with "_"
+
+
+async def _reported_parts(link: Link) -> list[PartState]:
+    """The control planes and bridges, from their own reports; storage as the freshest
+    control plane sees it (else as this command does)."""
+    now = time.time()
+    reports = await read_parts(link.broker)
+    controls = [r for r in reports if r.kind == "control"]
+    bridges = [r for r in reports if r.kind == "bridge"]
+    parts = [_reported("control plane", r, now) for r in controls] or [
+        PartState("control plane", "DOWN", "none reports: start 'autan up' or 'autan serve'")
+    ]
+    live = [r for r in controls if r.age_s(now) < STALE_AFTER_S]
+    if live:
+        seen = max(live, key=lambda r: r.updated_unix_s)
+        by = f"as the control plane on {seen.host} sees it, {seen.age_s(now):.0f} s ago"
+        if seen.problem is None:
+            parts.append(PartState("storage", "up", by))
+        else:
+            parts.append(PartState("storage", "DOWN", f"{seen.problem} ({by})"))
+    elif (problem := await storage_problem(link)) is not None:
+        parts.append(PartState("storage", "DOWN", f"{problem} (as seen from here)"))
+    else:
+        parts.append(PartState("storage", "up", "as seen from here"))
+    parts += [_reported("bridge", r, now) for r in bridges] or [
+        PartState("bridge", "-", "none reports (the HTTP bridge is not running)")
+    ]
+    return parts
+
+
+def _reported(part: str, report: PartReport, now: float) -> PartState:
+    age_s = report.age_s(now)
+    who = f"pid {report.pid} on {report.host}" + (f", {report.where}" if report.where else "")
+    if age_s >= STALE_AFTER_S:
+        return PartState(part, "DOWN", f"no report for {age_s:.0f} s ({who}): killed or hung?")
+    return PartState(part, "up", f"{who}, reported {age_s:.0f} s ago")
+
+
+def _print_status(parts: list[PartState], rows: list[FunctionStatus], *, as_json: bool) -> int:
+    if as_json:
+        print(msgspec.json.encode({"parts": parts, "functions": rows}).decode())
+    else:
+        print(_parts_table(parts))
+        if any(part.state == "up" for part in parts if part.part == "control plane"):
+            print()
+            print(_status_table(rows))
+    return 1 if any(part.state == "DOWN" for part in parts) else 0
+
+
+def _parts_table(parts: list[PartState]) -> str:
+    lines = [f"{'PART':<14} {'STATE':<5}  DETAIL"]
+    lines += [f"{p.part:<14} {p.state:<5}  {p.detail}" for p in parts]
+    return "\n".join(lines)
 
 
 def _status_table(rows: list[FunctionStatus]) -> str:

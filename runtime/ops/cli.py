@@ -140,7 +140,10 @@ def _commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     secret_rm.add_argument("name", type=_secret_name)
 
     commands.add_parser("ls", help="list deployed functions, versions and workers")
-    commands.add_parser("status", help="backlog, workers and the last scaling decision")
+    status = commands.add_parser(
+        "status", help="which parts are up; backlog, workers and the last scaling decision"
+    )
+    status.add_argument("--json", action="store_true", help="one JSON object, for scripts")
 
     worker = commands.add_parser("worker", help="serve one function (started by 'autan up')")
     WorkerLaunch.add_arguments(worker)
@@ -214,7 +217,7 @@ async def _dispatch_admin(args: argparse.Namespace, settings: Settings) -> int:
 
     match args.command:
         case "status":
-            return await admin.status(settings)
+            return await admin.status(settings, as_json=args.json)
         case "key":
             return admin.key(settings, args.key_command, getattr(args, "path", None))
         case "secret":

@@ -43,13 +43,16 @@ from runtime.control import (
 from runtime.core import (
     ADMIN,
     Link,
+    PartReporter,
     SecretsKey,
     SecretStore,
     Settings,
     StackError,
     WorkerDirectory,
+    instance_name,
     record_storage_url,
     record_trust,
+    storage_problem,
 )
 from runtime.ops.deploy import deploy_target
 
@@ -195,6 +198,11 @@ async def _run_scaler(
         await group.start(scaler.serve)
         await group.start(Undeliverable(link).serve)
         await group.start(PayloadSweeper(link).serve)
+        reporter = PartReporter(
+            lambda: link.broker, "control", instance_name(), where=link.settings.nats_url,
+            problem=lambda: storage_problem(link),
+        )  # fmt: skip
+        group.start_soon(reporter.serve)
         if link.settings.http.port:
             await group.start(_serve_http, link.settings)  # it logs where it listens
         await wait_for_signal()

@@ -9,6 +9,7 @@ processes it started are left behind.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -18,6 +19,7 @@ import urllib.request
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from uuid import uuid4
 
 import anyio
 import pytest
@@ -26,9 +28,11 @@ from broker import BrokerUnavailable, PermissionDenied
 from runtime.client import Session
 from runtime.control import NatsServer, free_port
 from runtime.core import ADMIN, Settings, StackError, WorkerDirectory
+from tests.conftest_s3 import S3Server
 from tests.faults import app as fx
 from tests.faults.conftest import record
 from tests.faults.ledger import Ledger
+from tests.faults.proxy import Proxy
 from tests.stack import poll
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,19 +42,26 @@ class Up:
     """One `autan up` process, in a process group of its own (as a terminal's job)."""
 
     def __init__(
-        self, data_dir: Path, port: int, log: Path, extra: tuple[str, ...] = (), http_port: int = 0
+        self,
+        data_dir: Path,
+        port: int,
+        log: Path,
+        extra: tuple[str, ...] = (),
+        http_port: int = 0,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.url = f"nats://127.0.0.1:{port}"
         self.data_dir = data_dir
         self.log = log
-        env = {k: v for k, v in os.environ.items() if not k.startswith("AUTAN_")}
-        env.update(PYTHONPATH=str(ROOT), AUTAN_FAULTS_LOG=os.environ["AUTAN_FAULTS_LOG"])
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("AUTAN_")}
+        self.env.update(PYTHONPATH=str(ROOT), AUTAN_FAULTS_LOG=os.environ["AUTAN_FAULTS_LOG"])
+        self.env.update(env or {})
         command = [sys.executable, "-m", "runtime.ops.cli", "--data-dir", str(data_dir),
                    "up", "--nats-port", str(port), "--functions", "tests.faults.app",
                    "--http-port", str(http_port), "--metrics-port", "0", *extra]  # fmt: skip
         with log.open("ab") as out:
             self.process = subprocess.Popen(
-                command, env=env, stdout=out, stderr=out, start_new_session=True
+                command, env=self.env, stdout=out, stderr=out, start_new_session=True
             )
 
     def descendants(self) -> set[int]:
@@ -72,6 +83,13 @@ class Up:
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
+
+    def status(self) -> tuple[int, str]:
+        """`autan status`, as the stack's operator on this host: exit code, output."""
+        command = [sys.executable, "-m", "runtime.ops.cli", "--data-dir", str(self.data_dir),
+                   "--nats-url", self.url, "status"]  # fmt: skip
+        done = subprocess.run(command, env=self.env, capture_output=True, text=True, timeout=60)
+        return done.returncode, done.stdout + done.stderr
 
 
 async def _ready(up: Up, timeout_s: float = 60) -> Session:
@@ -346,3 +364,55 @@ async def test_a_full_disk_then_freed_serves_again_without_a_restart(
     assert report.accepted == report.completed
     assert report.lost == 0
     assert report.duplicate_results == 0
+
+
+@pytest.mark.timeout(240)
+async def test_autan_status_names_the_part_that_is_down(
+    tmp_path: Path, ledger: Ledger, s3_server: S3Server
+) -> None:
+    """Object storage cut, the control plane hung (SIGSTOP), the stack stopped: each time
+    `autan status` names the part that is down and exits 1; /readyz says storage too."""
+    host, s3_port = s3_server.endpoint.rsplit(":", 1)
+    proxy = Proxy(host, int(s3_port))
+    await proxy.start()
+    storage = f"s3://status-{uuid4().hex[:8]}?endpoint=127.0.0.1:{proxy.port}"
+    keys = {"AUTAN_S3_ACCESS_KEY": s3_server.access_key,
+            "AUTAN_S3_SECRET_KEY": s3_server.secret_key}  # fmt: skip
+    port, http_port = free_port(), free_port()
+    extra = ("--unisolated", "--storage-url", storage)
+    up = Up(tmp_path / "data", port, tmp_path / "up.log", extra, http_port, env=keys)
+
+    async def says(pattern: str, code: int) -> None:
+        async def seen() -> bool:
+            rc, out = await anyio.to_thread.run_sync(up.status)
+            return rc == code and re.search(pattern, out, re.M) is not None
+
+        await poll(seen, timeout_s=30, every_s=0.5)
+
+    try:
+        await (await _ready(up)).close()
+        await says(r"^control plane\s+up\s.*reported", 0)
+        await says(r"^storage\s+up\s", 0)
+        await says(r"^bridge\s+up\s.*http://127\.0\.0\.1:" + str(http_port), 0)
+        await proxy.cut()
+        await says(r"^storage\s+DOWN\s+object storage", 1)
+        readyz = await anyio.to_thread.run_sync(_health, http_port, "/readyz")
+        assert readyz == 503
+        await proxy.mend()
+        await says(r"^storage\s+up\s", 0)
+        os.kill(up.process.pid, signal.SIGSTOP)
+        try:
+            await says(r"^control plane\s+DOWN\s+no report for", 1)
+        finally:
+            os.kill(up.process.pid, signal.SIGCONT)
+        await says(r"^control plane\s+up\s", 0)
+        os.killpg(up.process.pid, signal.SIGINT)
+        await anyio.to_thread.run_sync(lambda: up.process.wait(60))
+        rc, out = await anyio.to_thread.run_sync(up.status)
+        assert rc == 1, out
+        assert re.search(r"^nats\s+DOWN\s+cannot reach NATS", out, re.M), out
+    finally:
+        await proxy.cut()
+        if up.process.poll() is None:
+            os.killpg(up.process.pid, signal.SIGKILL)
+        up.process.wait(timeout=30)
