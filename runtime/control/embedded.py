@@ -107,14 +107,24 @@ class NatsServer:
         It runs in a session of its own, so that Ctrl-C in a terminal reaches only its
         owner (which stops it last, after what depends on it), and ends with its owner.
         """
+        self._spawn()
+        self._wait_ready(timeout_s, self.log_path)
+
+    async def _start_again(self, *, timeout_s: float = 10.0) -> None:
+        """`start`, from the event loop's thread: a child's death signal is tied to the
+        thread that made it (PR_SET_PDEATHSIG), and an idle worker thread ends, which
+        would stop a nats-server started from one."""
+        self._spawn()
+        await anyio.to_thread.run_sync(self._wait_ready, timeout_s, self.log_path)
+
+    def _spawn(self) -> None:
         if _listening(self.host, self.port):
             raise StackError(
                 f"port {self.port} on {self.host} is in use: another 'autan up' or a "
                 "nats-server left running; stop it, or choose another port (--nats-port)"
             )
         self.store_dir.mkdir(parents=True, exist_ok=True)
-        log_path = self.store_dir / "nats-server.log"
-        self._write_config(log_path)
+        self._write_config(self.log_path)
         command = [str(find_nats_server()), "--config", str(self.config_path)]
         self.process = subprocess.Popen(
             command,
@@ -122,7 +132,6 @@ class NatsServer:
             start_new_session=True,
             preexec_fn=functools.partial(die_with_parent, os.getpid()),
         )
-        self._wait_ready(timeout_s, log_path)
 
     def _wait_ready(self, timeout_s: float, log_path: Path) -> None:
         deadline = time.monotonic() + timeout_s
@@ -184,7 +193,7 @@ class NatsServer:
                 await anyio.sleep(backoff_s)
                 backoff_s = min(_MAX_BACKOFF_S, backoff_s * 2)
             try:
-                await anyio.to_thread.run_sync(self.start)
+                await self._start_again()
             except StackError as exc:
                 log.error("nats-server cannot start again", error=str(exc))
                 continue
