@@ -5,6 +5,7 @@ first); it never imports the worker room, nor the client or the gateway.
 """
 
 from runtime.control.access import EmbeddedAccess
+from runtime.control.children import Children, DataDirLock
 from runtime.control.decision import (
     Decision,
     FunctionLoad,
@@ -28,6 +29,8 @@ from runtime.control.undeliverable import Undeliverable
 
 __all__ = [
     "Capacity",
+    "Children",
+    "DataDirLock",
     "Decision",
     "EmbeddedAccess",
     "FunctionLoad",

@@ -24,6 +24,7 @@ import anyio
 import anyio.to_thread
 import structlog
 
+from runtime.control.children import Children
 from runtime.core import StackError, die_with_parent
 
 __all__ = ["NatsServer", "find_nats_server", "free_port"]
@@ -76,9 +77,12 @@ class NatsServer:
         host: str = "127.0.0.1",
         authorization: dict[str, Any] | None = None,
         tls: dict[str, Any] | None = None,
+        children: Children | None = None,
     ) -> None:
         """`tls`: nats-server's `tls` block (cert_file, key_file, ca_file, verify), for a
-        server that clients reach over TLS (`tls://` URLs)."""
+        server that clients reach over TLS (`tls://` URLs). `children`: where the stack
+        records its processes (a restart stops one an earlier run left)."""
+        self.children = children
         self.store_dir = store_dir
         self.tls = tls
         self.port = port
@@ -132,6 +136,8 @@ class NatsServer:
             start_new_session=True,
             preexec_fn=functools.partial(die_with_parent, os.getpid()),
         )
+        if self.children is not None:
+            self.children.record(self.process.pid, "nats-server")
 
     def _wait_ready(self, timeout_s: float, log_path: Path) -> None:
         deadline = time.monotonic() + timeout_s
@@ -180,6 +186,8 @@ class NatsServer:
         while not self.stopping() and self.process is not None:
             started = time.monotonic()
             code = await anyio.to_thread.run_sync(self.process.wait, abandon_on_cancel=True)
+            if self.children is not None:
+                self.children.forget(self.process.pid)
             if self.stopping():
                 return
             if time.monotonic() - started > _STABLE_S:
@@ -216,6 +224,8 @@ class NatsServer:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+        if self.children is not None:
+            self.children.forget(self.process.pid)
 
     def kill(self) -> None:
         """SIGKILL, for fault tests."""

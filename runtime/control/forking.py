@@ -19,6 +19,7 @@ import anyio
 import structlog
 from anyio.abc import Process, TaskGroup
 
+from runtime.control.children import Children
 from runtime.core import FORKSERVER_MODULE
 
 __all__ = ["ForkServer", "ForkServers"]
@@ -72,6 +73,10 @@ class ForkServer:
     @property
     def running(self) -> bool:
         return self._process is not None
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._process is None else self._process.pid
 
     async def fork(self, argv: list[str], env: dict[str, str]) -> int:
         """A worker forked with this command line and environment: its pid."""
@@ -138,10 +143,15 @@ class ForkServers:
     """
 
     def __init__(
-        self, on_exit: Callable[[str, int, int], None], on_gone: Callable[[str], None]
+        self,
+        on_exit: Callable[[str, int, int], None],
+        on_gone: Callable[[str], None],
+        children: Children | None = None,
     ) -> None:
+        """`children`: where the stack records its processes."""
         self._on_exit = on_exit
         self._on_gone = on_gone
+        self._children = children
         self._servers: dict[str, ForkServer] = {}
         self._starting: dict[str, anyio.Lock] = {}
         self._group: TaskGroup | None = None
@@ -175,11 +185,21 @@ class ForkServers:
                 with anyio.CancelScope(shield=True):
                     await server.stop()
                 raise
+            self._record(server)
             self._group.start_soon(self._watch, key, server)
             return server
 
+    def _record(self, server: ForkServer, *, ended: bool = False) -> None:
+        if self._children is None or server.pid is None:
+            return
+        if ended:
+            self._children.forget(server.pid)
+        else:
+            self._children.record(server.pid, "fork server")
+
     async def _watch(self, key: str, server: ForkServer) -> None:
         await server.ended.wait()
+        self._record(server, ended=True)
         if self._servers.get(key) is server:
             del self._servers[key]
             log.warning("a fork server ended; its workers with it", key=key or "shared")
@@ -196,6 +216,7 @@ class ForkServers:
                 await drain()
                 for _, server in servers:
                     group.start_soon(server.stop)
-            for key, _ in servers:
+            for key, server in servers:
+                self._record(server, ended=True)
                 self._servers.pop(key, None)
                 self._on_gone(key)

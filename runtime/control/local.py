@@ -30,10 +30,12 @@ import structlog
 from anyio.abc import Process, TaskGroup, TaskStatus
 
 from broker import worker_role
+from runtime.control.children import Children
 from runtime.control.environment import WorkerAccess, WorkerSecrets, detect_gpus, worker_env
 from runtime.control.forking import ForkServer, ForkServers
 from runtime.control.gate import Gate, needed_addresses
-from runtime.control.provider import Capacity, ProvidedWorker, WorkerState
+from runtime.control.processes import WorkerProcess
+from runtime.control.provider import Capacity, ProvidedWorker
 from runtime.control.sandbox import Sandbox, gate_inside, gate_path, isolation_unavailable
 from runtime.control.secrets import open_secrets
 from runtime.core import (
@@ -54,44 +56,6 @@ log = structlog.get_logger("autan.provider")
 _EXITS_KEPT = 1024  # exit codes remembered for `exit_code` after a worker is gone
 
 
-class _Process:
-    """One worker process, as the provider keeps it (the scaler sees `ProvidedWorker`s)."""
-
-    def __init__(self, launch: WorkerLaunch, version: str, device: int | None) -> None:
-        self.launch = launch
-        self.version = version
-        self.device = device
-        self.pid = 0  # in its fork server's pid namespace when isolated
-        self.forked_by: str | None = None  # the fork server's key; None when spawned
-        self.process: Process | None = None  # when spawned rather than forked
-        self.started_unix_s = time.time()
-        self.ready_unix_s = 0.0
-        self.stopping = False
-        self.returncode: int | None = None
-        self.exited = anyio.Event()
-
-    @property
-    def state(self) -> WorkerState:
-        if self.stopping:
-            return "stopping"
-        return "ready" if self.ready_unix_s else "starting"
-
-    def view(self, host: str) -> ProvidedWorker:
-        return ProvidedWorker(
-            worker_id=self.launch.worker_id,
-            function=self.launch.function,
-            version=self.version,
-            state=self.state,
-            host=host,
-            started_unix_s=self.started_unix_s,
-            ready_unix_s=self.ready_unix_s,
-            threads=self.launch.threads,
-            device=self.device,
-            pid=0 if self.launch.isolated else self.pid,
-            isolated=self.launch.isolated,
-        )
-
-
 class LocalProvider:
     """Start and stop worker processes on this host."""
 
@@ -104,11 +68,13 @@ class LocalProvider:
         access: WorkerAccess | None = None,
         isolate: bool = False,
         secrets: WorkerSecrets | None = None,
+        children: Children | None = None,
     ) -> None:
         """`access`: gives each function's workers their own NATS identity (the embedded
         stack's); without it, workers connect as this process does. `isolate`: each
         function's workers in a sandbox of its own (ValueError where none can be had).
-        `secrets`: opens the secrets a function declares, for its workers' environment."""
+        `secrets`: opens the secrets a function declares, for its workers' environment.
+        `children`: where the stack records the processes it starts."""
         self.settings = settings
         self.access = access
         self.secrets = secrets
@@ -123,11 +89,12 @@ class LocalProvider:
         self.gpus = detect_gpus()
         self.cores = os.cpu_count() or 1
         self.host = socket.gethostname()
-        self._workers: dict[str, _Process] = {}
+        self._workers: dict[str, WorkerProcess] = {}
         self._exits: OrderedDict[str, int] = OrderedDict()
         # A child that ended before it was noted, by fork server and pid.
         self._unclaimed_exits: dict[tuple[str | None, int], int] = {}
-        self._forks = ForkServers(self._exited_pid, self._fork_server_gone)
+        self._children = children
+        self._forks = ForkServers(self._exited_pid, self._fork_server_gone, children)
         self._preparing: dict[str, anyio.Lock] = {}  # sandboxes being made, by function
         self._group: TaskGroup | None = None
         self._changed = anyio.Event()
@@ -252,7 +219,7 @@ class LocalProvider:
             isolated=self.isolate,
             gate=str(gate_inside(self.settings)) if self.isolate else "",
         )
-        worker = _Process(launch, spec.version, device)
+        worker = WorkerProcess(launch, spec.version, device)
         opened = await self._secrets_for(spec)
         creds = await self.access.worker_creds(spec) if self.access is not None else None
         if self.isolate:  # its seed, as the sandbox shows it
@@ -270,6 +237,8 @@ class LocalProvider:
             worker.process = await self._spawn(launch.argv(), env)
             worker.pid = worker.process.pid
         worker.started_unix_s = time.time()  # its process exists from now
+        if self._children is not None and not launch.isolated:  # a sandbox's end with it
+            self._children.record(worker.pid, "worker")
         del env, opened  # held by the worker alone from here
         self._workers[launch.worker_id] = worker
         self._notify()
@@ -302,7 +271,7 @@ class LocalProvider:
 
     # -- processes ---------------------------------------------------------------------
 
-    async def _drain(self, worker: _Process) -> None:
+    async def _drain(self, worker: WorkerProcess) -> None:
         """Stop a worker: SIGTERM, then SIGKILL if it outlives the grace period."""
         if worker.returncode is not None:
             return
@@ -316,7 +285,7 @@ class LocalProvider:
         await self._signal(worker, signal.SIGKILL)
         await self._exit_of(worker)
 
-    async def _exit_of(self, worker: _Process) -> None:
+    async def _exit_of(self, worker: WorkerProcess) -> None:
         # A spawned process is awaited directly: its waiting task may be cancelled already.
         if worker.process is not None and worker.returncode is None:
             self._exited(worker, await worker.process.wait())
@@ -331,7 +300,7 @@ class LocalProvider:
             self._failed_starts[spec.qualname] = (failures, time.monotonic())
             raise
 
-    async def _signal(self, worker: _Process, sig: int) -> None:
+    async def _signal(self, worker: WorkerProcess, sig: int) -> None:
         if not worker.launch.isolated:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(worker.pid, sig)
@@ -367,10 +336,12 @@ class LocalProvider:
             if worker.forked_by == key:
                 self._exited(worker, -signal.SIGKILL)
 
-    def _exited(self, worker: _Process, code: int) -> None:
+    def _exited(self, worker: WorkerProcess, code: int) -> None:
         if worker.returncode is not None:
             return
         worker.returncode = code
+        if self._children is not None and not worker.launch.isolated:
+            self._children.forget(worker.pid)
         worker_id = worker.launch.worker_id
         self._workers.pop(worker_id, None)
         self._exits[worker_id] = code

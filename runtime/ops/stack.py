@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import shutil
 import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import anyio
@@ -28,6 +30,8 @@ from broker import (
     Identities,
 )
 from runtime.control import (
+    Children,
+    DataDirLock,
     EmbeddedAccess,
     LocalProvider,
     NatsServer,
@@ -71,23 +75,30 @@ async def up(settings: Settings, *, nats_port: int, target: str, unisolated: boo
     """
     isolate = _isolation(unisolated=unisolated, required=False)
     _private(settings.data_dir)
-    settings = _fit_to_disk(settings)
-    access = EmbeddedAccess(Identities(settings.creds_dir))
-    server = NatsServer(
-        settings.data_dir / "nats", port=nats_port, authorization=access.authorization()
-    )
-    server.start()
-    access.attach(server)
-    settings = msgspec.structs.replace(
-        settings,
-        nats_url=server.url,
-        storage_url=settings.storage_url or settings.default_storage_url(),
-    )
-    try:
-        return await _serve(settings, target=target, access=access, isolate=isolate, server=server)
-    finally:
-        server.stop()
-        log.info("stopped; data kept", data_dir=str(settings.data_dir.resolve()))
+    with _claimed(settings.data_dir) as children:
+        settings = _fit_to_disk(settings)
+        access = EmbeddedAccess(Identities(settings.creds_dir))
+        server = NatsServer(
+            settings.data_dir / "nats",
+            port=nats_port,
+            authorization=access.authorization(),
+            children=children,
+        )
+        server.start()
+        access.attach(server)
+        settings = msgspec.structs.replace(
+            settings,
+            nats_url=server.url,
+            storage_url=settings.storage_url or settings.default_storage_url(),
+        )
+        try:
+            return await _serve(
+                settings, target=target, access=access, isolate=isolate, server=server,
+                children=children,
+            )  # fmt: skip
+        finally:
+            server.stop()
+            log.info("stopped; data kept", data_dir=str(settings.data_dir.resolve()))
 
 
 async def serve(settings: Settings, *, target: str, unisolated: bool = False) -> int:
@@ -98,7 +109,26 @@ async def serve(settings: Settings, *, target: str, unisolated: bool = False) ->
     `unisolated`.
     """
     isolate = _isolation(unisolated=unisolated, required=True)
-    return await _serve(settings, target=target, access=None, isolate=isolate)
+    _private(settings.data_dir)
+    with _claimed(settings.data_dir) as children:
+        return await _serve(
+            settings, target=target, access=None, isolate=isolate, children=children
+        )
+
+
+@contextmanager
+def _claimed(data_dir: Path) -> Iterator[Children]:
+    """The data dir, held for this stack alone (StackError if another runs on it), with
+    what an earlier run on it left running stopped."""
+    lock = DataDirLock(data_dir)
+    lock.acquire()
+    try:
+        children = Children(data_dir)
+        if stopped := children.stop_leftovers():
+            log.warning("stopped what an earlier run left running", processes=stopped)
+        yield children
+    finally:
+        lock.release()
 
 
 def _fit_to_disk(settings: Settings) -> Settings:
@@ -146,9 +176,11 @@ async def _serve(
     access: WorkerAccess | None,
     isolate: bool,
     server: NatsServer | None = None,
+    children: Children | None = None,
 ) -> int:
     """`access`: each function's workers get their own NATS identity (the embedded stack);
-    `server`: the embedded nats-server, kept running (and writing) by this stack."""
+    `server`: the embedded nats-server, kept running (and writing) by this stack;
+    `children`: where the processes it starts are recorded."""
     _private(settings.data_dir)
     settings.stack_keys()  # the deploy key and the trusted keys, made on first use
     secrets_key = SecretsKey.load_or_create(settings.secrets_key_path)
@@ -159,7 +191,9 @@ async def _serve(
         store = SecretStore(link.broker)
         await store.record_key(secrets_key)
         secrets = StackSecrets(store, secrets_key)
-        provider = LocalProvider(settings, access=access, isolate=isolate, secrets=secrets)
+        provider = LocalProvider(
+            settings, access=access, isolate=isolate, secrets=secrets, children=children
+        )
         results = await deploy_target(link, target)
         metrics = ScalerMetrics()
         if settings.metrics_port:

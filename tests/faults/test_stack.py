@@ -138,11 +138,13 @@ def _gone(pids: set[int], timeout_s: float) -> set[int]:
 
 
 @contextmanager
-def _stack(tmp_path: Path, port: int, name: str, http_port: int = 0) -> Iterator[Up]:
+def _stack(
+    tmp_path: Path, port: int, name: str, http_port: int = 0, env: dict[str, str] | None = None
+) -> Iterator[Up]:
     # The ledger is a file of this host's that the functions write: no sandbox (the
     # isolated stack's Ctrl-C and kill -9 are tests/security/test_isolation.py's).
     log = tmp_path / f"{name}.log"
-    up = Up(tmp_path / "data", port, log, ("--unisolated",), http_port=http_port)
+    up = Up(tmp_path / "data", port, log, ("--unisolated",), http_port=http_port, env=env)
     try:
         yield up
     finally:
@@ -218,6 +220,48 @@ async def test_kill_9_of_autan_up_leaves_no_orphan(tmp_path: Path, ledger: Ledge
     record("kill -9 of autan up, restart", report)
     assert (report.accepted, report.completed, report.lost) == (60, 60, 0)
     assert report.duplicate_results == 0
+
+
+@pytest.mark.timeout(240)
+async def test_a_restart_stops_the_workers_an_earlier_run_left(
+    tmp_path: Path, ledger: Ledger
+) -> None:
+    """kill -9 of `autan up` while its workers run long calls: they outlive it (told to
+    stop, they drain first). `autan up` again on the data dir stops them before it
+    starts anything (no function runs on more than `max_workers`), and the cut calls run
+    again: nothing is lost."""
+    port = free_port()
+    env = {"AUTAN_ACK_WAIT_S": "3"}
+    first = Up(tmp_path / "data", port, tmp_path / "first.log", ("--unisolated",), env=env)
+    try:
+        session = await _ready(first)
+        try:
+            fx.app.sessions.configure(session.settings)
+            for _ in range(4):
+                await ledger.spawn(fx.work, 12.0)
+            await _started(ledger, 4)
+            busy = set(ledger.busy_pids())
+            first.process.kill()
+        finally:
+            await session.close()
+        first.process.wait(timeout=30)
+        assert _alive(busy) == busy  # draining: their calls take 12 s
+        with _stack(tmp_path, port, "second", env=env) as again:
+            session = await _ready(again)
+            try:
+                assert _alive(busy) == set(), "workers of the earlier run still run"
+                assert "stopped what an earlier run left running" in again.output()
+                report = await ledger.settle(session)
+            finally:
+                await session.close()
+                await fx.app.sessions.aclose()
+    finally:
+        if first.process.poll() is None:
+            first.process.kill()
+    record("kill -9 mid-call, restart", report)
+    assert (report.accepted, report.completed, report.lost) == (4, 4, 0)
+    assert report.duplicate_results == 0
+    assert report.duplicate_executions <= 4  # the cut calls ran again
 
 
 def test_a_port_held_by_another_server_is_refused(tmp_path: Path) -> None:
