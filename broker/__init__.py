@@ -4,7 +4,7 @@ Only this package imports `nats`; its errors are translated into `broker.errors`
 """
 
 from broker.advisories import Undelivered, UndeliveredFeed
-from broker.connection import Broker, Submission, Watch
+from broker.connection import Broker, StreamSubmission, Submission, Watch
 from broker.consumer import Delivery, PullFeed
 from broker.deadletters import DeadLetterStream, StoredLetter
 from broker.errors import (
@@ -24,6 +24,7 @@ from broker.identities import Identities
 from broker.ids import new_call_id
 from broker.kv import Bucket
 from broker.messages import (
+    STREAM_WINDOW,
     CallMsg,
     DeadLetter,
     ErrorInfo,
@@ -34,12 +35,17 @@ from broker.messages import (
     Result,
     RowList,
     StoredRef,
+    StreamControl,
+    StreamItem,
+    StreamMessage,
     Success,
     UnencodableValue,
     decode_call,
+    decode_control,
     decode_dead_letter,
     decode_pack_result,
     decode_result,
+    decode_stream_message,
     decode_value,
     encode,
     encode_value,
@@ -66,6 +72,7 @@ from broker.names import (
     WORKERS_BUCKET,
     call_subject,
     consumer_name,
+    control_subject,
     dlq_subject,
     function_key,
 )
@@ -107,6 +114,7 @@ __all__ = [
     "SPAWNED_BUCKET",
     "STATUS_BUCKET",
     "STORAGE_URL_KEY",
+    "STREAM_WINDOW",
     "TRUSTED_KEYS_KEY",
     "WORKERS_BUCKET",
     "Backlog",
@@ -143,7 +151,11 @@ __all__ = [
     "StoredMessage",
     "StoredRef",
     "StreamConflict",
+    "StreamControl",
+    "StreamItem",
     "StreamLimits",
+    "StreamMessage",
+    "StreamSubmission",
     "Submission",
     "Success",
     "Undelivered",
@@ -154,10 +166,13 @@ __all__ = [
     "caller_permissions",
     "calls_source",
     "consumer_name",
+    "control_subject",
     "decode_call",
+    "decode_control",
     "decode_dead_letter",
     "decode_pack_result",
     "decode_result",
+    "decode_stream_message",
     "decode_value",
     "dial",
     "dlq_subject",

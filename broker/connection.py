@@ -38,7 +38,7 @@ from broker.replies import Reply, ReplyMux
 from broker.streams import StreamAdmin
 from broker.tls import NatsTls
 
-__all__ = ["Broker", "Submission", "Watch"]
+__all__ = ["Broker", "StreamSubmission", "Submission", "Watch"]
 
 log = structlog.get_logger("autan.broker")
 
@@ -156,6 +156,14 @@ class Broker(StreamAdmin):
 
         return Watch(await self.nc.subscribe(subject, cb=callback))
 
+    async def listen(self, subject: str, on_message: Callable[[str, bytes], None]) -> Watch:
+        """Call `on_message(subject, data)` for each message on `subject` (core NATS)."""
+
+        async def callback(msg: Msg) -> None:
+            on_message(msg.subject, msg.data)
+
+        return Watch(await self.nc.subscribe(subject, cb=callback))
+
     # -- buckets -----------------------------------------------------------------
 
     async def bucket(self, name: str, *, ttl_s: float | None = None) -> Bucket:
@@ -198,6 +206,20 @@ class Broker(StreamAdmin):
             subject, data, reply=self.replies.subject(ack_token), headers={"Nats-Msg-Id": msg_id}
         )
         return Submission(self, msg_id, subject, ack, result, ack_token=ack_token)
+
+    async def submit_stream(self, subject: str, msg_id: str, data: bytes) -> StreamSubmission:
+        """Publish a streamed call: its items and then its result come back, in order,
+        through `StreamSubmission.next`."""
+        await self.replies.listen_for_results()
+        ack_token = f"a{new_call_id()}"
+        ack = self.replies.expect(ack_token)
+        replies = self.replies.expect_stream(f"r{msg_id}")
+        await self.nc.publish(
+            subject, data, reply=self.replies.subject(ack_token), headers={"Nats-Msg-Id": msg_id}
+        )
+        return StreamSubmission(
+            self, msg_id, subject, ack, None, ack_token=ack_token, replies=replies
+        )
 
     def result_subject(self, app: str, fn: str, msg_id: str) -> str:
         """Where a worker of `app.fn` publishes the result of call `msg_id` for this
@@ -291,6 +313,31 @@ class Submission:
         return BrokerUnavailable(
             f"JetStream at {self._broker.url} did not confirm the call within {timeout_s} s"
         )
+
+
+class StreamSubmission(Submission):
+    """A published streamed call: JetStream's ack, then every message its worker sends
+    (items, then the result) from `next`."""
+
+    __slots__ = ("_replies",)
+
+    def __init__(
+        self,
+        broker: Broker,
+        msg_id: str,
+        subject: str,
+        ack: asyncio.Future[Reply],
+        result: asyncio.Future[Reply] | None,
+        *,
+        ack_token: str,
+        replies: asyncio.Queue[Reply],
+    ) -> None:
+        super().__init__(broker, msg_id, subject, ack, result, ack_token=ack_token)
+        self._replies = replies
+
+    async def next(self) -> bytes:
+        """The next message the worker sent for this call, once it came."""
+        return (await self._replies.get()).data
 
 
 def _read_puback(msg: Reply, subject: str) -> int:

@@ -13,6 +13,7 @@ import msgspec
 import numpy as np
 
 __all__ = [
+    "STREAM_WINDOW",
     "CallMsg",
     "DeadLetter",
     "ErrorInfo",
@@ -23,12 +24,17 @@ __all__ = [
     "Result",
     "RowList",
     "StoredRef",
+    "StreamControl",
+    "StreamItem",
+    "StreamMessage",
     "Success",
     "UnencodableValue",
     "decode_call",
+    "decode_control",
     "decode_dead_letter",
     "decode_pack_result",
     "decode_result",
+    "decode_stream_message",
     "decode_value",
     "encode",
     "encode_value",
@@ -135,6 +141,30 @@ def item_call_id(pack_id: str, index: int) -> str:
     return f"{pack_id}-{index}"
 
 
+class StreamItem(msgspec.Struct, frozen=True, tag="item"):
+    """One item a generator function yielded, sent to its caller's result subject before
+    the call's `Success` (whose value is the number of items) or `Failure`."""
+
+    call_id: str
+    index: int
+    payload: Payload
+
+
+StreamMessage = StreamItem | Success | Failure
+
+
+#: Items a streamed call's worker sends ahead of what its caller said it received.
+STREAM_WINDOW = 64
+
+
+class StreamControl(msgspec.Struct, frozen=True):
+    """From a streamed call's caller to its worker: it has received `read` items (the
+    worker runs at most a window ahead), or it stopped reading (`cancel`)."""
+
+    read: int = 0
+    cancel: bool = False
+
+
 class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
     """A call that will not run again by itself: why, after how many attempts, and the call."""
 
@@ -153,6 +183,8 @@ _call_decoder = msgspec.msgpack.Decoder(CallMsg)
 _dead_letter_decoder = msgspec.msgpack.Decoder(DeadLetter)
 _result_decoder = msgspec.msgpack.Decoder(Result)
 _pack_result_decoder = msgspec.msgpack.Decoder(PackResult)
+_stream_decoder = msgspec.msgpack.Decoder(StreamMessage)
+_control_decoder = msgspec.msgpack.Decoder(StreamControl)
 
 
 class RowList(list[Any]):
@@ -244,7 +276,9 @@ def decode_dead_letter(data: bytes) -> DeadLetter:
     return _dead_letter_decoder.decode(data)
 
 
-def encode(message: CallMsg | Success | Failure | PackResult | DeadLetter) -> bytes:
+def encode(
+    message: CallMsg | Success | Failure | PackResult | DeadLetter | StreamItem | StreamControl,
+) -> bytes:
     return _envelope_encoder.encode(message)
 
 
@@ -259,3 +293,12 @@ def decode_result(data: bytes) -> Result:
 
 def decode_pack_result(data: bytes) -> PackResult:
     return _pack_result_decoder.decode(data)
+
+
+def decode_stream_message(data: bytes) -> StreamMessage:
+    message: StreamMessage = _stream_decoder.decode(data)
+    return message
+
+
+def decode_control(data: bytes) -> StreamControl:
+    return _control_decoder.decode(data)

@@ -26,6 +26,7 @@ __all__ = [
     "CALLS_SUBJECTS",
     "CALL_PREFIX",
     "CONFIG_BUCKET",
+    "CONTROL_PREFIX",
     "DLQ_PREFIX",
     "DLQ_STREAM",
     "DLQ_SUBJECTS",
@@ -48,6 +49,7 @@ __all__ = [
     "ack_subjects",
     "call_subject",
     "consumer_name",
+    "control_subject",
     "dlq_subject",
     "function_key",
     "js_api",
@@ -66,6 +68,8 @@ __all__ = [
 
 # -- subjects and streams --------------------------------------------------------------
 CALL_PREFIX = "autan.call"
+# A streamed call's caller to its worker (core NATS): how far it read, or that it stopped.
+CONTROL_PREFIX = "autan.ctl"
 DLQ_PREFIX = "autan.dlq"
 CALLS_STREAM = "AUTAN_CALLS"
 CALLS_SUBJECTS = f"{CALL_PREFIX}.>"
@@ -106,6 +110,12 @@ MAX_DELIVERIES_ADVISORIES = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.>"
 def call_subject(app: str, fn: str) -> str:
     """`autan.call.<app>.<fn>`: where calls to one function are published."""
     return f"{CALL_PREFIX}.{app}.{fn}"
+
+
+def control_subject(app: str, fn: str, call_id: str = "*") -> str:
+    """`autan.ctl.<app>.<fn>.<call_id>`: a streamed call's credits and cancellation, from
+    its caller to the worker running it (`*`: every call of the function)."""
+    return f"{CONTROL_PREFIX}.{app}.{fn}.{call_id}"
 
 
 def dlq_subject(app: str, fn: str) -> str:

@@ -3,10 +3,12 @@
     admin     everything: the control plane, deploys, the operator's CLI
     gateway   publish calls of any app; read the registry, results, workers, backlogs;
               keep its call records and its report to `autan status`
-    caller    publish calls; read the registry and the results of spawned calls
+    caller    publish calls (and the credits of streamed ones); read the registry and the
+              results of spawned calls
     worker    one function's: pull and ack its own consumer only, answer its own calls
-              only (`_R.<app>.<fn>.>`), record results, dead-letter its own calls, announce
-              itself, read the registry; no JetStream administration at all
+              only (`_R.<app>.<fn>.>`), hear its own streamed calls' callers
+              (`autan.ctl.<app>.<fn>.*`), record results, dead-letter its own calls,
+              announce itself, read the registry; no JetStream administration at all
 
 Every role but admin subscribes only under its own inbox prefix (`_INBOX.<role>`). A
 permission nats-server refuses is reported to the client (error_cb) and the request
@@ -22,6 +24,7 @@ import msgspec
 from broker.names import (
     CALL_PREFIX,
     CONFIG_BUCKET,
+    CONTROL_PREFIX,
     GATEWAY_CALLS_BUCKET,
     INBOX_PREFIX,
     REGISTRY_BUCKET,
@@ -31,6 +34,7 @@ from broker.names import (
     STATUS_BUCKET,
     WORKERS_BUCKET,
     ack_subjects,
+    control_subject,
     dlq_subject,
     js_api,
     kv_read_subjects,
@@ -88,6 +92,7 @@ def caller_permissions(role: str = "caller") -> Permissions:
     return Permissions(
         publish=(
             f"{CALL_PREFIX}.>",
+            f"{CONTROL_PREFIX}.>",  # credits and cancellation of its streamed calls
             *_reads(REGISTRY_BUCKET, CONFIG_BUCKET, RESULTS_BUCKET, SPAWNED_BUCKET),
             *_writes(SPAWNED_BUCKET),
         ),
@@ -128,7 +133,7 @@ def worker_permissions(app: str, fn: str, source: Source, emit: str | None) -> P
     )
     return Permissions(
         publish=(*own, *_reads(REGISTRY_BUCKET, CONFIG_BUCKET, RESULTS_BUCKET), *_emit(emit)),
-        subscribe=(f"{role_inbox(role)}.>",),
+        subscribe=(f"{role_inbox(role)}.>", control_subject(app, fn)),
     )
 
 

@@ -38,6 +38,7 @@ class ReplyMux:
         self.prefix = nc.new_inbox()
         self.connection = self.prefix.rsplit(".", 1)[-1]  # unique per connection
         self._futures: dict[str, asyncio.Future[Reply]] = {}
+        self._streams: dict[str, asyncio.Queue[Reply]] = {}  # every message, not the first
         self._subs: list[Subscription] = []
         self._results: Subscription | None = None
         self._subscribing = asyncio.Lock()
@@ -65,6 +66,7 @@ class ReplyMux:
         for future in self._futures.values():
             future.cancel()
         self._futures.clear()
+        self._streams.clear()
 
     def subject(self, token: str) -> str:
         return reply_subject(self.prefix, token)
@@ -78,13 +80,24 @@ class ReplyMux:
         self._futures[token] = future
         return future
 
+    def expect_stream(self, token: str) -> asyncio.Queue[Reply]:
+        """Every message on `subject(token)` (or its result subject), in order, until
+        `forget`: a streamed call's items, then its result."""
+        queue: asyncio.Queue[Reply] = asyncio.Queue()
+        self._streams[token] = queue
+        return queue
+
     def forget(self, token: str) -> None:
+        self._streams.pop(token, None)
         future = self._futures.pop(token, None)
         if future is not None and not future.done():
             future.cancel()
 
     async def _on_msg(self, msg: Msg) -> None:
         token = msg.subject.rsplit(".", 1)[-1]
+        if (stream := self._streams.get(token)) is not None:
+            stream.put_nowait(Reply(msg.data, None))
+            return
         future = self._futures.pop(token, None)
         if future is not None and not future.done():
             status = msg.headers.get("Status") if msg.headers else None

@@ -105,7 +105,7 @@ def test_autan_up_serves_the_bundled_functions_air_gapped(tmp_path: Path) -> Non
                "--http-port", str(http_port)]  # fmt: skip
     stack = subprocess.Popen(command, env=_env(), cwd=tmp_path, start_new_session=True)
     try:
-        anyio.run(_wait_for_scaler, url, data_dir, 3, 90.0)
+        anyio.run(_wait_for_scaler, url, data_dir, 4, 90.0)
         _check_calls(url, data_dir)
         _check_metrics(metrics_port)
         _check_http(http_port)
@@ -144,8 +144,10 @@ def _check_calls(url: str, data_dir: Path) -> None:
     )
     assert label["label"] == "toml"
     assert json.loads(_autan("invoke", "demo.echo", "[1, 2]", url=url, data_dir=data_dir)) == [1, 2]
+    lines = _autan("invoke", "demo.sentences", '"One. Two!"', url=url, data_dir=data_dir)
+    assert [json.loads(line)["sentence"] for line in lines.splitlines()] == ["One.", "Two!"]
     listing = _autan("ls", url=url, data_dir=data_dir)
-    for name in ("demo.echo", "demo.embed", "demo.filetype"):
+    for name in ("demo.echo", "demo.embed", "demo.filetype", "demo.sentences"):
         assert re.search(rf"^{re.escape(name)}\s+[0-9a-f]{{16}}\s+1\s", listing, re.M), listing
     status = _autan("status", url=url, data_dir=data_dir)
     assert re.search(r"^demo\.embed\s+0\s.*activate: 1 waiting, no worker", status, re.M), status
@@ -165,6 +167,16 @@ def _check_http(port: int) -> None:
     )
     with urllib.request.urlopen(request, timeout=30) as response:
         assert len(json.loads(response.read())) == 384
+    streamed = urllib.request.Request(
+        f"http://127.0.0.1:{port}/v1/functions/demo/sentences",
+        data=json.dumps("One sentence. And another!").encode(),
+        headers={"Content-Type": "application/json", "Accept": "text/event-stream"},
+    )
+    with urllib.request.urlopen(streamed, timeout=60) as response:
+        events = response.read().decode().strip().split("\n\n")
+    items = [json.loads(event.split("data: ", 1)[1]) for event in events[:-1]]
+    assert [item["sentence"] for item in items] == ["One sentence.", "And another!"]
+    assert events[-1] == 'event: end\ndata: {"items":2}'
 
 
 def _check_metrics(port: int) -> None:
@@ -178,11 +190,15 @@ def _check_metrics(port: int) -> None:
 def _check_python_api(url: str, data_dir: Path) -> None:
     from functions.app import app
     from functions.embed import embed
+    from functions.sentences import sentences
 
     app.sessions.configure(Settings(nats_url=url, data_dir=data_dir))
     try:
         assert embed.remote("hello") == embed.local("hello")
         assert [len(v) for v in embed.map(["a", "b", "c"])] == [384, 384, 384]
         assert embed.spawn("later").get(timeout=30) == embed.local("later")
+        streamed = list(sentences.remote_gen("Hello there. How are you?"))
+        assert [item["sentence"] for item in streamed] == ["Hello there.", "How are you?"]
+        assert streamed[1]["vector"] == embed.local("How are you?")
     finally:
         app.sessions.close()

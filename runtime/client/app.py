@@ -8,6 +8,8 @@ import typing
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar, overload
 
+import msgspec
+
 from runtime.client.handles import BatchedFunction, Function
 from runtime.client.session import Session
 from runtime.client.sessions import SessionProvider
@@ -161,10 +163,15 @@ class App:
             fn_name = check_name("function", name or fn.__name__)
             if fn_name in self.functions:
                 raise InvalidOption(f"app {self.name!r} already has a function {fn_name!r}")
+            streams = inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn)
+            try:
+                own = msgspec.structs.replace(options, streams=streams)
+            except InvalidOption as exc:
+                raise InvalidOption(f"{fn.__qualname__}: {exc}") from None
             _check_signature(fn, batched=batching is not None)
             handle: Function[Any, Any] | BatchedFunction[Any, Any]
             kind = Function if batching is None else BatchedFunction
-            handle = kind(self.name, fn_name, fn, options, setup, self._sessions)
+            handle = kind(self.name, fn_name, fn, own, setup, self._sessions)
             self.functions[fn_name] = handle
             return handle
 

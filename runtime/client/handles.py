@@ -1,4 +1,5 @@
-"""Typed handles returned by `@app.function`: `.remote`, `.spawn`, `.map`, `.local`."""
+"""Typed handles returned by `@app.function`: `.remote`, `.remote_gen`, `.spawn`, `.map`,
+`.local`."""
 
 from __future__ import annotations
 
@@ -109,6 +110,32 @@ class _Remote(Generic[P, R]):
         return result
 
 
+class _RemoteGen(Generic[P]):
+    """`for item in handle.remote_gen(...)` iterates what a generator function yields, as it
+    comes; `async for item in handle.remote_gen.aio(...)` in async code. Leaving the
+    loop early stops the generator in its worker."""
+
+    def __init__(self, handle: _Handle) -> None:
+        self._handle = handle
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Iterator[Any]:
+        return self._handle.sessions.iterate_sync(self._items, args, kwargs)
+
+    def aio(self, *args: P.args, **kwargs: P.kwargs) -> AsyncGenerator[Any, None]:
+        return self._items(args, kwargs)
+
+    async def _items(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> AsyncGenerator[Any, None]:
+        session = await self._handle._session()
+        items = session.stream(self._handle.app_name, self._handle.name, args, kwargs)
+        try:
+            async for item in items:
+                yield item
+        finally:
+            await items.aclose()
+
+
 class _Spawn(Generic[P, R]):
     """`handle.spawn(...)` returns a `Call` once JetStream has stored the call."""
 
@@ -154,7 +181,8 @@ class _Map(Generic[R]):
 
 
 class Function(_Handle, Generic[P, R]):
-    """A deployed-or-deployable function: `.remote`, `.spawn`, `.map`, `.local`."""
+    """A deployed-or-deployable function: `.remote`, `.spawn`, `.map`, `.local`; a generator
+    function: `.remote_gen`."""
 
     def __init__(
         self,
@@ -167,6 +195,7 @@ class Function(_Handle, Generic[P, R]):
     ) -> None:
         super().__init__(app_name, name, fn, options, setup, sessions)
         self.remote: _Remote[P, R] = _Remote(self)
+        self.remote_gen: _RemoteGen[P] = _RemoteGen(self)
         self.spawn: _Spawn[P, R] = _Spawn(self)
         self.map: _Map[R] = _Map(self)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections import deque
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Iterator
 from types import TracebackType
 from typing import Any
 
@@ -35,10 +35,12 @@ from runtime.core import (
     CALLER,
     CallNotFound,
     FunctionSpec,
+    InvalidOption,
     Link,
     Registry,
     RemoteError,
     Settings,
+    stream_call,
 )
 
 __all__ = ["Session"]
@@ -94,7 +96,7 @@ class Session:
         Calls of a batched function made at once (in one turn of the event loop) travel
         together in packs: see `client.packs.Packer`.
         """
-        spec = await self.registry.get(app, fn)
+        spec = _one_result(await self.registry.get(app, fn), ".remote()")
         if self.pack_size(spec, window=2) > 1:
             packer = self._packers.get(spec.qualname)
             if packer is None:
@@ -117,7 +119,7 @@ class Session:
     async def spawn(self, app: str, fn: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
         """Queue a call whose result is kept in the results bucket; returns its id."""
         call_id = new_call_id()
-        spec = await self.registry.get(app, fn)
+        spec = _one_result(await self.registry.get(app, fn), ".spawn()")
         submission = await self._submit(app, fn, call_id, (args, kwargs), live=False)
         await asyncio.gather(submission.acked(), self.link.remember_spawned(call_id, spec))
         return call_id
@@ -143,6 +145,25 @@ class Session:
             raise TimeoutError(f"call {call_id} is still pending after {timeout_s} s") from None
         return await self._unwrap(call_id, data)
 
+    def stream(
+        self, app: str, fn: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> AsyncGenerator[Any, None]:
+        """The items a generator function yields for this call, as they come, in order
+        (`core.stream_call`): the worker runs at most `STREAM_WINDOW` items ahead of what
+        was read here; closing the iterator early stops the generator."""
+        return self._stream(app, fn, args, kwargs)
+
+    async def _stream(
+        self, app: str, fn: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> AsyncGenerator[Any, None]:
+        spec = await self.registry.get(app, fn)
+        items = stream_call(self.link, spec, new_call_id(), args, kwargs)
+        try:
+            async for item in items:
+                yield item
+        finally:
+            await items.aclose()
+
     async def map(
         self,
         app: str,
@@ -158,7 +179,7 @@ class Session:
         A batched function gets its inputs in packs (`client.packs`): one message for up
         to `PACK_BATCHES` batches rather than one per input.
         """
-        spec = await self.registry.get(app, fn)
+        spec = _one_result(await self.registry.get(app, fn), ".map()")
         if self.pack_size(spec, window, count) > 1:
             async for value in self._map_packed(spec, arg_tuples, window=window, count=count):
                 yield value
@@ -286,3 +307,13 @@ class Session:
                 return decode_value(await self.link.load(payload))
             case Failure(error=error):
                 raise RemoteError.from_info(error, call_id)
+
+
+def _one_result(spec: FunctionSpec, how: str) -> FunctionSpec:
+    """`spec`, unless it streams (a generator): InvalidOption saying how to call it."""
+    if spec.options.streams:
+        raise InvalidOption(
+            f"{spec.qualname} is a generator: iterate fn.remote_gen(...) (or "
+            f"fn.remote_gen.aio(...) in async code) rather than {how}"
+        )
+    return spec

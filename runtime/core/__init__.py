@@ -84,6 +84,7 @@ from runtime.core.spec import (
     python_version,
     split_qualname,
 )
+from runtime.core.streamed import stream_call
 from runtime.core.tensors import pad_batch, stack_batch
 from runtime.core.titles import set_title
 from runtime.core.trust import DeployKey, Trust, key_id
@@ -171,5 +172,6 @@ __all__ = [
     "stack_batch",
     "storage_problem",
     "storage_url",
+    "stream_call",
     "valid_name",
 ]

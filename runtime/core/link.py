@@ -29,6 +29,7 @@ from broker import (
     KeyNotFound,
     Payload,
     StoredRef,
+    StreamSubmission,
     Submission,
     call_subject,
     encode,
@@ -121,21 +122,36 @@ class Link:
         in the results bucket (for `result()`, later or elsewhere). `items`: the call is
         a pack of that many calls, `encoded` their list of `[args, kwargs]`.
         """
-        payload = await self.offload(f"payloads/{call_id}", encoded)
-        message = CallMsg(
+        message = await self._call(spec, call_id, encoded, live=live, record=record, items=items)
+        return await self.broker.submit(
+            call_subject(spec.app, spec.name), call_id, encode(message), expect_result=live
+        )
+
+    async def submit_stream(
+        self, spec: FunctionSpec, call_id: str, encoded: bytes
+    ) -> StreamSubmission:
+        """Publish a call of a generator function: its items come back on this connection
+        (`StreamSubmission.next`), then its result."""
+        message = await self._call(spec, call_id, encoded, live=True, record=False, items=0)
+        return await self.broker.submit_stream(
+            call_subject(spec.app, spec.name), call_id, encode(message)
+        )
+
+    async def _call(
+        self, spec: FunctionSpec, call_id: str, encoded: bytes, *, live: bool, record: bool,
+        items: int,
+    ) -> CallMsg:  # fmt: skip
+        return CallMsg(
             call_id=call_id,
             app=spec.app,
             fn=spec.name,
-            payload=payload,
+            payload=await self.offload(f"payloads/{call_id}", encoded),
             reply=self.broker.result_subject(spec.app, spec.name, call_id) if live else None,
             record=record,
             created_unix_s=time.time(),
             timeout_s=spec.options.timeout_s,
             items=items,
             sequence=spec.sequence,
-        )
-        return await self.broker.submit(
-            call_subject(spec.app, spec.name), call_id, encode(message), expect_result=live
         )
 
     async def remember_spawned(self, call_id: str, spec: FunctionSpec) -> None:

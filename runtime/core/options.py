@@ -206,6 +206,13 @@ def _resolve(location: str) -> Path:
     return Path(str(root.joinpath(resource)))
 
 
+def _check_secrets(names: tuple[str, ...]) -> None:
+    for name in names:
+        check_secret_name(name)
+    if len(set(names)) != len(names):
+        raise InvalidOption(f"secrets={list(names)}: each name once")
+
+
 class FunctionOptions(msgspec.Struct, frozen=True, kw_only=True):
     """Everything `@app.function` was given, as it travels in the function's spec."""
 
@@ -221,6 +228,7 @@ class FunctionOptions(msgspec.Struct, frozen=True, kw_only=True):
     on: str | None = None  # a NATS subject: every message published there is a call
     emit: str | None = None  # publish each result (of any call) to this subject
     secrets: tuple[str, ...] = ()  # names of secrets its workers get in their environment
+    streams: bool = False  # a generator: its items stream to the caller (not a user option)
 
     def __post_init__(self) -> None:
         if not 0 < self.timeout_s <= 7 * 24 * 3600:
@@ -235,10 +243,12 @@ class FunctionOptions(msgspec.Struct, frozen=True, kw_only=True):
             raise InvalidOption(f"max_age_s={self.max_age_s}: use a positive number of seconds")
         if not 1 <= self.concurrency <= 1024:
             raise InvalidOption(f"concurrency={self.concurrency}: use 1 to 1024")
-        for name in self.secrets:
-            check_secret_name(name)
-        if len(set(self.secrets)) != len(self.secrets):
-            raise InvalidOption(f"secrets={list(self.secrets)}: each name once")
+        if self.streams and self.batching is not None:
+            raise InvalidOption(
+                "a generator function cannot be batched: drop batching=, or return one "
+                "list per call instead of yielding"
+            )
+        _check_secrets(self.secrets)
         for key, model in self.models.items():
             if not isinstance(model, Model):
                 raise InvalidOption(

@@ -65,6 +65,7 @@ from runtime.gateway.schema import (
     Policies,
     WorkerSummary,
 )
+from runtime.gateway.streaming import stream_response
 from runtime.gateway.uplink import Uplink
 from storage import StorageUnavailable
 
@@ -107,6 +108,16 @@ class Endpoints:
             self.config.read_timeout_s,
         )
         args, kwargs = await read_arguments(body, kind, explicit=options.explicit)
+        if spec.options.streams:
+            if options.respond_async or options.idempotency_key:
+                raise BadRequest(
+                    f"{spec.qualname} is a generator: its items stream back as they come "
+                    "and are not kept; call it without ?async=true or Idempotency-Key, "
+                    "with 'Accept: text/event-stream' (or application/x-ndjson)"
+                )
+            accept, call_id = request.headers.get("accept"), new_call_id()
+            headers = {"Autan-Call-Id": call_id}
+            return await stream_response(link, spec, call_id, (args, kwargs), accept, headers)
         call = _plan(access, spec, args, kwargs, options.idempotency_key)
         if not access.all_apps:  # keys off: every request may see every app
             call = msgspec.structs.replace(call, remember=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -53,10 +54,22 @@ def key(settings: Settings, command: str, path: Path | None) -> int:
     return 0
 
 
-async def invoke(settings: Settings, qualname: str, value: Any, kwargs: dict[str, Any]) -> Any:
+async def invoke(
+    settings: Settings,
+    qualname: str,
+    value: Any,
+    kwargs: dict[str, Any],
+    show: Callable[[Any], None],
+) -> None:
+    """Call `qualname` and `show` its result; a generator's items, each as it comes."""
     app, fn = split_qualname(qualname)
     async with await Session.open(settings, name="autan-invoke") as session:
-        return await session.call(app, fn, (value,), kwargs)
+        spec = await session.registry.get(app, fn)
+        if not spec.options.streams:
+            show(await session.call(app, fn, (value,), kwargs))
+            return
+        async for item in session.stream(app, fn, (value,), kwargs):
+            show(item)
 
 
 async def replay(

@@ -98,7 +98,9 @@ def _commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     deploy = commands.add_parser("deploy", help="package and register the functions of PATH")
     deploy.add_argument("path", help="a package directory, a .py file or a module name")
 
-    invoke = commands.add_parser("invoke", help="call APP.FN with one JSON argument")
+    invoke = commands.add_parser(
+        "invoke", help="call APP.FN with one JSON argument (a generator: one line per item)"
+    )
     invoke.add_argument("function", metavar="APP.FN")
     invoke.add_argument("input", nargs="?", help="the argument, as JSON")
     invoke.add_argument("--file", type=Path, help="pass this file's bytes as the argument")
@@ -204,8 +206,7 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         case "invoke":
             value = _invoke_input(args)
             kwargs = json.loads(args.kwargs) if args.kwargs else {}
-            result = await admin.invoke(settings, args.function, value, kwargs)
-            print(json.dumps(_jsonable(result)))
+            await admin.invoke(settings, args.function, value, kwargs, _show)
             return 0
         case "worker":
             return await _worker(args, settings)
@@ -260,6 +261,10 @@ def _duration_s(text: str) -> float:
         return float(number) * units[unit]
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r}: write a duration like 30s, 10m, 2h") from None
+
+
+def _show(result: Any) -> None:
+    print(json.dumps(_jsonable(result)), flush=True)
 
 
 def _invoke_input(args: argparse.Namespace) -> Any:

@@ -120,6 +120,16 @@ class Answers:
         letter = self.letter(call, call.call_id, call_bytes, error, reason, delivery)
         await self.deliver(delivery, call, encode(result), [letter])
 
+    async def cancelled(self, delivery: Delivery, call: CallMsg, error: ErrorInfo) -> None:
+        """A streamed call its caller stopped reading: settled, with no dead letter (the
+        caller asked for it)."""
+        self.log.info("streamed call cancelled by its caller", call_id=call.call_id)
+        result = Failure(
+            call_id=call.call_id, error=error, worker=self.worker_id,
+            attempts=delivery.num_delivered,
+        )  # fmt: skip
+        await self.deliver(delivery, call, encode(result))
+
     async def unreadable(self, delivery: Delivery, error: ErrorInfo) -> None:
         """A message that is no call of this function: kept as it came, as a dead letter
         (named by its stream sequence), then acked. Nobody can be told: it names no inbox."""

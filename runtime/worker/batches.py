@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import anyio
+import msgspec
 
 from broker import CallMsg, Delivery, ErrorInfo, PullFeed, decode_value
 from runtime.core import FunctionSpec, Link
@@ -20,6 +21,7 @@ from runtime.worker.executor import Executor
 from runtime.worker.intake import UNREADABLE, Unit, read_call, read_inputs, read_pack, refusal
 from runtime.worker.invocations import Outcome
 from runtime.worker.packs import PackSettler
+from runtime.worker.streams import Sink, Streams
 
 __all__ = ["BatchHandler"]
 
@@ -41,6 +43,7 @@ class BatchHandler:
         self.log = log
         self.answers = Answers(link, spec, worker_id, log, cold_start_ms=cold_start_ms)
         self.packs = PackSettler(link, self.answers)
+        self.streams = Streams(link, spec)
         self.running: set[Delivery] = set()
         # Calls per delivery, averaged: 1 for single calls, up to max_size for packs.
         self.items_per_delivery = 1.0
@@ -126,6 +129,9 @@ class BatchHandler:
             error = ErrorInfo(type="MalformedCall", message=f"the call cannot be read: {exc}")
             await self.answers.fail(delivery, call, error, reason="malformed")
             return None
+        if self.spec.options.streams and pack is None:
+            sink = await self.streams.open(call)
+            invocations = [msgspec.structs.replace(invocations[0], sink=sink)]
         return Unit(delivery, call, invocations, indexes, pack)
 
     async def _refuse(
@@ -172,15 +178,23 @@ class BatchHandler:
             own = outcomes[start : start + len(unit.invocations)]
             start += len(unit.invocations)
             if unit.pack is None:
-                await self._settle(unit.delivery, unit.call, own[0])
+                await self._settle(unit.delivery, unit.call, own[0], unit.invocations[0].sink)
             else:
                 await self.packs.settle(unit, own)
 
-    async def _settle(self, delivery: Delivery, call: CallMsg, outcome: Outcome | None) -> None:
+    async def _settle(
+        self, delivery: Delivery, call: CallMsg, outcome: Outcome | None, sink: Sink | None
+    ) -> None:
+        if sink is not None:
+            self.streams.close(sink)
         if outcome is None:
             await delivery.nak()
             return
-        if outcome.error is not None:
+        if outcome.error is not None and sink is not None and sink.cancelled:
+            await self.answers.cancelled(delivery, call, outcome.error)
+        elif outcome.error is not None and sink is not None and sink.sent:
+            await self.answers.fail(delivery, call, outcome.error)  # items went out: no retry
+        elif outcome.error is not None:
             await self.answers.failed_attempt(delivery, call, outcome.error)
-            return
-        await self.answers.success(delivery, call, outcome)
+        else:
+            await self.answers.success(delivery, call, outcome)

@@ -72,7 +72,9 @@ class Executor:
         self.batch_size = batch_size
         self.timeout_s = timeout_s
         self.concurrency = max(1, concurrency)
-        self.is_async = inspect.iscoroutinefunction(fn)
+        self.is_async = inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn)
+        # A generator: each call's items go out through its `Invocation.sink`.
+        self.streams = inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn)
         self._limiter = anyio.CapacityLimiter(self.concurrency)
         self._threads = CallThreads(self.concurrency)
         self._running: set[_Progress] = set()
@@ -80,7 +82,7 @@ class Executor:
         self.inline = False
         self._fast_streak = 0
         self._average_ms = QUICK_MS  # unknown: taken as slow until calls show otherwise
-        self._inline_allowed = self.concurrency == 1
+        self._inline_allowed = self.concurrency == 1 and not self.streams
         self._alarm = Alarm(enabled=alarm)
         # Calls run together so far, by count: the size of each batch a batched function ran.
         self.sizes: Counter[int] = Counter()
@@ -127,6 +129,8 @@ class Executor:
         """
         if self.batched:
             return self.batch_size
+        if self.streams:  # long calls that answer as they go: as many as run at once
+            return self.concurrency
         if self.inline or self.is_async or self._average_ms < QUICK_MS:
             return max(32, self.concurrency)
         return self.concurrency
@@ -219,7 +223,10 @@ class Executor:
         ctx = self.ctx.for_call(call.call_id, call.attempt, call.subject)
         try:
             with anyio.fail_after(self.timeout_s):
-                value = await self.fn(ctx, *call.args, **call.kwargs)
+                if call.sink is not None:
+                    value = await call.sink.drain_async(self.fn(ctx, *call.args, **call.kwargs))
+                else:
+                    value = await self.fn(ctx, *call.args, **call.kwargs)
         except TimeoutError:
             return Outcome(error=timeout_error(self.timeout_s), run_ms=_ms(started))
         except MemoryError as exc:
@@ -318,6 +325,8 @@ class Executor:
         ctx = self.ctx.for_call(call.call_id, call.attempt, call.subject)
         try:
             value = self.fn(ctx, *call.args, **call.kwargs)
+            if call.sink is not None:
+                value = call.sink.drain_sync(value)
         except MemoryError as exc:
             self.poisoned = True  # the heap is suspect: a fresh worker takes over
             return Outcome(error=error_info(exc), run_ms=_ms(started))

@@ -20,6 +20,7 @@ class Invocation(msgspec.Struct, frozen=True):
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
     subject: str = ""  # for calls made by a trigger: where the message was published
+    sink: Any = None  # for a generator function's call: where its items go (`Sink`)
 
 
 class Outcome(msgspec.Struct, frozen=True):

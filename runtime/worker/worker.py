@@ -297,6 +297,7 @@ class Worker:
         left = await feed.stop()
         for delivery in left:
             await delivery.nak()
+        await handler.streams.stop()
         await link.broker.flush()
         self.log.info("worker drained", handed_back=len(left))
 

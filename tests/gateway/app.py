@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -72,3 +73,20 @@ def blob(ctx: Context, size: int) -> bytes:
 @app.function(timeout_s=10)
 def length(ctx: Context, data: bytes) -> int:
     return len(data)
+
+
+@app.function(timeout_s=30, concurrency=2)
+def count(ctx: Context, n: int, log: str = "", fail_at: int = -1) -> Iterator[int]:
+    """0 to n-1, each noted in `log`; `fail_at`: ValueError in place of that item."""
+    try:
+        for i in range(n):
+            if i == fail_at:
+                raise ValueError(f"item {i} is bad")
+            if log:
+                with open(log, "a") as file:
+                    file.write(f"yield {i}\n")
+            yield i
+    finally:
+        if log:
+            with open(log, "a") as file:
+                file.write("closed\n")

@@ -1,0 +1,76 @@
+"""Reading a streamed call: the items a generator function yields, as they come.
+
+Shared by the client (`fn.remote_gen`) and the HTTP bridge (Server-Sent Events, NDJSON):
+publish the call, then read what its worker sends to this connection's result subject,
+items then the result, telling the worker every half window how far it got, and that it
+stopped when the reader leaves early (`broker.StreamControl`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncGenerator
+from typing import Any
+
+import anyio
+
+from broker import (
+    STREAM_WINDOW,
+    BrokerError,
+    Failure,
+    StreamControl,
+    StreamItem,
+    Success,
+    control_subject,
+    decode_stream_message,
+    decode_value,
+    encode,
+    encode_value,
+)
+from runtime.core.errors import RemoteError
+from runtime.core.link import Link
+from runtime.core.options import InvalidOption
+from runtime.core.spec import FunctionSpec
+
+__all__ = ["stream_call"]
+
+
+async def stream_call(
+    link: Link, spec: FunctionSpec, call_id: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> AsyncGenerator[Any, None]:
+    """The items `spec` yields for this call, in order (see the module's docstring).
+
+    An error raised mid-stream is raised here (RemoteError), at its place. A stream cut by
+    its worker's death is run again by another, whose first items, already given here,
+    are skipped. Closing the generator early tells the worker to stop.
+    """
+    if not spec.options.streams:
+        raise InvalidOption(f"{spec.qualname} returns one result: call it with .remote()")
+    submission = await link.submit_stream(spec, call_id, encode_value((args, kwargs)))
+    control = control_subject(spec.app, spec.name, call_id)
+    received = told = 0
+    ended = False
+    try:
+        await submission.acked()
+        while True:
+            match decode_stream_message(await submission.next()):
+                case StreamItem(index=index, payload=payload):
+                    if index < received:
+                        continue  # run again after its worker died: given already
+                    value = decode_value(await link.load(payload))
+                    received = index + 1
+                    if received - told >= STREAM_WINDOW // 2:
+                        told = received
+                        await link.broker.publish(control, encode(StreamControl(told)))
+                    yield value
+                case Success():
+                    ended = True
+                    return
+                case Failure(error=error):
+                    ended = True
+                    raise RemoteError.from_info(error, call_id)
+    finally:
+        submission.forget()
+        if not ended:  # the reader stopped: the worker closes the generator
+            with anyio.CancelScope(shield=True), contextlib.suppress(BrokerError):
+                await link.broker.publish(control, encode(StreamControl(cancel=True)))
