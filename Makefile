@@ -43,7 +43,7 @@ typecheck:
 pytest:
 	$(BIN)/pytest
 
-BENCHMARKS := echo_latency map_throughput embed_overhead cold_start reaction burst batching http_bridge isolation gpu_throughput
+BENCHMARKS := echo_latency map_throughput embed_overhead cold_start reaction burst batching http_bridge isolation streaming gpu_throughput
 
 bench: venv
 	@for name in $(BENCHMARKS); do $(BIN)/python -m benchmarks.$$name || exit 1; done

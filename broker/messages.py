@@ -141,13 +141,14 @@ def item_call_id(pack_id: str, index: int) -> str:
     return f"{pack_id}-{index}"
 
 
-class StreamItem(msgspec.Struct, frozen=True, tag="item"):
-    """One item a generator function yielded, sent to its caller's result subject before
-    the call's `Success` (whose value is the number of items) or `Failure`."""
+class StreamItem(msgspec.Struct, frozen=True, tag="items"):
+    """Items a generator function yielded, `index` the first's: sent to its caller's
+    result subject before the call's `Success` (whose value is the number of items) or
+    `Failure`. Items produced while the previous message was going out travel together."""
 
     call_id: str
     index: int
-    payload: Payload
+    payloads: list[Payload]
 
 
 StreamMessage = StreamItem | Success | Failure

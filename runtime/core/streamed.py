@@ -54,15 +54,16 @@ async def stream_call(
         await submission.acked()
         while True:
             match decode_stream_message(await submission.next()):
-                case StreamItem(index=index, payload=payload):
-                    if index < received:
-                        continue  # run again after its worker died: given already
-                    value = decode_value(await link.load(payload))
-                    received = index + 1
-                    if received - told >= STREAM_WINDOW // 2:
-                        told = received
-                        await link.broker.publish(control, encode(StreamControl(told)))
-                    yield value
+                case StreamItem(index=first, payloads=payloads):
+                    for index, payload in enumerate(payloads, first):
+                        if index < received:
+                            continue  # run again after its worker died: given already
+                        value = decode_value(await link.load(payload))
+                        received = index + 1
+                        if received - told >= STREAM_WINDOW // 2:
+                            told = received
+                            await link.broker.publish(control, encode(StreamControl(told)))
+                        yield value
                 case Success():
                     ended = True
                     return

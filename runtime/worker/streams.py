@@ -1,18 +1,21 @@
 """Streamed calls: a generator function's items, sent to its caller as they come.
 
-Each item goes to the caller's result subject as a `StreamItem` (index, payload), before
-the call's `Success` (its value: the number of items) or `Failure`. The worker runs at
-most `STREAM_WINDOW` items ahead of what the caller said it received: the caller's
-`StreamControl` messages (`autan.ctl.<app>.<fn>.<call_id>`, heard on one subscription
-per worker) move the window, or cancel the call, which closes the generator at its
-`yield` (GeneratorExit there). A caller silent for `STALL_S` while the window is full
-ends the call with `StreamStalled`. With `emit=`, every item is published there too.
+Items go to the caller's result subject as `StreamItem` messages (the first item's index,
+then payloads), before the call's `Success` (its value: the number of items) or `Failure`.
+The generator's thread (or, async, its task) encodes each item and hands it to the event
+loop without waiting; one publisher task there sends what has queued, in order, in one
+message (the first item alone, the next ones together while the previous went out). The
+generator runs at most `STREAM_WINDOW` items ahead of what the caller said it received:
+the caller's `StreamControl` messages (`autan.ctl.<app>.<fn>.<call_id>`, heard on one
+subscription per worker) move the window, or cancel the call, which closes the generator
+at its `yield` (GeneratorExit there). A caller silent for `STALL_S` while the window is
+full ends the call with `StreamStalled`. With `emit=`, every item is published there too.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -20,6 +23,7 @@ from typing import Any
 from broker import (
     STREAM_WINDOW,
     CallMsg,
+    Payload,
     StreamItem,
     Watch,
     control_subject,
@@ -33,6 +37,8 @@ from runtime.worker.answers import emitted_bytes
 __all__ = ["STALL_S", "Sink", "StreamCancelled", "StreamStalled", "Streams"]
 
 STALL_S = 30.0
+_ITEMS_PER_MESSAGE = 256
+_BYTES_PER_MESSAGE = 256 * 1024
 
 
 class StreamCancelled(Exception):
@@ -48,68 +54,142 @@ class Sink:
 
     def __init__(self, link: Link, spec: FunctionSpec, call: CallMsg) -> None:
         self._link = link
-        self._spec = spec
+        self._emit = spec.options.emit
         self.call_id = call.call_id
         self._reply = call.reply
-        self.sent = 0
+        self.sent = 0  # items handed to the publisher
         # Without a caller (a trigger's call) nothing holds the items back.
         self.read = 0 if call.reply else 1 << 62
         self.cancelled = False
+        self._window = threading.Condition()
         self._moved = asyncio.Event()
         self._loop = asyncio.get_running_loop()
+        self._queued: list[tuple[bytes, bytes | None]] = []  # encoded, emitted
+        self._published = 0
+        self._publisher: asyncio.Task[None] | None = None
+        self._failed: BaseException | None = None
 
     def heard(self, read: int, cancel: bool) -> None:
-        self.read = max(self.read, read)
-        self.cancelled = self.cancelled or cancel
+        """The caller's word (on the loop): how far it read, or that it left."""
+        with self._window:
+            self.read = max(self.read, read)
+            self.cancelled = self.cancelled or cancel
+            self._window.notify_all()
         self._moved.set()
 
-    async def send(self, value: Any) -> None:
-        """Send one item, once the window allows; StreamCancelled, StreamStalled, or
-        UnencodableValue (the error at this item's place)."""
-        deadline = time.monotonic() + STALL_S
-        while not self.cancelled and self.sent - self.read >= STREAM_WINDOW:
-            self._moved.clear()
-            left_s = deadline - time.monotonic()
-            if left_s <= 0:
-                raise StreamStalled(
-                    f"the caller read nothing for {STALL_S:g} s with {STREAM_WINDOW} items "
-                    "waiting; the call was ended"
-                )
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._moved.wait(), left_s)
-        if self.cancelled:
-            raise StreamCancelled("the caller stopped reading; the generator was closed")
-        data = encode_value(value)
-        index, self.sent = self.sent, self.sent + 1
-        if self._reply:
-            payload = await self._link.offload(f"results/{self.call_id}-{index}", data)
-            item = StreamItem(call_id=self.call_id, index=index, payload=payload)
-            await self._link.broker.publish(self._reply, encode(item))
-        if subject := self._spec.options.emit:
-            headers = {"Autan-Call-Id": self.call_id, "Autan-Item": str(index)}
-            await self._link.broker.publish(subject, emitted_bytes(value), headers=headers)
+    # -- a sync generator, in its call thread -------------------------------------------
 
     def drain_sync(self, items: Iterator[Any]) -> int:
         """Send what a sync generator yields, from its call thread; the item count."""
         try:
             for value in items:
-                asyncio.run_coroutine_threadsafe(self.send(value), self._loop).result()
+                self._wait_sync()
+                encoded = self._encode(value)
+                self._loop.call_soon_threadsafe(self._enqueue, encoded)
         finally:
             close = getattr(items, "close", None)
             if close is not None:
                 close()  # GeneratorExit at its yield when it was cut short
+            # What was handed over goes out first: an error comes after the items before it.
+            asyncio.run_coroutine_threadsafe(self._drained(), self._loop).result()
+        if self._failed is not None:
+            raise self._failed
         return self.sent
+
+    def _wait_sync(self) -> None:
+        deadline = time.monotonic() + STALL_S
+        with self._window:
+            while not self.cancelled and self.sent - self.read >= STREAM_WINDOW:
+                left_s = deadline - time.monotonic()
+                if left_s <= 0:
+                    raise self._stalled()
+                self._window.wait(left_s)
+            if self.cancelled:
+                raise StreamCancelled("the caller stopped reading; the generator was closed")
+            self.sent += 1
+
+    # -- an async generator, on the loop ------------------------------------------------
 
     async def drain_async(self, items: AsyncIterator[Any]) -> int:
         """Send what an async generator yields; the item count."""
         try:
             async for value in items:
-                await self.send(value)
+                await self._wait_async()
+                self._enqueue(self._encode(value))
         finally:
             close = getattr(items, "aclose", None)
             if close is not None:
                 await close()
+            await self._drained()
+        if self._failed is not None:
+            raise self._failed
         return self.sent
+
+    async def _wait_async(self) -> None:
+        deadline = time.monotonic() + STALL_S
+        while not self.cancelled and self.sent - self.read >= STREAM_WINDOW:
+            self._moved.clear()
+            left_s = deadline - time.monotonic()
+            if left_s <= 0:
+                raise self._stalled()
+            try:
+                await asyncio.wait_for(self._moved.wait(), left_s)
+            except TimeoutError:
+                continue
+        if self.cancelled:
+            raise StreamCancelled("the caller stopped reading; the generator was closed")
+        self.sent += 1
+
+    # -- out, on the loop ---------------------------------------------------------------
+
+    def _encode(self, value: Any) -> tuple[bytes, bytes | None]:
+        """The item as it travels, and as `emit=` publishes it (UnencodableValue: the
+        error at this item's place)."""
+        return encode_value(value), emitted_bytes(value) if self._emit else None
+
+    def _enqueue(self, encoded: tuple[bytes, bytes | None]) -> None:
+        self._queued.append(encoded)
+        if self._publisher is None or self._publisher.done():
+            self._publisher = self._loop.create_task(self._publish())
+
+    async def _publish(self) -> None:
+        try:
+            while self._queued and self._failed is None:
+                taken, size = 0, 0
+                while taken < min(len(self._queued), _ITEMS_PER_MESSAGE):
+                    size += len(self._queued[taken][0])
+                    taken += 1
+                    if size >= _BYTES_PER_MESSAGE:
+                        break
+                batch, self._queued = self._queued[:taken], self._queued[taken:]
+                await self._send(batch)
+        except Exception as exc:  # NATS or storage away: the call fails with it
+            self._failed = exc
+
+    async def _send(self, batch: list[tuple[bytes, bytes | None]]) -> None:
+        first, self._published = self._published, self._published + len(batch)
+        if self._reply:
+            payloads: list[Payload] = [
+                await self._link.offload(f"results/{self.call_id}-{first + i}", data)
+                for i, (data, _) in enumerate(batch)
+            ]
+            item = StreamItem(call_id=self.call_id, index=first, payloads=payloads)
+            await self._link.broker.publish(self._reply, encode(item))
+        if self._emit:
+            for offset, (_, emitted) in enumerate(batch):
+                headers = {"Autan-Call-Id": self.call_id, "Autan-Item": str(first + offset)}
+                await self._link.broker.publish(self._emit, emitted or b"", headers=headers)
+
+    async def _drained(self) -> None:
+        """Once every item handed over went out, or could not (`_failed` says why)."""
+        while self._publisher is not None and not self._publisher.done():
+            await asyncio.shield(self._publisher)
+
+    def _stalled(self) -> StreamStalled:
+        return StreamStalled(
+            f"the caller read nothing for {STALL_S:g} s with {STREAM_WINDOW} items "
+            "waiting; the call was ended"
+        )
 
 
 class Streams:
