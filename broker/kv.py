@@ -66,9 +66,32 @@ class Bucket:
         except _TRANSIENT as exc:
             raise self._unavailable("writing", key) from exc
 
-    async def delete(self, key: str) -> None:
+    async def update(self, key: str, value: bytes, revision: int) -> int:
+        """Write only if `revision` is still the key's last; KeyExists when it is not (another
+        writer came between, or the key expired); the new revision."""
         try:
-            await self._kv.delete(key)
+            return await self._kv.update(key, value, last=revision)
+        except nats.js.errors.KeyWrongLastSequenceError as exc:
+            raise KeyExists(f"{key!r} in bucket {self.name!r} moved past {revision}") from exc
+        except _TRANSIENT as exc:
+            raise self._unavailable("writing", key) from exc
+
+    async def revision(self, key: str) -> tuple[bytes, int]:
+        """The key's value and its revision (KeyNotFound when it has none)."""
+        try:
+            entry = await self._kv.get(key)
+        except nats.js.errors.KeyNotFoundError as exc:
+            raise KeyNotFound(f"no key {key!r} in bucket {self.name!r}") from exc
+        except _TRANSIENT as exc:
+            raise self._unavailable("reading", key) from exc
+        return entry.value or b"", int(entry.revision or 0)
+
+    async def delete(self, key: str, revision: int | None = None) -> None:
+        """Delete the key (with `revision`: only if that is still its last)."""
+        try:
+            await self._kv.delete(key, last=revision)
+        except nats.js.errors.KeyWrongLastSequenceError as exc:
+            raise KeyExists(f"{key!r} in bucket {self.name!r} moved past {revision}") from exc
         except _TRANSIENT as exc:
             raise self._unavailable("deleting", key) from exc
 

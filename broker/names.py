@@ -32,6 +32,7 @@ __all__ = [
     "DLQ_SUBJECTS",
     "GATEWAY_CALLS_BUCKET",
     "INBOX_PREFIX",
+    "LEASES_BUCKET",
     "MAX_DELIVERIES_ADVISORIES",
     "READINESS_PROBE_KEY",
     "REGISTRY_BUCKET",
@@ -93,6 +94,7 @@ GATEWAY_CALLS_BUCKET = "autan_gateway_calls"
 SEQUENCES_BUCKET = "autan_sequences"  # the highest deploy sequence accepted per function
 SPAWNED_BUCKET = "autan_spawned"  # calls whose result is recorded, so that an unknown id is told
 SECRETS_BUCKET = "autan_secrets"  # functions' secrets, sealed (`runtime.core.secrets`)
+LEASES_BUCKET = "autan_leases"  # who leads: one control plane acts at a time
 STORAGE_URL_KEY = "storage_url"  # in CONFIG_BUCKET: where the stack's objects are
 TRUSTED_KEYS_KEY = "trusted_keys"  # in CONFIG_BUCKET: the deploy keys the stack trusts
 SECRETS_KEY_KEY = "secrets_key"  # in CONFIG_BUCKET: the public key secrets are sealed with

@@ -16,6 +16,7 @@ from runtime.control.decision import (
 )
 from runtime.control.embedded import NatsServer, find_nats_server, free_port
 from runtime.control.environment import WorkerAccess, WorkerSecrets, detect_gpus, worker_env
+from runtime.control.lease import LEASE_S, Lease, LeaseHolder
 from runtime.control.local import LocalProvider
 from runtime.control.metrics import ScalerMetrics
 from runtime.control.provider import Capacity, ProvidedWorker, Provider, WorkerState
@@ -28,6 +29,7 @@ from runtime.control.sweeper import PayloadSweeper, held_by_dead_letters
 from runtime.control.undeliverable import Undeliverable
 
 __all__ = [
+    "LEASE_S",
     "Capacity",
     "Children",
     "DataDirLock",
@@ -35,6 +37,8 @@ __all__ = [
     "EmbeddedAccess",
     "FunctionLoad",
     "FunctionStatus",
+    "Lease",
+    "LeaseHolder",
     "LocalProvider",
     "NatsServer",
     "PayloadSweeper",

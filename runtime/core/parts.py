@@ -109,11 +109,12 @@ class PartReporter:
         kind: str,
         instance: str,
         *,
-        where: str = "",
+        where: str | Callable[[], str] = "",
         problem: Callable[[], Awaitable[str | None]] | None = None,
     ) -> None:
         self._broker = broker
         self._problem = problem
+        self._where = where
         self._key = part_key(kind, instance)
         self._report = PartReport(
             kind=kind,
@@ -122,7 +123,6 @@ class PartReporter:
             pid=os.getpid(),
             started_unix_s=time.time(),
             updated_unix_s=0.0,
-            where=where,
         )
 
     async def serve(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -139,7 +139,10 @@ class PartReporter:
     async def _write(self) -> bool:
         """Report once; False when this part may not write reports (said once)."""
         problem = await self._problem() if self._problem is not None else None
-        report = msgspec.structs.replace(self._report, updated_unix_s=time.time(), problem=problem)
+        where = self._where() if callable(self._where) else self._where
+        report = msgspec.structs.replace(
+            self._report, updated_unix_s=time.time(), problem=problem, where=where
+        )
         try:
             bucket = await self._broker().bucket(STATUS_BUCKET)
             await bucket.put(self._key, msgspec.json.encode(report))

@@ -7,8 +7,11 @@ and the filesystem store.
 
 from __future__ import annotations
 
+import hashlib
+import os
 import shutil
 import signal
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,6 +25,7 @@ from broker import (
     CONFIG_BUCKET,
     DEFAULT_MAX_QUEUED_BYTES,
     GATEWAY_CALLS_BUCKET,
+    LEASES_BUCKET,
     REGISTRY_BUCKET,
     SECRETS_BUCKET,
     SEQUENCES_BUCKET,
@@ -30,9 +34,12 @@ from broker import (
     Identities,
 )
 from runtime.control import (
+    LEASE_S,
     Children,
     DataDirLock,
     EmbeddedAccess,
+    Lease,
+    LeaseHolder,
     LocalProvider,
     NatsServer,
     PayloadSweeper,
@@ -213,6 +220,7 @@ async def make_buckets(link: Link) -> None:
     await WorkerDirectory.open(link.broker)
     for bucket in (CONFIG_BUCKET, STATUS_BUCKET, SEQUENCES_BUCKET, REGISTRY_BUCKET, SECRETS_BUCKET):
         await link.broker.bucket(bucket)
+    await link.broker.bucket(LEASES_BUCKET, ttl_s=LEASE_S)
     for recorded in (GATEWAY_CALLS_BUCKET, SPAWNED_BUCKET):
         await link.broker.bucket(recorded, ttl_s=link.settings.result_ttl_s)
 
@@ -228,12 +236,12 @@ async def _run_scaler(
             group.start_soon(server.supervise)
             await group.start(StoreWatch(server).serve)
         await group.start(provider.serve)
-        scaler = Scaler(link.broker, provider, metrics=metrics, trust=link.settings.trust())
-        await group.start(scaler.serve)
-        await group.start(Undeliverable(link).serve)
-        await group.start(PayloadSweeper(link).serve)
+        stack = f"{socket.gethostname()}:{link.settings.data_dir.resolve()}"
+        lease = Lease(link.broker, LeaseHolder(stack=stack, pid=os.getpid()))
+        group.start_soon(_lead, link, provider, metrics, lease)
         reporter = PartReporter(
-            lambda: link.broker, "control", instance_name(), where=link.settings.nats_url,
+            lambda: link.broker, "control", instance_name(_short_hash(stack)),
+            where=lambda: f"{link.settings.nats_url}, {'leads' if lease.held else 'stands by'}",
             problem=lambda: storage_problem(link),
         )  # fmt: skip
         group.start_soon(reporter.serve)
@@ -241,6 +249,37 @@ async def _run_scaler(
             await group.start(_serve_http, link.settings)  # it logs where it listens
         await wait_for_signal()
         group.cancel_scope.cancel()
+
+
+async def _lead(link: Link, provider: LocalProvider, metrics: ScalerMetrics, lease: Lease) -> None:
+    """Act for the whole stack while holding the lease: scale, dead-letter undeliverable
+    calls, sweep payloads. On losing it, stand by again; once another control plane leads,
+    stop this host's workers (the new leader counts only its own)."""
+
+    async def stop_workers() -> None:
+        log.warning("another control plane leads; stopping this host's workers")
+        for worker in provider.workers():
+            await provider.stop(worker.worker_id)
+
+    try:
+        while True:
+            await lease.acquire(stop_workers)
+            log.info("this control plane leads")
+            async with anyio.create_task_group() as group:
+                scaler = Scaler(link.broker, provider, metrics=metrics, trust=link.settings.trust())
+                await group.start(scaler.serve)
+                await group.start(Undeliverable(link).serve)
+                await group.start(PayloadSweeper(link).serve)
+                why = await lease.keep()
+                group.cancel_scope.cancel()
+            log.warning("this control plane no longer leads", reason=why)
+    finally:
+        with anyio.CancelScope(shield=True), anyio.move_on_after(2.0):
+            await lease.release()
+
+
+def _short_hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
 
 
 async def gateway(settings: Settings) -> int:
