@@ -81,6 +81,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     payload_threshold_bytes: int = 512 * 1024
     result_ttl_s: float = 3600.0
     deploy_key: str | None = None  # a deployer's Ed25519 private key (hex); else the file
+    deploy_import_check: bool = True  # refuse functions a clean interpreter cannot load
     deploy_key_file: Path | None = None  # default <data dir>/deploy.key
     trusted_keys: str | None = None  # public keys that may sign deploys; else the file
     ack_wait_s: float = 30.0

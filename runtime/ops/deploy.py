@@ -40,6 +40,7 @@ from runtime.core import (
     python_version,
     recorded_trust,
 )
+from runtime.ops.buildcheck import imported_modules, unloadable
 from storage import ArtifactStore, Digest
 
 __all__ = ["DeployResult", "deploy_app", "deploy_target", "discover_apps", "package"]
@@ -94,6 +95,7 @@ async def deploy_target(link: Link, target: str) -> list[DeployResult]:
             trust=trust,
             consumer=ConsumerPolicy(ack_wait_s=settings.ack_wait_s),
             limits=_limits(settings),
+            check_imports=settings.deploy_import_check,
         )
     return results
 
@@ -111,28 +113,69 @@ async def deploy_app(
     trust: Trust | None = None,
     consumer: ConsumerPolicy | None = None,
     limits: StreamLimits | None = None,
+    check_imports: bool = True,
 ) -> list[DeployResult]:
     """Deploy every function of `app`; unchanged ones upload nothing.
 
     `consumer` sets each function's durable consumer: its ack deadline is how long a
     call held by a worker that died waits before it is delivered again (workers that
     are alive extend it while they run the call). `limits`: of the trigger streams it
-    makes.
+    makes. `check_imports`: refuse, before anything is uploaded, functions a clean
+    interpreter here cannot load or whose imports it lacks (`ops.buildcheck`).
     """
     registry = await Registry.open(broker)
     target = _Target(broker, registry, artifacts, key, trust, consumer or ConsumerPolicy(),
                      limits or StreamLimits())  # fmt: skip
-    return [await _deploy_one(handle, target) for handle in app.functions.values()]
+    plans = [await _plan(handle, target) for handle in app.functions.values()]
+    if check_imports:
+        await _check_loadable([plan for plan in plans if plan.artifact is not None])
+    return [await _deploy_one(plan, target) for plan in plans]
 
 
-async def _deploy_one(handle: Handle, target: _Target) -> DeployResult:
+class _Plan(msgspec.Struct):
+    """One function's deploy: what it is, what is registered, its package if it changed."""
+
+    handle: Any
+    models: dict[str, tuple[Path, Digest]]
+    version: str
+    current: FunctionSpec | None
+    artifact: bytes | None  # None: unchanged, nothing to upload
+
+
+async def _plan(handle: Handle, target: _Target) -> _Plan:
     models = await _model_digests(handle)
     version = _version(handle, models)
     current = await target.registry.find(handle.app_name, handle.name)
     if current is not None and await _unchanged(handle, current, version, target):
+        return _Plan(handle, models, version, current, None)
+    return _Plan(handle, models, version, current, package(handle))
+
+
+async def _check_loadable(plans: list[_Plan]) -> None:
+    cases = {
+        plan.handle.qualname: (
+            plan.artifact or b"",
+            imported_modules([plan.handle.raw, plan.handle.setup], _own_modules(plan.handle)),
+        )
+        for plan in plans
+    }
+    refused = await unloadable(cases)
+    if refused:
+        qualname, why = sorted(refused.items())[0]
+        raise DeployError(
+            f"{qualname} would fail on every worker: {why}. Install it where workers run "
+            "(and where you deploy from); nothing was deployed. Where workers run elsewhere, "
+            "with other packages, AUTAN_DEPLOY_IMPORT_CHECK=false skips this check"
+        )
+
+
+async def _deploy_one(plan: _Plan, target: _Target) -> DeployResult:
+    handle, models, version, current = plan.handle, plan.models, plan.version, plan.current
+    if plan.artifact is None:
+        assert current is not None
         await _ensure_consumer(target.broker, current, target.consumer)
         return DeployResult(handle.qualname, version, changed=False, uploaded_bytes=0)
-    uploaded, artifact, entries = await _upload(handle, models, target.artifacts)
+    uploaded, artifact, entries = await _upload(handle, models, plan.artifact, target.artifacts)
     spec = FunctionSpec(
         app=handle.app_name,
         name=handle.name,
@@ -206,6 +249,7 @@ async def _model_digests(handle: Handle) -> dict[str, tuple[Path, Digest]]:
 async def _upload(
     handle: Handle,
     models: dict[str, tuple[Path, Digest]],
+    artifact: bytes,
     artifacts: ArtifactStore,
 ) -> tuple[int, Digest, tuple[ModelEntry, ...]]:
     """Store the models and the packaged function (what is there already is not sent):
@@ -217,7 +261,6 @@ async def _upload(
         uploaded += digest.size_bytes if upload.uploaded else 0
         optimization = handle.options.models[name].optimization
         entries.append(ModelEntry(name, digest.hex, digest.size_bytes, path.name, optimization))
-    artifact = package(handle)
     upload = await artifacts.put_bytes(artifact)
     uploaded += len(artifact) if upload.uploaded else 0
     return uploaded, upload.digest, tuple(entries)
