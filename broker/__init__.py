@@ -58,6 +58,7 @@ from broker.names import (
     DLQ_STREAM,
     DLQ_SUBJECTS,
     GATEWAY_CALLS_BUCKET,
+    ITEMS_STREAM,
     LEASES_BUCKET,
     READINESS_PROBE_KEY,
     REGISTRY_BUCKET,
@@ -76,6 +77,7 @@ from broker.names import (
     control_subject,
     dlq_subject,
     function_key,
+    items_subject,
 )
 from broker.permissions import (
     Permissions,
@@ -105,6 +107,7 @@ __all__ = [
     "DLQ_SUBJECTS",
     "GATEWAY_CALLS_BUCKET",
     "GATE_LINE_MAX",
+    "ITEMS_STREAM",
     "LEASES_BUCKET",
     "READINESS_PROBE_KEY",
     "REGISTRY_BUCKET",
@@ -183,6 +186,7 @@ __all__ = [
     "function_key",
     "gateway_permissions",
     "item_call_id",
+    "items_subject",
     "new_call_id",
     "role_inbox",
     "route_nats_through",

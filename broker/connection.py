@@ -31,6 +31,7 @@ from broker.errors import (
     QueueFull,
 )
 from broker.ids import new_call_id
+from broker.items import ItemStore
 from broker.kv import Bucket
 from broker.names import INBOX_PREFIX
 from broker.permissions import role_inbox
@@ -59,6 +60,7 @@ class Broker(StreamAdmin):
         self.replies = ReplyMux(nc)
         self._buckets: dict[str, Bucket] = {}
         self.dead_letters = DeadLetterStream(self.js, self._errors)
+        self.items = ItemStore(self.nc, self.js, self._errors)
         self._feeds: list[PullFeed] = []
 
     @classmethod

@@ -32,6 +32,8 @@ __all__ = [
     "DLQ_SUBJECTS",
     "GATEWAY_CALLS_BUCKET",
     "INBOX_PREFIX",
+    "ITEMS_PREFIX",
+    "ITEMS_STREAM",
     "LEASES_BUCKET",
     "MAX_DELIVERIES_ADVISORIES",
     "READINESS_PROBE_KEY",
@@ -51,8 +53,10 @@ __all__ = [
     "call_subject",
     "consumer_name",
     "control_subject",
+    "direct_get_subject",
     "dlq_subject",
     "function_key",
+    "items_subject",
     "js_api",
     "kv_read_subjects",
     "kv_stream",
@@ -75,6 +79,9 @@ DLQ_PREFIX = "autan.dlq"
 CALLS_STREAM = "AUTAN_CALLS"
 CALLS_SUBJECTS = f"{CALL_PREFIX}.>"
 DLQ_STREAM = "AUTAN_DLQ"
+# A spawned stream's items (and its end), kept for as long as results are.
+ITEMS_PREFIX = "autan.items"
+ITEMS_STREAM = "AUTAN_ITEMS"
 DLQ_SUBJECTS = f"{DLQ_PREFIX}.>"
 _TRIGGER_STREAM_PREFIX = "AUTAN_TRIGGER"
 INBOX_PREFIX = "_INBOX"
@@ -118,6 +125,16 @@ def control_subject(app: str, fn: str, call_id: str = "*") -> str:
     """`autan.ctl.<app>.<fn>.<call_id>`: a streamed call's credits and cancellation, from
     its caller to the worker running it (`*`: every call of the function)."""
     return f"{CONTROL_PREFIX}.{app}.{fn}.{call_id}"
+
+
+def items_subject(app: str, fn: str, call_id: str = "*") -> str:
+    """`autan.items.<app>.<fn>.<call_id>`: where a spawned stream's items are kept."""
+    return f"{ITEMS_PREFIX}.{app}.{fn}.{call_id}"
+
+
+def direct_get_subject(stream: str) -> str:
+    """Where a stream's messages are read one by one (its `allow_direct`)."""
+    return f"{_JS_API}.DIRECT.GET.{stream}"
 
 
 def dlq_subject(app: str, fn: str) -> str:

@@ -27,6 +27,8 @@ from broker.names import (
     CONTROL_PREFIX,
     GATEWAY_CALLS_BUCKET,
     INBOX_PREFIX,
+    ITEMS_PREFIX,
+    ITEMS_STREAM,
     REGISTRY_BUCKET,
     RESULT_PREFIX,
     RESULTS_BUCKET,
@@ -35,7 +37,9 @@ from broker.names import (
     WORKERS_BUCKET,
     ack_subjects,
     control_subject,
+    direct_get_subject,
     dlq_subject,
+    items_subject,
     js_api,
     kv_read_subjects,
     kv_stream,
@@ -93,6 +97,7 @@ def caller_permissions(role: str = "caller") -> Permissions:
         publish=(
             f"{CALL_PREFIX}.>",
             f"{CONTROL_PREFIX}.>",  # credits and cancellation of its streamed calls
+            direct_get_subject(ITEMS_STREAM),  # reading a spawned stream's items
             *_reads(REGISTRY_BUCKET, CONFIG_BUCKET, RESULTS_BUCKET, SPAWNED_BUCKET),
             *_writes(SPAWNED_BUCKET),
         ),
@@ -100,6 +105,7 @@ def caller_permissions(role: str = "caller") -> Permissions:
             f"{role_inbox(role)}.>",
             f"{RESULT_PREFIX}.>",
             kv_subject(RESULTS_BUCKET),  # waiting for a spawned call's result
+            f"{ITEMS_PREFIX}.>",  # waiting for a spawned stream's next items
         ),
     )
 
@@ -130,6 +136,7 @@ def worker_permissions(app: str, fn: str, source: Source, emit: str | None) -> P
         dlq_subject(app, fn),
         *_writes(WORKERS_BUCKET, f"{app}.{fn}.>"),
         *_writes(RESULTS_BUCKET),
+        items_subject(app, fn, ">"),  # a spawned stream's items, kept
     )
     return Permissions(
         publish=(*own, *_reads(REGISTRY_BUCKET, CONFIG_BUCKET, RESULTS_BUCKET), *_emit(emit)),

@@ -200,5 +200,7 @@ def _check_python_api(url: str, data_dir: Path) -> None:
         streamed = list(sentences.remote_gen("Hello there. How are you?"))
         assert [item["sentence"] for item in streamed] == ["Hello there.", "How are you?"]
         assert streamed[1]["vector"] == embed.local("How are you?")
+        kept = sentences.spawn("Kept. Read later!")  # its items kept in JetStream
+        assert [item["sentence"] for item in kept.items()] == ["Kept.", "Read later!"]
     finally:
         app.sessions.close()

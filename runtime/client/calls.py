@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncGenerator, Iterator
 from typing import Any, Generic, Protocol, TypeVar
 
 from runtime.client.sessions import SessionProvider
@@ -17,7 +18,8 @@ class _HasSessions(Protocol):
 
 
 class Call(Generic[R]):
-    """A spawned call: `get(timeout)` waits for its result; `Call.from_id(id)` finds it again."""
+    """A spawned call: `get(timeout)` waits for its result (a generator's: its item count),
+    `items()` iterates a generator's items; `Call.from_id(id)` finds it again."""
 
     _default_sessions: SessionProvider | None = None
 
@@ -45,6 +47,24 @@ class Call(Generic[R]):
     async def get_aio(self, timeout_s: float | None = None) -> R:
         """`get` for async code."""
         return await self._get(timeout_s)
+
+    def items(self, start: int = 0) -> Iterator[Any]:
+        """A spawned generator's items from item `start`, as they come (or came: they are
+        kept as long as results are), from any process."""
+        return self._sessions.iterate_sync(self._items, start)
+
+    def items_aio(self, start: int = 0) -> AsyncGenerator[Any, None]:
+        """`items` for async code."""
+        return self._items(start)
+
+    async def _items(self, start: int) -> AsyncGenerator[Any, None]:
+        session = await self._sessions.current()
+        items = session.kept(self.id, start)
+        try:
+            async for item in items:
+                yield item
+        finally:
+            await items.aclose()
 
     async def _get(self, timeout_s: float | None) -> R:
         session = await self._sessions.current()

@@ -40,6 +40,7 @@ from runtime.core import (
     Registry,
     RemoteError,
     Settings,
+    kept_items,
     stream_call,
 )
 
@@ -119,7 +120,7 @@ class Session:
     async def spawn(self, app: str, fn: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
         """Queue a call whose result is kept in the results bucket; returns its id."""
         call_id = new_call_id()
-        spec = _one_result(await self.registry.get(app, fn), ".spawn()")
+        spec = await self.registry.get(app, fn)  # a generator's items are kept: call.items()
         submission = await self._submit(app, fn, call_id, (args, kwargs), live=False)
         await asyncio.gather(submission.acked(), self.link.remember_spawned(call_id, spec))
         return call_id
@@ -163,6 +164,10 @@ class Session:
                 yield item
         finally:
             await items.aclose()
+
+    def kept(self, call_id: str, start: int = 0) -> AsyncGenerator[Any, None]:
+        """The items of spawned stream `call_id` from item `start` (`core.kept_items`)."""
+        return kept_items(self.link, call_id, start)
 
     async def map(
         self,

@@ -84,7 +84,7 @@ from runtime.core.spec import (
     python_version,
     split_qualname,
 )
-from runtime.core.streamed import stream_call
+from runtime.core.streamed import kept_items, stream_call
 from runtime.core.tensors import pad_batch, stack_batch
 from runtime.core.titles import set_title
 from runtime.core.trust import DeployKey, Trust, key_id
@@ -152,6 +152,7 @@ __all__ = [
     "encode_spec",
     "function_states",
     "instance_name",
+    "kept_items",
     "key_id",
     "known_error",
     "load_api_keys",

@@ -161,12 +161,15 @@ class Link:
         await bucket.put(call_id, spec.qualname.encode())
 
     async def spawned(self, call_id: str) -> bool:
+        return await self.spawned_function(call_id) is not None
+
+    async def spawned_function(self, call_id: str) -> str | None:
+        """The `<app>.<fn>` of spawned call `call_id`; None for an unknown or expired id."""
         bucket = await self.broker.bucket(SPAWNED_BUCKET, ttl_s=self.settings.result_ttl_s)
         try:
-            await bucket.get(call_id)
+            return (await bucket.get(call_id)).decode()
         except KeyNotFound:
-            return False
-        return True
+            return None
 
     async def results(self) -> Bucket:
         """The bucket where spawned calls' results are recorded (first writer wins)."""

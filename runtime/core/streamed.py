@@ -26,13 +26,14 @@ from broker import (
     decode_value,
     encode,
     encode_value,
+    items_subject,
 )
-from runtime.core.errors import RemoteError
+from runtime.core.errors import CallNotFound, RemoteError
 from runtime.core.link import Link
 from runtime.core.options import InvalidOption
-from runtime.core.spec import FunctionSpec
+from runtime.core.spec import FunctionSpec, split_qualname
 
-__all__ = ["stream_call"]
+__all__ = ["kept_items", "stream_call"]
 
 
 async def stream_call(
@@ -75,3 +76,35 @@ async def stream_call(
         if not ended:  # the reader stopped: the worker closes the generator
             with anyio.CancelScope(shield=True), contextlib.suppress(BrokerError):
                 await link.broker.publish(control, encode(StreamControl(cancel=True)))
+
+
+async def kept_items(link: Link, call_id: str, start: int = 0) -> AsyncGenerator[Any, None]:
+    """The items of spawned stream `call_id` from item `start`, as they are kept: from any
+    process, while it runs or after (for as long as results are kept). CallNotFound for an
+    id no spawned call has; an error the generator raised comes at its place."""
+    qualname = await link.spawned_function(call_id)
+    if qualname is None:
+        raise CallNotFound(
+            f"no spawned call {call_id}: it never existed, or it ended more than "
+            f"{link.settings.result_ttl_s:g} s ago and its items were dropped (result_ttl_s)"
+        )
+    app, fn = split_qualname(qualname)
+    if not (await link.registry.get(app, fn)).options.streams:
+        raise InvalidOption(f"{qualname} returns one result: read it with call.get()")
+    subject = items_subject(app, fn, call_id)
+    after, received = 0, start
+    while True:
+        found = await link.broker.items.wait(subject, after, 30.0)
+        if found is None:
+            continue  # not yet: the call waits for a worker, or runs
+        after, data = found
+        match decode_stream_message(data):
+            case StreamItem(index=first, payloads=payloads):
+                for index, payload in enumerate(payloads, first):
+                    if index >= received:  # a rerun after a worker died gives them again
+                        received = index + 1
+                        yield decode_value(await link.load(payload))
+            case Success():
+                return
+            case Failure(error=error):
+                raise RemoteError.from_info(error, call_id)

@@ -30,6 +30,7 @@ from runtime.core import (
     HttpSettings,
     Link,
     function_states,
+    kept_items,
     storage_problem,
     valid_name,
 )
@@ -65,7 +66,7 @@ from runtime.gateway.schema import (
     Policies,
     WorkerSummary,
 )
-from runtime.gateway.streaming import stream_response
+from runtime.gateway.streaming import items_response, stream_response
 from runtime.gateway.uplink import Uplink
 from storage import StorageUnavailable
 
@@ -108,12 +109,12 @@ class Endpoints:
             self.config.read_timeout_s,
         )
         args, kwargs = await read_arguments(body, kind, explicit=options.explicit)
-        if spec.options.streams:
-            if options.respond_async or options.idempotency_key:
+        if spec.options.streams and not options.respond_async:
+            if options.idempotency_key:
                 raise BadRequest(
-                    f"{spec.qualname} is a generator: its items stream back as they come "
-                    "and are not kept; call it without ?async=true or Idempotency-Key, "
-                    "with 'Accept: text/event-stream' (or application/x-ndjson)"
+                    f"{spec.qualname} is a generator: a live stream is not kept, so it "
+                    "cannot be run once per key; spawn it (?async=true) and read "
+                    "GET /v1/calls/{id}/items, or call it without Idempotency-Key"
                 )
             accept, call_id = request.headers.get("accept"), new_call_id()
             headers = {"Autan-Call-Id": call_id}
@@ -160,6 +161,29 @@ class Endpoints:
             msgpack=wants_msgpack(request.headers.get("accept")),
             headers={"Autan-Call-Id": call_id},
         )
+
+    async def call_items(self, request: Request) -> Response:
+        """GET /v1/calls/{call_id}/items: a spawned generator's items, as they come."""
+        access = self._access(request)
+        call_id = request.path_params["call_id"]
+        link = self.uplink.link
+        record, _ = await lookup(link, call_id) if valid_call_id(call_id) else (None, None)
+        if record is None or not _may_read(access, record):
+            raise NotFound(
+                f"no spawned call {call_id}: unknown, older than the results' retention, or "
+                "not visible to this key"
+            )
+        if not (await link.registry.get(record.app, record.fn)).options.streams:
+            raise BadRequest(
+                f"{record.app}.{record.fn} returns one result: GET /v1/calls/{call_id}"
+            )
+        last = request.headers.get("last-event-id", "-1").strip() or "-1"
+        if not last.lstrip("-").isdigit():
+            raise BadRequest(f"Last-Event-ID {last!r}: give the index of the last item received")
+        start = int(last) + 1
+        items = kept_items(link, call_id, start)
+        accept = request.headers.get("accept")
+        return await items_response(items, accept, {"Autan-Call-Id": call_id}, first_index=start)
 
     async def _status(self, link: Link, call_id: str, result: Result | None) -> CallStatus:
         match result:

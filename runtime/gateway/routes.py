@@ -108,6 +108,30 @@ OPERATIONS = [
         },
     ),
     Operation(
+        path="/v1/calls/{call_id}/items",
+        method="GET",
+        endpoint="call_items",
+        summary="A spawned generator's items, from the start or after Last-Event-ID",
+        parameters=[
+            _path("call_id", "as returned by an async call of a generator function"),
+            _header("Last-Event-ID", "the index of the last item received: resume after it"),
+            _header("Accept", "text/event-stream, application/x-ndjson, or JSON (one list)"),
+        ],
+        responses={
+            200: (
+                "The items as they come: SSE, NDJSON, or one JSON list at the end",
+                {
+                    "text/event-stream": {"schema": {"type": "string"}},
+                    "application/x-ndjson": {"schema": {"type": "string"}},
+                    "application/json": {"schema": {"type": "array"}},
+                },
+            ),
+            400: ("Not a generator's call, or a Last-Event-ID that is no index", ErrorBody),
+            401: _ERRORS[401],
+            404: ("Unknown, expired, or not visible to this key", ErrorBody),
+        },
+    ),
+    Operation(
         path="/v1/functions",
         method="GET",
         endpoint="functions",

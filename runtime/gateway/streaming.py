@@ -8,9 +8,10 @@ By `Accept`:
     anything else           every item, as one JSON (or msgpack) list once the call ends
 
 The response starts with the first item (an error before it is an HTTP error, as for any
-call). A client that disconnects stops the generator in its worker: the next write fails,
-which closes the stream (`core.stream_call` tells the worker). A stream is not kept: a
-reconnecting client starts a new call (`Last-Event-ID` is not honoured).
+call). A client that disconnects stops a live generator in its worker: the next write
+fails, which closes the stream (`core.stream_call` tells the worker). A spawned
+generator's items are kept (`?async=true`, then `GET /v1/calls/{id}/items`): a client
+that reconnects with `Last-Event-ID` resumes after that item.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from starlette.responses import Response, StreamingResponse
 from runtime.core import FunctionSpec, Link, RemoteError, stream_call
 from runtime.gateway.codec import value_response, wants_msgpack
 
-__all__ = ["NDJSON", "SSE", "stream_response"]
+__all__ = ["NDJSON", "SSE", "items_response", "stream_response"]
 
 SSE = "text/event-stream"
 NDJSON = "application/x-ndjson"
@@ -43,9 +44,22 @@ async def stream_response(
 ) -> Response:
     """The call's items, streamed or collected as `accept` asks."""
     items = stream_call(link, spec, call_id, *arguments)
+    return await items_response(items, accept, headers)
+
+
+async def items_response(
+    items: AsyncGenerator[Any, None],
+    accept: str | None,
+    headers: dict[str, str],
+    *,
+    first_index: int = 0,
+) -> Response:
+    """`items` streamed (SSE ids counting from `first_index`) or collected, as `accept`
+    asks."""
     if accept is not None and SSE in accept:
         first = await _first(items)
-        return StreamingResponse(_events(first, items), media_type=SSE, headers=_live(headers))
+        events = _events(first, items, first_index)
+        return StreamingResponse(events, media_type=SSE, headers=_live(headers))
     if accept is not None and NDJSON in accept:
         first = await _first(items)
         return StreamingResponse(_lines(first, items), media_type=NDJSON, headers=_live(headers))
@@ -65,8 +79,9 @@ async def _first(items: AsyncGenerator[Any, None]) -> list[Any]:
         return []
 
 
-async def _events(first: list[Any], items: AsyncGenerator[Any, None]) -> AsyncIterator[bytes]:
-    index = 0
+async def _events(
+    first: list[Any], items: AsyncGenerator[Any, None], index: int = 0
+) -> AsyncIterator[bytes]:
     try:
         async for item in _chain(first, items):
             yield b"id: %d\ndata: %s\n\n" % (index, _json(item))

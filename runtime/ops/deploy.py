@@ -84,6 +84,7 @@ async def deploy_target(link: Link, target: str) -> list[DeployResult]:
             f"{key.public} to the stack's trusted keys (AUTAN_TRUSTED_KEYS)"
         )
     await link.broker.ensure_calls_stream(_limits(settings))
+    await link.broker.items.ensure(settings.result_ttl_s, _limits(settings).max_bytes // 4)
     artifacts = ArtifactStore(await link.store())
     results = []
     for app in discover_apps(target):

@@ -29,6 +29,7 @@ from broker import (
     dlq_subject,
     encode,
     encode_value,
+    items_subject,
 )
 from runtime.core import FunctionSpec, Link
 from runtime.worker.invocations import Outcome, error_info
@@ -183,6 +184,9 @@ class Answers:
         letters: Sequence[DeadLetter] = (),
     ) -> None:
         """Record (first writer wins), dead-letter, reply, and only then ack."""
+        if call.record and self.spec.options.streams:  # its readers' end, after its items
+            subject = items_subject(call.app, call.fn, call.call_id)
+            await self.link.broker.items.keep(subject, f"{call.call_id}-end", data)
         if call.record and not await self._record_first(call, data):
             await delivery.ack()
             return

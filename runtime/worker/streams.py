@@ -30,6 +30,7 @@ from broker import (
     decode_control,
     encode,
     encode_value,
+    items_subject,
 )
 from runtime.core import FunctionSpec, Link
 from runtime.worker.answers import emitted_bytes
@@ -57,6 +58,8 @@ class Sink:
         self._emit = spec.options.emit
         self.call_id = call.call_id
         self._reply = call.reply
+        # A spawned stream's items are kept (JetStream) for readers to come.
+        self._kept = items_subject(spec.app, spec.name, call.call_id) if call.record else None
         self.sent = 0  # items handed to the publisher
         # Without a caller (a trigger's call) nothing holds the items back.
         self.read = 0 if call.reply else 1 << 62
@@ -168,13 +171,16 @@ class Sink:
 
     async def _send(self, batch: list[tuple[bytes, bytes | None]]) -> None:
         first, self._published = self._published, self._published + len(batch)
-        if self._reply:
+        if self._reply or self._kept:
             payloads: list[Payload] = [
                 await self._link.offload(f"results/{self.call_id}-{first + i}", data)
                 for i, (data, _) in enumerate(batch)
             ]
-            item = StreamItem(call_id=self.call_id, index=first, payloads=payloads)
-            await self._link.broker.publish(self._reply, encode(item))
+            item = encode(StreamItem(call_id=self.call_id, index=first, payloads=payloads))
+            if self._kept:
+                await self._link.broker.items.keep(self._kept, f"{self.call_id}-{first}", item)
+            if self._reply:
+                await self._link.broker.publish(self._reply, item)
         if self._emit:
             for offset, (_, emitted) in enumerate(batch):
                 headers = {"Autan-Call-Id": self.call_id, "Autan-Item": str(first + offset)}

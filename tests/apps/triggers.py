@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from runtime import App, Context, Scaling
@@ -23,3 +24,9 @@ def shout(ctx: Context, event: bytes) -> str:
 @app.function(on="chain.mid", emit="chain.out", timeout_s=10)
 def exclaim(ctx: Context, event: bytes) -> bytes:
     return event + b"!"
+
+
+@app.function(on="lines.in", emit="lines.out", timeout_s=10)
+def split_lines(ctx: Context, event: bytes) -> Iterator[bytes]:
+    """A generator on a trigger: each line of the event is emitted as it is split off."""
+    yield from event.splitlines()

@@ -60,8 +60,8 @@ async def test_plain_json_gets_every_item_as_one_list(client: httpx.AsyncClient)
     assert response.json() == [0, 1, 2, 3]
 
 
-async def test_a_stream_cannot_be_spawned(client: httpx.AsyncClient) -> None:
-    response = await client.post(URL + "?async=true", json=4)
+async def test_a_live_stream_cannot_be_run_once_per_key(client: httpx.AsyncClient) -> None:
+    response = await client.post(URL, json=4, headers={"Idempotency-Key": "k1"})
     assert response.status_code == 400
     assert "is a generator" in response.json()["error"]["message"]
 
@@ -88,3 +88,27 @@ async def test_a_client_that_disconnects_stops_the_generator(gateway: str, tmp_p
     await poll(closed, timeout_s=15)
     yielded = sum(line.startswith("yield") for line in log.read_text().splitlines())
     assert yielded < 10_000
+
+
+async def test_a_spawned_stream_is_read_and_resumed_after_last_event_id(
+    client: httpx.AsyncClient,
+) -> None:
+    queued = await client.post(URL + "?async=true", json=5)
+    assert queued.status_code == 202
+    call_id = queued.json()["call_id"]
+    items = f"/v1/calls/{call_id}/items"
+    whole = _events((await client.get(items, headers={"Accept": "text/event-stream"})).text)
+    assert [(e["id"], e["data"]) for e in whole[:-1]] == [(str(i), str(i)) for i in range(5)]
+    assert whole[-1] == {"event": "end", "data": '{"items":5}'}
+    resumed = await client.get(items, headers={"Accept": "text/event-stream", "Last-Event-ID": "2"})
+    assert [e["id"] for e in _events(resumed.text)[:-1]] == ["3", "4"]
+    assert (await client.get(items)).json() == [0, 1, 2, 3, 4]
+
+
+async def test_items_of_a_plain_call_are_refused_with_where_to_look(
+    client: httpx.AsyncClient,
+) -> None:
+    queued = await client.post("/v1/functions/gw/echo?async=true", json=1)
+    response = await client.get(f"/v1/calls/{queued.json()['call_id']}/items")
+    assert response.status_code == 400
+    assert "returns one result" in response.json()["error"]["message"]

@@ -3,6 +3,9 @@ reader, stopped by one that leaves, an error at its place."""
 
 from __future__ import annotations
 
+import json
+import os
+import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -11,7 +14,7 @@ import anyio.to_thread
 import pytest
 
 from broker import STREAM_WINDOW
-from runtime import App, Batching, Context, InvalidOption, RemoteError
+from runtime import App, Batching, CallNotFound, Context, InvalidOption, RemoteError
 from runtime.core import Settings
 from tests.apps import streaming as fx
 from tests.stack import Stack, poll
@@ -109,8 +112,9 @@ async def test_an_error_before_any_item_is_retried(streams: Stack, tmp_path: Pat
 async def test_each_way_of_calling_says_which_to_use(streams: Stack) -> None:
     with pytest.raises(InvalidOption, match=r"is a generator: iterate fn.remote_gen"):
         await fx.count.remote.aio(3)
-    with pytest.raises(InvalidOption, match=r"rather than .spawn\(\)"):
-        await fx.count.spawn.aio(3)
+    with pytest.raises(InvalidOption, match=r"rather than .map\(\)"):
+        async for _ in fx.count.map.aio([3]):
+            pass
     with pytest.raises(InvalidOption, match=r"returns one result: call it with .remote\(\)"):
         async for _ in fx.plain.remote_gen.aio(3):
             pass
@@ -123,3 +127,43 @@ def test_a_batched_generator_is_refused_when_declared() -> None:
         @app.function(batching=Batching(max_size=4))  # type: ignore[arg-type]
         def gen(ctx: Context, items: list[int]) -> Iterator[int]:
             yield from items
+
+
+async def test_a_spawned_stream_is_kept_and_read_from_another_process(
+    streams: Stack, settings: Settings
+) -> None:
+    """Its items are kept: another process reads them, from item 2."""
+    call = await fx.words.spawn.aio("one two three four")
+    count: object = await call.get_aio(timeout_s=30)
+    assert count == 4  # a generator's result: its item count
+    script = (
+        "import json; from runtime import Call; "
+        f"print(json.dumps([w['word'] for w in Call.from_id({call.id!r}).items(start=2)]))"
+    )
+    env = {**os.environ, "AUTAN_NATS_URL": settings.nats_url, "ORT_DISABLE_TELEMETRY": "1"}
+    done = await anyio.run_process([sys.executable, "-c", script], env=env, check=False)
+    assert done.returncode == 0, done.stderr.decode()
+    assert json.loads(done.stdout) == ["three", "four"]
+
+
+async def test_a_spawned_stream_is_read_while_it_runs_with_its_error_at_its_place(
+    streams: Stack, tmp_path: Path
+) -> None:
+    call = await fx.count.spawn.aio(10, str(tmp_path / "log"), 5)
+    got: list[int] = []
+
+    async def read() -> None:
+        async for item in call.items_aio():
+            got.append(item)
+
+    with pytest.raises(RemoteError, match="item 5 is bad"):
+        await read()
+    assert got == [0, 1, 2, 3, 4]
+
+
+async def test_items_of_an_unknown_call_say_so(streams: Stack) -> None:
+    from runtime.client import Call
+
+    with pytest.raises(CallNotFound, match="no spawned call nope"):
+        async for _ in Call.from_id("nope", fx.app).items_aio():
+            pass

@@ -86,6 +86,12 @@ async def test_functions_chain_through_subjects(trig_stack: Stack) -> None:
     assert await outbox.wait_for(1) == [b"HELLO!"]
 
 
+async def test_a_generator_on_a_trigger_emits_each_item(trig_stack: Stack) -> None:
+    outbox = await _listen(trig_stack, "lines.out")
+    await trig_stack.session.broker.js.publish("lines.in", b"first\nsecond\nthird")
+    assert await outbox.wait_for(3) == [b"first", b"second", b"third"]
+
+
 async def test_replay_runs_past_events_again(trig_stack: Stack) -> None:
     outbox = await _listen(trig_stack, "chain.out")
     for word in (b"one", b"two"):
