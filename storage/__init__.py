@@ -34,6 +34,7 @@ from storage.errors import (
 from storage.filesystem import FileStore
 from storage.s3config import S3Config
 from storage.store import ObjectInfo, ObjectStore
+from storage.unpack import unpack_zip
 from storage.url import open_store
 
 if TYPE_CHECKING:
@@ -58,6 +59,7 @@ __all__ = [
     "open_store",
     "route_s3_through",
     "sha256_file",
+    "unpack_zip",
 ]
 
 

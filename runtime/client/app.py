@@ -6,6 +6,7 @@ import collections.abc
 import inspect
 import typing
 from collections.abc import Callable, Coroutine, Mapping, Sequence
+from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar, overload
 
 import msgspec
@@ -93,6 +94,7 @@ class App:
         max_age_s: float = ...,
         memory_mb: int | None = ...,
         secrets: Sequence[str] = ...,
+        requirements: Sequence[str] | str = ...,
     ) -> Callable[[Callable[[Context, list[T]], list[U]]], BatchedFunction[T, U]]: ...
 
     @overload
@@ -113,6 +115,7 @@ class App:
         max_age_s: float = ...,
         memory_mb: int | None = ...,
         secrets: Sequence[str] = ...,
+        requirements: Sequence[str] | str = ...,
     ) -> _Decorator: ...
 
     def function(
@@ -132,6 +135,7 @@ class App:
         max_age_s: float = DEFAULT_OPTIONS.max_age_s,
         memory_mb: int | None = DEFAULT_OPTIONS.memory_mb,
         secrets: Sequence[str] = DEFAULT_OPTIONS.secrets,
+        requirements: Sequence[str] | str = DEFAULT_OPTIONS.requirements,
     ) -> Callable[[Callable[..., Any]], Any]:
         """Declare a function of this app; options are checked here, not at the first call.
 
@@ -140,7 +144,9 @@ class App:
         `on="uploads.>"`, every message published on a matching subject is a call whose one
         argument is the message's bytes; `emit="subject"` publishes every result there.
         `secrets=["HF_TOKEN"]`: its workers find each secret (`autan secret set`) in their
-        environment under its name; no other function's do.
+        environment under its name; no other function's do. `requirements=["pkg==1.2"]` (or
+        the path of a requirements file): packages its workers get, installed by deploy
+        into a layer of their own beside this environment's (which they never replace).
         """
         if isinstance(secrets, str):
             raise InvalidOption(f"secrets={secrets!r}: give a list of names, secrets=[{secrets!r}]")
@@ -157,6 +163,7 @@ class App:
             max_age_s=float(max_age_s),
             memory_mb=memory_mb,
             secrets=tuple(secrets),
+            requirements=_requirements(requirements),
         )
 
         def decorate(fn: Callable[..., Any]) -> Any:
@@ -176,6 +183,21 @@ class App:
             return handle
 
         return decorate
+
+
+def _requirements(requirements: Sequence[str] | str) -> tuple[str, ...]:
+    """Requirement strings, or those of a requirements file (comments and blanks left out)."""
+    if not isinstance(requirements, str):
+        return tuple(requirements)
+    try:
+        text = Path(requirements).read_text()
+    except OSError as exc:
+        raise InvalidOption(
+            f"requirements={requirements!r}: give a list of requirements, or the path of a "
+            f"requirements file ({exc.strerror})"
+        ) from None
+    lines = (line.split("#", 1)[0].strip() for line in text.splitlines())
+    return tuple(line for line in lines if line)
 
 
 def _check_signature(fn: Callable[..., Any], *, batched: bool) -> None:

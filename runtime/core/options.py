@@ -206,6 +206,17 @@ def _resolve(location: str) -> Path:
     return Path(str(root.joinpath(resource)))
 
 
+def _check_requirements(requirements: tuple[str, ...]) -> None:
+    for line in requirements:
+        if not isinstance(line, str) or not line.strip() or "\n" in line:
+            raise InvalidOption(f"requirements: {line!r} is no requirement; give 'name==1.2'")
+        if line.lstrip().startswith("-"):
+            raise InvalidOption(
+                f"requirements: {line!r} is a pip option; where packages come from is a "
+                "setting (AUTAN_WHEELHOUSE or AUTAN_PIP_INDEX_URL), not a requirement"
+            )
+
+
 def _check_secrets(names: tuple[str, ...]) -> None:
     for name in names:
         check_secret_name(name)
@@ -229,6 +240,7 @@ class FunctionOptions(msgspec.Struct, frozen=True, kw_only=True):
     emit: str | None = None  # publish each result (of any call) to this subject
     secrets: tuple[str, ...] = ()  # names of secrets its workers get in their environment
     streams: bool = False  # a generator: its items stream to the caller (not a user option)
+    requirements: tuple[str, ...] = ()  # pip requirements installed in the function's layer
 
     def __post_init__(self) -> None:
         if not 0 < self.timeout_s <= 7 * 24 * 3600:
@@ -249,6 +261,7 @@ class FunctionOptions(msgspec.Struct, frozen=True, kw_only=True):
                 "list per call instead of yielding"
             )
         _check_secrets(self.secrets)
+        _check_requirements(self.requirements)
         for key, model in self.models.items():
             if not isinstance(model, Model):
                 raise InvalidOption(

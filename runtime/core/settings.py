@@ -82,6 +82,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     result_ttl_s: float = 3600.0
     deploy_key: str | None = None  # a deployer's Ed25519 private key (hex); else the file
     deploy_import_check: bool = True  # refuse functions a clean interpreter cannot load
+    wheelhouse: Path | None = None  # deploy installs requirements from these wheels alone
+    pip_index_url: str | None = None  # else from this index (else pip's default)
     deploy_key_file: Path | None = None  # default <data dir>/deploy.key
     trusted_keys: str | None = None  # public keys that may sign deploys; else the file
     ack_wait_s: float = 30.0

@@ -64,6 +64,8 @@ class FunctionSpec(msgspec.Struct, frozen=True, kw_only=True):
     sequence: int = 0  # one more at each deploy of this function: an older one is a rollback
     deployed_unix_s: float = 0.0
     trigger: Source | None = None  # set for functions with `on=`: the stream that feeds them
+    layer: str = ""  # sha256 hex of the zip of its requirements' packages ("" : none)
+    layer_bytes: int = 0
 
     @property
     def qualname(self) -> str:

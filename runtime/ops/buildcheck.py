@@ -35,6 +35,7 @@ class _Case(msgspec.Struct, frozen=True):
     qualname: str
     artifact: bytes
     modules: list[str]
+    paths: list[str] = []  # its layer, first on the path as on a worker
 
 
 def imported_modules(functions: Iterable[Any], modules: Iterable[ModuleType]) -> list[str]:
@@ -63,12 +64,13 @@ def _imports(code: CodeType) -> Iterator[str]:
             yield from _imports(const)
 
 
-async def unloadable(cases: dict[str, tuple[bytes, list[str]]]) -> dict[str, str]:
+async def unloadable(cases: dict[str, tuple[bytes, list[str], list[str]]]) -> dict[str, str]:
     """Why a worker could not run each function that it could not (by qualname), from a
-    clean interpreter; `cases`: qualname to (artifact, imported module names)."""
+    clean interpreter; `cases`: qualname to (artifact, imported module names, folders first
+    on its path)."""
     if not cases:
         return {}
-    data = msgspec.msgpack.encode([_Case(q, a, m) for q, (a, m) in cases.items()])
+    data = msgspec.msgpack.encode([_Case(q, a, m, p) for q, (a, m, p) in cases.items()])
     env = {**os.environ, "ORT_DISABLE_TELEMETRY": "1"}
     with anyio.fail_after(_TIMEOUT_S):
         done = await anyio.run_process(
@@ -84,6 +86,8 @@ async def unloadable(cases: dict[str, tuple[bytes, list[str]]]) -> dict[str, str
 
 def _check(case: _Case) -> str | None:
     import cloudpickle
+
+    sys.path[:0] = case.paths
 
     for name in case.modules:
         try:

@@ -11,6 +11,7 @@ import importlib
 import importlib.util
 import inspect
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -41,6 +42,7 @@ from runtime.core import (
     recorded_trust,
 )
 from runtime.ops.buildcheck import imported_modules, unloadable
+from runtime.ops.layers import Layer, ensure_layer
 from storage import ArtifactStore, Digest
 
 __all__ = ["DeployResult", "deploy_app", "deploy_target", "discover_apps", "package"]
@@ -67,6 +69,7 @@ class _Target(msgspec.Struct, frozen=True):
     trust: Trust | None  # the keys the stack trusts, as it recorded them (None: not known)
     consumer: ConsumerPolicy
     limits: StreamLimits
+    settings: Settings
 
 
 async def deploy_target(link: Link, target: str) -> list[DeployResult]:
@@ -97,6 +100,7 @@ async def deploy_target(link: Link, target: str) -> list[DeployResult]:
             consumer=ConsumerPolicy(ack_wait_s=settings.ack_wait_s),
             limits=_limits(settings),
             check_imports=settings.deploy_import_check,
+            settings=settings,
         )
     return results
 
@@ -115,6 +119,7 @@ async def deploy_app(
     consumer: ConsumerPolicy | None = None,
     limits: StreamLimits | None = None,
     check_imports: bool = True,
+    settings: Settings | None = None,
 ) -> list[DeployResult]:
     """Deploy every function of `app`; unchanged ones upload nothing.
 
@@ -122,14 +127,16 @@ async def deploy_app(
     call held by a worker that died waits before it is delivered again (workers that
     are alive extend it while they run the call). `limits`: of the trigger streams it
     makes. `check_imports`: refuse, before anything is uploaded, functions a clean
-    interpreter here cannot load or whose imports it lacks (`ops.buildcheck`).
+    interpreter here cannot load or whose imports it lacks (`ops.buildcheck`). `settings`:
+    where `requirements=` are installed from (`ops.layers`).
     """
     registry = await Registry.open(broker)
     target = _Target(broker, registry, artifacts, key, trust, consumer or ConsumerPolicy(),
-                     limits or StreamLimits())  # fmt: skip
-    plans = [await _plan(handle, target) for handle in app.functions.values()]
-    if check_imports:
-        await _check_loadable([plan for plan in plans if plan.artifact is not None])
+                     limits or StreamLimits(), settings or Settings())  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="autan-deploy-") as work:
+        plans = [await _plan(handle, target, Path(work)) for handle in app.functions.values()]
+        if check_imports:
+            await _check_loadable([plan for plan in plans if plan.artifact is not None])
     return [await _deploy_one(plan, target) for plan in plans]
 
 
@@ -141,15 +148,21 @@ class _Plan(msgspec.Struct):
     version: str
     current: FunctionSpec | None
     artifact: bytes | None  # None: unchanged, nothing to upload
+    layer: Layer | None = None  # its requirements' packages, when it has any
 
 
-async def _plan(handle: Handle, target: _Target) -> _Plan:
+async def _plan(handle: Handle, target: _Target, work: Path) -> _Plan:
     models = await _model_digests(handle)
     version = _version(handle, models)
     current = await target.registry.find(handle.app_name, handle.name)
     if current is not None and await _unchanged(handle, current, version, target):
         return _Plan(handle, models, version, current, None)
-    return _Plan(handle, models, version, current, package(handle))
+    layer = None
+    if requirements := handle.options.requirements:
+        layer = await ensure_layer(requirements, target.settings, target.artifacts, work)
+        log.info("requirements", function=handle.qualname, layer=str(layer.digest),
+                 built=layer.built)  # fmt: skip
+    return _Plan(handle, models, version, current, package(handle), layer)
 
 
 async def _check_loadable(plans: list[_Plan]) -> None:
@@ -157,6 +170,7 @@ async def _check_loadable(plans: list[_Plan]) -> None:
         plan.handle.qualname: (
             plan.artifact or b"",
             imported_modules([plan.handle.raw, plan.handle.setup], _own_modules(plan.handle)),
+            [str(plan.layer.path)] if plan.layer is not None else [],
         )
         for plan in plans
     }
@@ -177,6 +191,8 @@ async def _deploy_one(plan: _Plan, target: _Target) -> DeployResult:
         await _ensure_consumer(target.broker, current, target.consumer)
         return DeployResult(handle.qualname, version, changed=False, uploaded_bytes=0)
     uploaded, artifact, entries = await _upload(handle, models, plan.artifact, target.artifacts)
+    layer = plan.layer.digest if plan.layer is not None else None
+    uploaded += layer.size_bytes if layer is not None and plan.layer and plan.layer.built else 0
     spec = FunctionSpec(
         app=handle.app_name,
         name=handle.name,
@@ -189,6 +205,8 @@ async def _deploy_one(plan: _Plan, target: _Target) -> DeployResult:
         sequence=(current.sequence + 1) if current is not None else 1,
         deployed_unix_s=time.time(),
         trigger=await _trigger(handle, target),
+        layer=layer.hex if layer is not None else "",
+        layer_bytes=layer.size_bytes if layer is not None else 0,
     )
     await _ensure_consumer(target.broker, spec, target.consumer)
     await target.registry.put(target.key.sign(spec))

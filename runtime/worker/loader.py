@@ -7,15 +7,25 @@ signed spec gives.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
+import anyio
+import anyio.to_thread
 import cloudpickle
 import msgspec
 
 from runtime.core import ArtifactRejected, Context, FunctionSpec, ModelFile
-from storage import ArtifactStore, Digest, DiskCache, IntegrityError, ObjectNotFound
+from storage import (
+    ArtifactStore,
+    Digest,
+    DiskCache,
+    IntegrityError,
+    ObjectNotFound,
+    unpack_zip,
+)
 
 __all__ = ["Loaded", "fetch_function"]
 
@@ -43,6 +53,12 @@ async def fetch_function(spec: FunctionSpec, artifacts: ArtifactStore, cache: Di
             )
             for m in spec.models
         }
+        if spec.layer:  # its requirements' packages, first on the path
+            zipped = await artifacts.fetch(Digest(spec.layer, spec.layer_bytes), cache)
+            layer = cache.root / "layers" / spec.layer
+            await anyio.to_thread.run_sync(unpack_zip, zipped, layer)
+            if str(layer) not in sys.path:
+                sys.path.insert(0, str(layer))
     except IntegrityError as exc:
         raise ArtifactRejected(f"{spec.qualname} {spec.version}: {exc}") from exc
     except ObjectNotFound as exc:
