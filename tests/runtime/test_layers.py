@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import shutil
 import zipfile
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -32,6 +33,20 @@ def greet(ctx: Context, who: str) -> str:
     import autan_testpkg  # in the layer only
 
     return autan_testpkg.greet(who)
+"""
+
+
+_HASHING = """
+from runtime import App, Context
+
+app = App("hashing")
+
+
+@app.function(timeout_s=10, requirements=["mmh3==5.1.0"])
+def murmur(ctx: Context, text: str) -> int:
+    import mmh3
+
+    return mmh3.hash(text, signed=False)
 """
 
 
@@ -105,6 +120,25 @@ async def test_the_same_requirements_build_and_send_nothing_again(
     assert not any(key.startswith("layers/") for key in added)
     spec = await layered.session.registry.get("layered_again", "greet")
     assert spec.layer == (await layered.session.registry.get("layered", "greet")).layer
+
+
+COMPILED = Path(__file__).resolve().parents[2] / ".venv" / "wheelhouse"  # `make test` fills it
+
+
+async def test_a_compiled_wheel_works_from_its_layer(
+    stack: Stack, wheelhouse: Path, tmp_path: Path
+) -> None:
+    """mmh3 (a C extension, `make test` downloads its wheel) is installed nowhere here."""
+    wheels = list(COMPILED.glob("mmh3-*.whl"))
+    assert wheels, "run 'make test' (it downloads the mmh3 wheel into .venv/wheelhouse)"
+    for wheel in wheels:
+        shutil.copy(wheel, wheelhouse)
+    source = tmp_path / "hashing.py"
+    source.write_text(_HASHING)
+    own = msgspec.structs.replace(stack.session.settings, wheelhouse=wheelhouse)
+    async with Stack.running(own, str(source)) as hashing:
+        value = await hashing.session.call("hashing", "murmur", ("autan",), {})
+    assert value == 4048746462  # mmh3.hash("autan", signed=False), MurmurHash3 x86 32-bit
 
 
 async def test_a_requirement_that_would_replace_a_base_package_is_refused(
