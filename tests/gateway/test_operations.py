@@ -54,6 +54,7 @@ async def test_openapi_lists_the_routes_and_their_schemas(gateway: str) -> None:
     assert set(document["paths"]) == {
         "/v1/functions/{app}/{fn}",
         "/v1/calls/{call_id}",
+        "/v1/calls/{call_id}/items",
         "/v1/functions",
         "/healthz",
         "/readyz",
