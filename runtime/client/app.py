@@ -59,10 +59,19 @@ class App:
     'hi'
     """
 
-    def __init__(self, name: str, *, settings: Settings | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        *,
+        settings: Settings | None = None,
+        requirements: Sequence[str] | str = (),
+    ) -> None:
+        """`requirements`: packages every function of the app gets (beside its own
+        `requirements=`), as a list or the path of a requirements file."""
         self.name = check_name("app", name)
         self.functions: dict[str, Function[Any, Any] | BatchedFunction[Any, Any]] = {}
         self._sessions = SessionProvider(settings)
+        self.requirements = _requirements(requirements)
 
     def __repr__(self) -> str:
         return f"App({self.name!r}, functions={sorted(self.functions)})"
@@ -163,7 +172,7 @@ class App:
             max_age_s=float(max_age_s),
             memory_mb=memory_mb,
             secrets=tuple(secrets),
-            requirements=_requirements(requirements),
+            requirements=tuple(dict.fromkeys((*self.requirements, *_requirements(requirements)))),
         )
 
         def decorate(fn: Callable[..., Any]) -> Any:

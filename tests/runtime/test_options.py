@@ -141,3 +141,34 @@ def test_local_runs_the_plain_function() -> None:
         return a + b
 
     assert add.local(2, b=5) == 7
+
+
+def test_requirements_come_from_the_app_the_function_and_files(tmp_path: Path) -> None:
+    listed = tmp_path / "requirements.txt"
+    listed.write_text("# packages\nrapidfuzz==3.9.7\n\nmmh3==5.1.0  # hashing\n")
+    app = App("reqs", requirements=["mmh3==5.1.0"])
+
+    @app.function(requirements=["tqdm==4.66.0", "mmh3==5.1.0"])
+    def listed_inline(ctx: Context) -> None: ...
+
+    @app.function(requirements=str(listed))
+    def from_file(ctx: Context) -> None: ...
+
+    assert listed_inline.options.requirements == ("mmh3==5.1.0", "tqdm==4.66.0")
+    assert from_file.options.requirements == ("mmh3==5.1.0", "rapidfuzz==3.9.7")
+
+
+@pytest.mark.parametrize(
+    ("requirements", "says"),
+    [
+        ("no/such/requirements.txt", "give a list of requirements, or the path"),
+        (["--index-url=http://x"], "is a pip option; where packages come from is a setting"),
+        ([""], "is no requirement"),
+    ],
+)
+def test_requirements_that_mean_nothing_are_refused(requirements: Any, says: str) -> None:
+    app = App("reqs")
+    with pytest.raises(InvalidOption, match=says):
+
+        @app.function(requirements=requirements)
+        def fn(ctx: Context) -> None: ...
