@@ -41,7 +41,7 @@ log = structlog.get_logger("autan")
 
 PART_PREFIX = "_part"
 REPORT_EVERY_S = 2.0
-STALE_AFTER_S = 10.0
+STALE_AFTER_S = 6.0  # three reports missed
 _PROBE_KEY = "autan-probe/absent"  # stat of a key nobody writes: a read, nothing kept
 
 

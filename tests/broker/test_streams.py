@@ -98,7 +98,7 @@ async def test_a_stopped_feed_leaves_no_message_to_the_ack_deadline(
     await small_broker.ensure_consumer(source, ConsumerPolicy(ack_wait_s=60))
     publisher = await Broker.connect(own_nats.url)
     try:
-        for round_ in range(4):
+        for round_ in range(3):
             feed = await small_broker.pull(source, window=64)
             assert await feed.next_batch(1, 0.0, idle_s=0.05) == []  # requests standing
 
