@@ -3,8 +3,10 @@
 Items go to the caller's result subject as `StreamItem` messages (the first item's index,
 then payloads), before the call's `Success` (its value: the number of items) or `Failure`.
 The generator's thread (or, async, its task) encodes each item and hands it to the event
-loop without waiting; one publisher task there sends what has queued, in order, in one
-message (the first item alone, the next ones together while the previous went out). The
+loop, waking it once for what piles up meanwhile; one publisher task there sends what has
+queued, in order, in one message (the first item alone, the next ones together while the
+previous went out). Only after the first item does the thread wait, until it is sent:
+else it would hold the GIL for a window's worth of items while the first waits. The
 generator runs at most `STREAM_WINDOW` items ahead of what the caller said it received:
 the caller's `StreamControl` messages (`autan.ctl.<app>.<fn>.<call_id>`, heard on one
 subscription per worker) move the window, or cancel the call, which closes the generator
@@ -15,6 +17,7 @@ full ends the call with `StreamStalled`. With `emit=`, every item is published t
 from __future__ import annotations
 
 import asyncio
+import collections
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -40,6 +43,7 @@ __all__ = ["STALL_S", "Sink", "StreamCancelled", "StreamStalled", "Streams"]
 STALL_S = 30.0
 _ITEMS_PER_MESSAGE = 256
 _BYTES_PER_MESSAGE = 256 * 1024
+_FIRST_OUT_S = 1.0
 
 
 class StreamCancelled(Exception):
@@ -71,6 +75,11 @@ class Sink:
         self._published = 0
         self._publisher: asyncio.Task[None] | None = None
         self._failed: BaseException | None = None
+        # From the generator's thread: items wait here, and one wake-up at a time is sent to
+        # the loop (a call per item would crowd out the connection's own writes).
+        self._handed: collections.deque[tuple[bytes, bytes | None]] = collections.deque()
+        self._waking = False
+        self._first_out = threading.Event()
 
     def heard(self, read: int, cancel: bool) -> None:
         """The caller's word (on the loop): how far it read, or that it left."""
@@ -88,7 +97,9 @@ class Sink:
             for value in items:
                 self._wait_sync()
                 encoded = self._encode(value)
-                self._loop.call_soon_threadsafe(self._enqueue, encoded)
+                self._hand_over(encoded)
+                if self.sent == 1:  # the first goes out before the next takes the GIL
+                    self._first_out.wait(_FIRST_OUT_S)
         finally:
             close = getattr(items, "close", None)
             if close is not None:
@@ -150,9 +161,25 @@ class Sink:
         error at this item's place)."""
         return encode_value(value), emitted_bytes(value) if self._emit else None
 
+    def _hand_over(self, encoded: tuple[bytes, bytes | None]) -> None:
+        """From the generator's thread: queue the item, waking the loop if it is not yet."""
+        self._handed.append(encoded)
+        if not self._waking:
+            self._waking = True
+            self._loop.call_soon_threadsafe(self._take_handed)
+
+    def _take_handed(self) -> None:
+        self._waking = False  # first: an item handed after this wakes the loop again
+        while self._handed:
+            self._queued.append(self._handed.popleft())
+        self._start_publisher()
+
     def _enqueue(self, encoded: tuple[bytes, bytes | None]) -> None:
         self._queued.append(encoded)
-        if self._publisher is None or self._publisher.done():
+        self._start_publisher()
+
+    def _start_publisher(self) -> None:
+        if self._queued and (self._publisher is None or self._publisher.done()):
             self._publisher = self._loop.create_task(self._publish())
 
     async def _publish(self) -> None:
@@ -168,6 +195,8 @@ class Sink:
                 await self._send(batch)
         except Exception as exc:  # NATS or storage away: the call fails with it
             self._failed = exc
+        finally:
+            self._first_out.set()  # sent or not: the generator's thread waits no more
 
     async def _send(self, batch: list[tuple[bytes, bytes | None]]) -> None:
         first, self._published = self._published, self._published + len(batch)
@@ -181,6 +210,8 @@ class Sink:
                 await self._link.broker.items.keep(self._kept, f"{self.call_id}-{first}", item)
             if self._reply:
                 await self._link.broker.publish(self._reply, item)
+        self._first_out.set()
+        await asyncio.sleep(0)  # let the connection write it before the next batch
         if self._emit:
             for offset, (_, emitted) in enumerate(batch):
                 headers = {"Autan-Call-Id": self.call_id, "Autan-Item": str(first + offset)}
@@ -188,8 +219,10 @@ class Sink:
 
     async def _drained(self) -> None:
         """Once every item handed over went out, or could not (`_failed` says why)."""
+        self._take_handed()
         while self._publisher is not None and not self._publisher.done():
             await asyncio.shield(self._publisher)
+            self._take_handed()
 
     def _stalled(self) -> StreamStalled:
         return StreamStalled(
