@@ -146,17 +146,12 @@ class Session:
             raise TimeoutError(f"call {call_id} is still pending after {timeout_s} s") from None
         return await self._unwrap(call_id, data)
 
-    def stream(
+    async def stream(
         self, app: str, fn: str, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> AsyncGenerator[Any, None]:
         """The items a generator function yields for this call, as they come, in order
         (`core.stream_call`): the worker runs at most `STREAM_WINDOW` items ahead of what
         was read here; closing the iterator early stops the generator."""
-        return self._stream(app, fn, args, kwargs)
-
-    async def _stream(
-        self, app: str, fn: str, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> AsyncGenerator[Any, None]:
         spec = await self.registry.get(app, fn)
         items = stream_call(self.link, spec, new_call_id(), args, kwargs)
         try:

@@ -32,6 +32,7 @@ __all__ = [
     "PartReport",
     "PartReporter",
     "instance_name",
+    "jetstream_problem",
     "part_key",
     "read_parts",
     "storage_problem",
@@ -81,6 +82,24 @@ async def read_parts(broker: Broker) -> list[PartReport]:
         if key.startswith(PART_PREFIX + ".") and value
     ]
     return sorted(reports, key=lambda report: (report.kind, report.instance))
+
+
+async def jetstream_problem(
+    broker: Broker, bucket: str, key: str, timeout_s: float = 2.0, *, ttl_s: float | None = None
+) -> str | None:
+    """None when JetStream stores a write (of `key` in `bucket`) within `timeout_s`, else
+    why not: a call is a write, and a full disk refuses writes before reads."""
+    try:
+        with anyio.fail_after(timeout_s):
+            await (await broker.bucket(bucket, ttl_s=ttl_s)).put(key, b"")
+    except TimeoutError:
+        return (
+            f"JetStream at {broker.url} did not store a write within {timeout_s:g} s "
+            "(is its disk full?)"
+        )
+    except BrokerError as exc:
+        return str(exc)
+    return None
 
 
 async def storage_problem(link: Link, timeout_s: float = 3.0) -> str | None:

@@ -20,6 +20,7 @@ from broker import (
     Failure,
     StreamControl,
     StreamItem,
+    StreamSubmission,
     Success,
     control_subject,
     decode_stream_message,
@@ -49,29 +50,22 @@ async def stream_call(
         raise InvalidOption(f"{spec.qualname} returns one result: call it with .remote()")
     submission = await link.submit_stream(spec, call_id, encode_value((args, kwargs)))
     control = control_subject(spec.app, spec.name, call_id)
-    received = told = 0
+    items = _items(link, call_id, _live(submission), start=0)
+    told = 0
     ended = False
     try:
         await submission.acked()
-        while True:
-            match decode_stream_message(await submission.next()):
-                case StreamItem(index=first, payloads=payloads):
-                    for index, payload in enumerate(payloads, first):
-                        if index < received:
-                            continue  # run again after its worker died: given already
-                        value = decode_value(await link.load(payload))
-                        received = index + 1
-                        if received - told >= STREAM_WINDOW // 2:
-                            told = received
-                            await link.broker.publish(control, encode(StreamControl(told)))
-                        yield value
-                case Success():
-                    ended = True
-                    return
-                case Failure(error=error):
-                    ended = True
-                    raise RemoteError.from_info(error, call_id)
+        async for index, value in items:
+            if index + 1 - told >= STREAM_WINDOW // 2:
+                told = index + 1
+                await link.broker.publish(control, encode(StreamControl(told)))
+            yield value
+        ended = True
+    except RemoteError:
+        ended = True
+        raise
     finally:
+        await items.aclose()
         submission.forget()
         if not ended:  # the reader stopped: the worker closes the generator
             with anyio.CancelScope(shield=True), contextlib.suppress(BrokerError):
@@ -91,20 +85,48 @@ async def kept_items(link: Link, call_id: str, start: int = 0) -> AsyncGenerator
     app, fn = split_qualname(qualname)
     if not (await link.registry.get(app, fn)).options.streams:
         raise InvalidOption(f"{qualname} returns one result: read it with call.get()")
-    subject = items_subject(app, fn, call_id)
-    after, received = 0, start
+    items = _items(link, call_id, _kept(link, items_subject(app, fn, call_id)), start)
+    try:
+        async for _, value in items:
+            yield value
+    finally:
+        await items.aclose()
+
+
+async def _items(
+    link: Link, call_id: str, messages: AsyncGenerator[bytes, None], start: int
+) -> AsyncGenerator[tuple[int, Any], None]:
+    """(index, value) of each item from `start`, in order, read from a stream's messages;
+    it ends at the call's Success and raises its Failure. A rerun after a worker died
+    sends the first items again: those already given are skipped."""
+    received = start
+    try:
+        async for data in messages:
+            match decode_stream_message(data):
+                case StreamItem(index=first, payloads=payloads):
+                    for index, payload in enumerate(payloads, first):
+                        if index >= received:
+                            received = index + 1
+                            yield index, decode_value(await link.load(payload))
+                case Success():
+                    return
+                case Failure(error=error):
+                    raise RemoteError.from_info(error, call_id)
+    finally:
+        await messages.aclose()
+
+
+async def _live(submission: StreamSubmission) -> AsyncGenerator[bytes, None]:
+    """What the worker sends this connection for a live call."""
+    while True:
+        yield await submission.next()
+
+
+async def _kept(link: Link, subject: str) -> AsyncGenerator[bytes, None]:
+    """What is kept on `subject`, in order, waiting for more while there is none."""
+    after = 0
     while True:
         found = await link.broker.items.wait(subject, after, 30.0)
-        if found is None:
-            continue  # not yet: the call waits for a worker, or runs
-        after, data = found
-        match decode_stream_message(data):
-            case StreamItem(index=first, payloads=payloads):
-                for index, payload in enumerate(payloads, first):
-                    if index >= received:  # a rerun after a worker died gives them again
-                        received = index + 1
-                        yield decode_value(await link.load(payload))
-            case Success():
-                return
-            case Failure(error=error):
-                raise RemoteError.from_info(error, call_id)
+        if found is not None:  # else not yet: the call waits for a worker, or runs
+            after, data = found
+            yield data

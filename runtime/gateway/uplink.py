@@ -15,7 +15,7 @@ import structlog
 from anyio.abc import TaskStatus
 
 from broker import GATEWAY_CALLS_BUCKET, READINESS_PROBE_KEY, BrokerError, BrokerUnavailable
-from runtime.core import GATEWAY, Link, Settings
+from runtime.core import GATEWAY, Link, Settings, jetstream_problem
 
 __all__ = ["UNHEALTHY_AFTER_S", "Uplink"]
 
@@ -103,16 +103,9 @@ class Uplink:
         call is a write: a full disk makes it unready), else why not."""
         try:
             link = self.link
-            with anyio.fail_after(timeout_s):
-                records = await link.broker.bucket(
-                    GATEWAY_CALLS_BUCKET, ttl_s=link.settings.result_ttl_s
-                )
-                await records.put(READINESS_PROBE_KEY, b"")
-        except TimeoutError:
-            return (
-                f"JetStream at {self.settings.nats_url} did not store a write within "
-                f"{timeout_s} s (is its disk full?)"
-            )
         except BrokerError as exc:
             return str(exc)
-        return None
+        return await jetstream_problem(
+            link.broker, GATEWAY_CALLS_BUCKET, READINESS_PROBE_KEY, timeout_s,
+            ttl_s=link.settings.result_ttl_s,
+        )  # fmt: skip

@@ -7,10 +7,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import anyio
 import msgspec
 
-from broker import STATUS_BUCKET, BrokerError, BrokerUnavailable
+from broker import STATUS_BUCKET, BrokerUnavailable
 from runtime.client import Session
 from runtime.control import FunctionStatus, read_statuses
 from runtime.core import (
@@ -23,6 +22,7 @@ from runtime.core import (
     PartReport,
     Settings,
     function_states,
+    jetstream_problem,
     read_parts,
     split_qualname,
     storage_problem,
@@ -153,7 +153,7 @@ async def status(settings: Settings, *, as_json: bool = False) -> int:
         return _print_status([down, *unknown], [], as_json=as_json)
     async with link:
         parts = [PartState("nats", "up", settings.nats_url)]
-        if (problem := await _jetstream_problem(link)) is not None:
+        if problem := await jetstream_problem(link.broker, STATUS_BUCKET, _PROBE_KEY):
             parts.append(PartState("jetstream", "DOWN", problem))
             parts += [PartState(part, "?", "reports through JetStream") for part in _REPORTING]
             return _print_status(parts, [], as_json=as_json)
@@ -164,21 +164,6 @@ async def status(settings: Settings, *, as_json: bool = False) -> int:
 
 
 _REPORTING = ("control plane", "storage", "bridge")
-
-
-async def _jetstream_problem(link: Link, timeout_s: float = 2.0) -> str | None:
-    """None when JetStream stores a write within `timeout_s` (a call is a write)."""
-    try:
-        with anyio.fail_after(timeout_s):
-            bucket = await link.broker.bucket(STATUS_BUCKET)
-            await bucket.put(_PROBE_KEY, b"")
-    except TimeoutError:
-        return f"did not store a write within {timeout_s:g} s (is its disk full?)"
-    except BrokerError as exc:
-        return str(exc)
-    return None
-
-
 _PROBE_KEY = "_probe"  # no function's name starts with "_"
 
 

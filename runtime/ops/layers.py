@@ -49,14 +49,15 @@ async def ensure_layer(
 ) -> Layer:
     """The layer of `requirements`, built and stored unless it is already (then nothing is
     built or sent); unpacked under `work` either way. DeployError says what pip refused."""
-    key = _key(requirements)
+    base = _base()  # one scan of site-packages serves the key, the constraints and the pruning
+    key = _key(requirements, base)
     index = f"layers/{key}"
     site = work / key
     try:
         known = msgspec.json.decode(await artifacts.store.get(index), type=Digest)
         data = await artifacts.get_bytes(known)
     except ObjectNotFound:
-        data = await _build(requirements, settings, site)
+        data = await _build(requirements, settings, site, base)
         stored = await artifacts.put_bytes(data)
         await artifacts.store.put(index, msgspec.json.encode(stored.digest))
         return Layer(stored.digest, built=True, path=site)
@@ -64,9 +65,9 @@ async def ensure_layer(
     return Layer(known, built=False, path=site)
 
 
-def _key(requirements: tuple[str, ...]) -> str:
+def _key(requirements: tuple[str, ...], base: list[str]) -> str:
     hasher = hashlib.sha256()
-    for part in (python_version(), sys.platform, *sorted(requirements), *_base()):
+    for part in (python_version(), sys.platform, *sorted(requirements), *base):
         hasher.update(part.encode())
         hasher.update(b"\0")
     return hasher.hexdigest()[:32]
@@ -83,11 +84,13 @@ def _base() -> list[str]:
     return sorted(f"{name}=={version}" for name, version in found.items())
 
 
-async def _build(requirements: tuple[str, ...], settings: Settings, site: Path) -> bytes:
+async def _build(
+    requirements: tuple[str, ...], settings: Settings, site: Path, base: list[str]
+) -> bytes:
     with tempfile.TemporaryDirectory(prefix="autan-layer-") as tmp:
         built = Path(tmp) / "site"
         constraints = Path(tmp) / "base.txt"
-        constraints.write_text("\n".join(_base()) + "\n")
+        constraints.write_text("\n".join(base) + "\n")
         command = [
             sys.executable, "-m", "pip", "install", "--target", str(built), "--no-input",
             "--disable-pip-version-check", "--no-warn-script-location", "--no-compile",
@@ -100,7 +103,7 @@ async def _build(requirements: tuple[str, ...], settings: Settings, site: Path) 
                 f"cannot install requirements {list(requirements)} beside this environment's "
                 f"packages: {_pip_error((done.stdout + done.stderr).decode(errors='replace'))}"
             )
-        await anyio.to_thread.run_sync(_drop_base, built)
+        await anyio.to_thread.run_sync(_drop_base, built, base)
         data = await anyio.to_thread.run_sync(_zip, built)
     await anyio.to_thread.run_sync(unpack_zip, data, site)
     return data
@@ -128,13 +131,13 @@ def _pip_error(stderr: str) -> str:
     return " ".join((wanted or lines)[-8:])[:1500]
 
 
-def _drop_base(site: Path) -> None:
+def _drop_base(site: Path, base: list[str]) -> None:
     """Remove what pip put there that the base has already (the same versions, by the
     constraints): workers import the base's own."""
-    base = {line.split("==")[0] for line in _base()}
+    names = {line.split("==")[0].replace("_", "-") for line in base}
     for info in site.glob("*.dist-info"):
         name = info.name.removesuffix(".dist-info").rsplit("-", 1)[0]
-        if name.lower().replace("_", "-") not in {b.replace("_", "-") for b in base}:
+        if name.lower().replace("_", "-") not in names:
             continue
         record = info / "RECORD"
         paths = (
