@@ -5,9 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import nats
@@ -26,7 +25,6 @@ from broker.errorlog import ErrorLog
 from broker.errors import (
     BrokerError,
     BrokerUnavailable,
-    PermissionDenied,
     PublishRejected,
     QueueFull,
 )
@@ -36,6 +34,7 @@ from broker.kv import Bucket
 from broker.names import INBOX_PREFIX
 from broker.permissions import role_inbox
 from broker.replies import Reply, ReplyMux
+from broker.servers import default_replicas, not_connected, server_urls
 from broker.streams import StreamAdmin
 from broker.tls import NatsTls
 
@@ -52,15 +51,19 @@ _QUEUE_FULL_CODES = {10077, 10078, 10047}
 class Broker(StreamAdmin):
     """One NATS connection with its JetStream context and one reply inbox."""
 
-    def __init__(self, nc: NatsClient, url: str, errors: ErrorLog | None = None) -> None:
+    def __init__(
+        self, nc: NatsClient, url: str, errors: ErrorLog | None = None, *, replicas: int = 1
+    ) -> None:
+        """`replicas`: copies of each stream and bucket it makes."""
         self.nc = nc
         self._errors = errors or ErrorLog(url)
         self.url = self._errors.url  # without credentials
+        self.replicas = replicas
         self.js: JetStreamContext = nc.jetstream(timeout=5.0)
         self.replies = ReplyMux(nc)
         self._buckets: dict[str, Bucket] = {}
-        self.dead_letters = DeadLetterStream(self.js, self._errors)
-        self.items = ItemStore(self.nc, self.js, self._errors)
+        self.dead_letters = DeadLetterStream(self.js, self._errors, replicas)
+        self.items = ItemStore(self.nc, self.js, self._errors, replicas)
         self._feeds: list[PullFeed] = []
 
     @classmethod
@@ -73,8 +76,13 @@ class Broker(StreamAdmin):
         creds: Path | None = None,
         role: str = "",
         tls: NatsTls | None = None,
+        replicas: int | None = None,
     ) -> Broker:
         """Connect, or fail within about `connect_timeout_s` with an error naming the URL.
+
+        `url`: one server or several, comma-separated (a cluster: the client moves to
+        another when one goes away). `replicas`: how many copies of each stream and bucket
+        this connection makes (None: 3 on a cluster of three servers or more, else 1).
 
         `creds`: the nkey seed file of this process's role (`role`: its inbox prefix is
         `_INBOX.<role>`, where its permissions let it subscribe). `tls`: the CA that the
@@ -85,7 +93,7 @@ class Broker(StreamAdmin):
         try:
             nc = await asyncio.wait_for(
                 nats.connect(
-                    url,
+                    server_urls(url),
                     name=name,
                     connect_timeout=connect_timeout_s,
                     allow_reconnect=True,
@@ -101,9 +109,9 @@ class Broker(StreamAdmin):
                 connect_timeout_s,
             )
         except (OSError, TimeoutError, nats.errors.Error) as exc:
-            raise _not_connected(errors, creds, exc) from exc
+            raise not_connected(errors, creds, exc) from exc
         errors.connected = True
-        broker = cls(nc, url, errors)
+        broker = cls(nc, url, errors, replicas=replicas or default_replicas(nc))
         errors.on_reconnected.append(broker._reconnected)
         await broker.replies.start()
         return broker
@@ -166,6 +174,28 @@ class Broker(StreamAdmin):
 
         return Watch(await self.nc.subscribe(subject, cb=callback))
 
+    async def answer(self, subject: str, handler: Callable[[bytes], Awaitable[bytes]]) -> Watch:
+        """Answer each request on `subject` with `handler(data)` (core NATS request/reply;
+        one at a time, in order)."""
+
+        async def callback(msg: Msg) -> None:
+            answer = await handler(msg.data)
+            if msg.reply:
+                with contextlib.suppress(nats.errors.Error):
+                    await msg.respond(answer)
+
+        return Watch(await self.nc.subscribe(subject, cb=callback))
+
+    async def request(self, subject: str, data: bytes, *, timeout_s: float) -> bytes:
+        """One request's answer; BrokerUnavailable when nothing answers in `timeout_s`."""
+        try:
+            msg = await self.nc.request(subject, data, timeout=timeout_s)
+        except nats.errors.NoRespondersError as exc:
+            raise BrokerUnavailable(f"nothing answers on {subject}") from exc
+        except nats.errors.TimeoutError as exc:
+            raise self._errors.no_answer(f"a request on {subject}") from exc
+        return bytes(msg.data)
+
     # -- buckets -----------------------------------------------------------------
 
     async def bucket(self, name: str, *, ttl_s: float | None = None) -> Bucket:
@@ -176,7 +206,11 @@ class Broker(StreamAdmin):
             kv = await self.js.key_value(name)
         except nats.js.errors.BucketNotFoundError:
             kv = await self.js.create_key_value(
-                bucket=name, history=1, ttl=ttl_s, storage=api.StorageType.FILE
+                bucket=name,
+                history=1,
+                ttl=ttl_s,
+                storage=api.StorageType.FILE,
+                replicas=self.replicas,
             )
         except nats.errors.TimeoutError as exc:
             raise self._errors.no_answer(f"opening bucket {name}") from exc
@@ -354,41 +388,3 @@ def _read_puback(msg: Reply, subject: str) -> int:
     if code in _QUEUE_FULL_CODES or "maximum" in description:
         raise QueueFull(f"the calls queue is full ({description}); retry later")
     raise PublishRejected(f"JetStream refused the call on {subject}: {description}")
-
-
-def _not_connected(errors: ErrorLog, creds: Path | None, exc: BaseException) -> BrokerError:
-    if errors.tls_refused or _is_tls(exc):
-        return BrokerUnavailable(
-            f"NATS at {errors.url} and this process could not agree on TLS "
-            f"({errors.tls_refused or exc}): set AUTAN_NATS_TLS_CA to the CA that signed the "
-            "server's certificate (and AUTAN_NATS_TLS_CERT/_KEY if it checks its clients)"
-        )
-    if errors.unauthorized or "authorization violation" in str(exc).lower():
-        given = f"the credentials {creds}" if creds else "no credentials"
-        return PermissionDenied(
-            f"NATS at {errors.url} refused this process with {given}: set AUTAN_NATS_CREDS to "
-            "the seed file of a role it knows, or AUTAN_DATA_DIR to the stack's (autan up "
-            "keeps them in <data dir>/creds/)"
-        )
-    why = f" ({_reason(exc)})" if _reason(exc) else ""
-    return BrokerUnavailable(
-        f"cannot reach NATS at {errors.url}{why} - is 'autan up' running? "
-        "(or set AUTAN_NATS_URL to your NATS server)"
-    )
-
-
-def _reason(exc: BaseException) -> str:
-    """What the failed connection said, when it said more than a timeout."""
-    while isinstance(exc, nats.errors.NoServersError | TimeoutError) and exc.__cause__:
-        exc = exc.__cause__
-    if isinstance(exc, nats.errors.NoServersError | TimeoutError):
-        return ""
-    return str(exc)[:200]
-
-
-def _is_tls(exc: BaseException | None) -> bool:
-    while exc is not None:
-        if isinstance(exc, ssl.SSLError) or "tls" in str(exc).lower()[:80]:
-            return True
-        exc = exc.__cause__ or exc.__context__
-    return False

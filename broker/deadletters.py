@@ -32,9 +32,10 @@ class StoredLetter:
 class DeadLetterStream:
     """Administration of the dead-letter stream over a JetStream context."""
 
-    def __init__(self, js: JetStreamContext, errors: ErrorLog) -> None:
+    def __init__(self, js: JetStreamContext, errors: ErrorLog, replicas: int = 1) -> None:
         self.js = js
         self._errors = errors
+        self._replicas = replicas
 
     async def ensure(self) -> None:
         try:
@@ -51,6 +52,7 @@ class DeadLetterStream:
                     discard=api.DiscardPolicy.NEW,
                     max_age=_KEEP_S,
                     duplicate_window=120.0,
+                    num_replicas=self._replicas,
                 )
             )
 

@@ -25,7 +25,10 @@ _RECENT_S = 30.0
 
 
 def redacted(url: str) -> str:
-    """`url` without a user and password, for logs and messages."""
+    """`url` (or several, comma-separated) without a user and password, for logs and
+    messages."""
+    if "," in url:
+        return ",".join(redacted(one.strip()) for one in url.split(","))
     parts = urlsplit(url)
     if parts.username is None and parts.password is None:
         return url

@@ -29,10 +29,13 @@ _MIN_BYTES = 1 << 20
 class ItemStore:
     """The kept items of spawned streams, over a connection."""
 
-    def __init__(self, nc: NatsClient, js: JetStreamContext, errors: ErrorLog) -> None:
+    def __init__(
+        self, nc: NatsClient, js: JetStreamContext, errors: ErrorLog, replicas: int = 1
+    ) -> None:
         self._nc = nc
         self._js = js
         self._errors = errors
+        self._replicas = replicas
 
     async def ensure(self, keep_s: float, max_bytes: int) -> None:
         """Make the stream, keeping items `keep_s` and at most `max_bytes` (admin)."""
@@ -52,6 +55,7 @@ class ItemStore:
                     max_bytes=max(_MIN_BYTES, max_bytes),
                     allow_direct=True,
                     duplicate_window=120.0,
+                    num_replicas=self._replicas,
                 )
             )
 

@@ -55,7 +55,6 @@ class StreamLimits(msgspec.Struct, frozen=True):
     max_msgs: int = 1_000_000
     max_msg_bytes: int = 1 << 20
     duplicate_window_s: float = 120.0
-    replicas: int = 1
     trigger_max_age_s: float = 7 * 24 * 3600.0  # how far back triggers can be replayed
 
 
@@ -109,6 +108,7 @@ class StreamAdmin:
     nc: NatsClient
     js: JetStreamContext
     url: str
+    replicas: int
     dead_letters: DeadLetterStream
     _feeds: list[PullFeed]
     _errors: ErrorLog
@@ -125,7 +125,7 @@ class StreamAdmin:
             max_msgs=limits.max_msgs,
             max_msg_size=limits.max_msg_bytes,
             duplicate_window=limits.duplicate_window_s,
-            num_replicas=limits.replicas,
+            num_replicas=self.replicas,
         )
         await self.dead_letters.ensure()
         info = await self._stream_info(CALLS_STREAM)
@@ -155,7 +155,7 @@ class StreamAdmin:
                     "stream covers, or one disjoint from it"
                 )
         name = trigger_stream_name(app, fn)
-        await self._add_stream(_trigger_stream_config(name, subject, limits))
+        await self._add_stream(_trigger_stream_config(name, subject, limits, self.replicas))
         return Source(name, subject, consumer_name(app, fn), True)
 
     async def ensure_consumer(self, source: Source, policy: ConsumerPolicy) -> None:
@@ -299,7 +299,9 @@ def _consumer_config(source: Source, policy: ConsumerPolicy) -> api.ConsumerConf
     )
 
 
-def _trigger_stream_config(name: str, subject: str, limits: StreamLimits) -> api.StreamConfig:
+def _trigger_stream_config(
+    name: str, subject: str, limits: StreamLimits, replicas: int
+) -> api.StreamConfig:
     return api.StreamConfig(
         name=name,
         subjects=[subject],
@@ -308,7 +310,7 @@ def _trigger_stream_config(name: str, subject: str, limits: StreamLimits) -> api
         discard=api.DiscardPolicy.OLD,
         max_age=limits.trigger_max_age_s,
         max_bytes=limits.max_bytes,
-        num_replicas=limits.replicas,
+        num_replicas=replicas,
     )
 
 

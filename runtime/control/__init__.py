@@ -14,7 +14,7 @@ from runtime.control.decision import (
     target_workers,
     wanted_workers,
 )
-from runtime.control.embedded import NatsServer, find_nats_server, free_port
+from runtime.control.embedded import ClusterPeer, NatsServer, find_nats_server, free_port
 from runtime.control.environment import WorkerAccess, WorkerSecrets, detect_gpus, worker_env
 from runtime.control.lease import LEASE_S, Lease, LeaseHolder
 from runtime.control.local import LocalProvider
@@ -32,6 +32,7 @@ __all__ = [
     "LEASE_S",
     "Capacity",
     "Children",
+    "ClusterPeer",
     "DataDirLock",
     "Decision",
     "EmbeddedAccess",

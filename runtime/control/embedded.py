@@ -22,6 +22,7 @@ from typing import Any
 
 import anyio
 import anyio.to_thread
+import msgspec
 import structlog
 
 from runtime.control.children import Children
@@ -61,6 +62,16 @@ def free_port() -> int:
         return port
 
 
+class ClusterPeer(msgspec.Struct, frozen=True, kw_only=True):
+    """A server's place in a nats-server cluster: its unique name, the port its routes
+    listen on, and the route URLs of the other members."""
+
+    server_name: str
+    port: int
+    routes: tuple[str, ...]
+    name: str = "autan"
+
+
 class NatsServer:
     """A nats-server process on loopback with JetStream storing under `store_dir`.
 
@@ -78,11 +89,15 @@ class NatsServer:
         authorization: dict[str, Any] | None = None,
         tls: dict[str, Any] | None = None,
         children: Children | None = None,
+        cluster: ClusterPeer | None = None,
     ) -> None:
-        """`tls`: nats-server's `tls` block (cert_file, key_file, ca_file, verify), for a
-        server that clients reach over TLS (`tls://` URLs). `children`: where the stack
+        """`cluster`: this server's membership of a cluster (JetStream clustered: streams
+        and buckets may keep copies on several members). `tls`: nats-server's `tls` block
+        (cert_file, key_file, ca_file, verify), for a server that clients reach over TLS
+        (`tls://` URLs). `children`: where the stack
         records its processes (a restart stops one an earlier run left)."""
         self.children = children
+        self.cluster = cluster
         self.store_dir = store_dir
         self.tls = tls
         self.port = port
@@ -168,6 +183,14 @@ class NatsServer:
             "jetstream": {"store_dir": str(self.store_dir)},
             "log_file": str(log_path),
         }
+        if self.cluster is not None:
+            config["server_name"] = self.cluster.server_name
+            config["cluster"] = {
+                "name": self.cluster.name,
+                "host": self.host,
+                "port": self.cluster.port,
+                "routes": list(self.cluster.routes),
+            }
         if self.authorization is not None:
             config["authorization"] = self.authorization
         if self.tls is not None:

@@ -79,6 +79,7 @@ class Link:
             creds=settings.creds_for(role),
             role=role,
             tls=settings.nats_tls(),
+            replicas=settings.nats_replicas,
         )
         try:
             return cls(broker, await Registry.open(broker), settings)

@@ -66,7 +66,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     recorded it in NATS (callers then need no storage setting of their own).
     """
 
-    nats_url: str = "nats://127.0.0.1:4222"
+    nats_url: str = "nats://127.0.0.1:4222"  # several, comma-separated: a cluster
+    # Copies of each stream and bucket the stack makes (None: 3 on a cluster of three
+    # servers or more, else 1).
+    nats_replicas: int | None = None
     nats_creds: Path | None = None  # this process's nkey seed; else <data dir>/creds/<role>.nk
     nats_tls_ca: Path | None = None  # CA file that NATS servers' certificates are checked with
     nats_tls_cert: Path | None = None  # a client certificate, for servers that ask for one
@@ -93,6 +96,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_queued_bytes: int | None = None
     metrics_port: int = 9464  # the scaler's Prometheus /metrics (0: off)
     http: HttpSettings = HttpSettings()
+
+    def __post_init__(self) -> None:
+        if self.nats_replicas is not None and not 1 <= self.nats_replicas <= 5:
+            raise ValueError(
+                f"nats_replicas={self.nats_replicas}: JetStream keeps 1 to 5 copies; "
+                "unset AUTAN_NATS_REPLICAS to let Autan choose"
+            )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:

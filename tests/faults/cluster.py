@@ -13,14 +13,22 @@ from runtime.core import Settings
 from runtime.ops import deploy_target
 from tests.faults.app import app
 from tests.keys import DEPLOY_KEY, TRUSTED_KEYS
+from tests.natscluster import NatsCluster
 from tests.stack import serving
 
 
 class Cluster:
     """The running parts of one case, and the faults a test can inflict on them."""
 
-    def __init__(self, server: NatsServer, settings: Settings, session: Session) -> None:
+    def __init__(
+        self,
+        server: NatsServer,
+        settings: Settings,
+        session: Session,
+        nats_cluster: NatsCluster | None = None,
+    ) -> None:
         self.server = server
+        self.nats_cluster = nats_cluster
         self.settings = settings
         self.session = session
         self.provider = LocalProvider(settings, stop_grace_s=20)
@@ -56,12 +64,20 @@ class Cluster:
         storage_url: str | None = None,
         s3_keys: tuple[str, str] | None = None,
         ack_wait_s: float = 2.0,
+        nats_nodes: int = 1,
     ) -> AsyncIterator[Cluster]:
-        server = NatsServer(root / "nats", port=free_port())
-        server.start()
+        """`nats_nodes=3`: a three-node nats-server cluster (streams and buckets R3)."""
+        nats_cluster = NatsCluster(root, nats_nodes) if nats_nodes > 1 else None
+        if nats_cluster is not None:
+            nats_cluster.start()
+            await nats_cluster.wait_ready()
+            server = nats_cluster.servers[0]
+        else:
+            server = NatsServer(root / "nats", port=free_port())
+            server.start()
         access_key, secret_key = s3_keys or (None, None)
         settings = Settings(
-            nats_url=server.url,
+            nats_url=nats_cluster.url if nats_cluster else server.url,
             storage_url=storage_url or f"file://{root / 'objects'}",
             s3_access_key=access_key,
             s3_secret_key=secret_key,
@@ -76,10 +92,12 @@ class Cluster:
         try:
             await deploy_target(session.link, "tests.faults.app")
             app.sessions.configure(settings)
-            cluster = cls(server, settings, session)
+            cluster = cls(server, settings, session, nats_cluster)
             async with serving(cluster.provider, cluster.scaler, stop_timeout_s=60):
                 yield cluster
         finally:
             await app.sessions.aclose()
             await session.close()
+            if nats_cluster is not None:
+                nats_cluster.stop()
             server.stop()

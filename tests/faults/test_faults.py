@@ -215,3 +215,31 @@ async def test_redeploy_under_load_leaves_no_call_to_the_ack_wait(
     assert (report.completed, report.lost, report.duplicate_results) == (report.accepted, 0, 0)
     assert report.duplicate_executions == 0
     assert max(latencies) < 10, f"slowest call {max(latencies):.1f} s"
+
+
+@pytest.mark.timeout(180)
+async def test_kill_9_of_the_nats_node_leading_the_calls_stream(
+    tmp_path: Path, ledger: Ledger
+) -> None:
+    """On a three-node cluster the calls stream keeps three copies: the death of the member
+    that leads it loses nothing, and calls are accepted again once another leads."""
+    async with Cluster.running(tmp_path, nats_nodes=3) as cluster:
+        assert cluster.nats_cluster is not None
+        assert cluster.session.broker.replicas == 3
+        info = await cluster.session.broker.js.stream_info("AUTAN_CALLS")
+        assert info.config.num_replicas == 3
+        for _ in range(30):
+            await ledger.spawn(fx.work, 0.2)
+        await _started(ledger, 5)
+        leader = await cluster.nats_cluster.leader_of("AUTAN_CALLS")
+        cluster.nats_cluster.server(leader).kill()
+        killed_at = time.monotonic()
+        while len(ledger.accepted) < 50 and time.monotonic() - killed_at < 60:
+            if not await ledger.spawn(fx.work, 0.2):
+                await anyio.sleep(0.2)  # refused while a new leader is elected
+        report = await ledger.settle(cluster.session)
+    record("kill -9 the calls stream's NATS leader", report)
+    assert report.accepted == 50
+    assert report.lost == 0
+    assert report.completed == 50
+    assert report.duplicate_results == 0
