@@ -6,11 +6,12 @@ import asyncio
 import contextlib
 import itertools
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 
 import nats.errors
 import nats.js.errors
 from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js.client import JetStreamContext
 from nats.js.kv import KeyValue
@@ -19,7 +20,7 @@ from broker.errorlog import ErrorLog
 from broker.errors import BrokerError, KeyExists, KeyNotFound
 from broker.names import kv_stream, kv_subject
 
-__all__ = ["Bucket"]
+__all__ = ["Bucket", "Following"]
 
 # What an unreachable or restarting server raises (the KV's own errors are caught first).
 _TRANSIENT = (
@@ -135,6 +136,18 @@ class Bucket:
         finally:
             await _stop(watcher)
 
+    async def follow(self, on_change: Callable[[str, bytes | None], None]) -> Following:
+        """Call `on_change(key, value)` for each write from now on (None: deleted), as the
+        server routes it: a plain subscription, no consumer (read `values()` for what was
+        there before)."""
+        prefix = kv_subject(self.name, "")
+
+        async def callback(msg: Msg) -> None:
+            deleted = bool((msg.headers or {}).get("KV-Operation")) or not msg.data
+            on_change(msg.subject.removeprefix(prefix), None if deleted else bytes(msg.data))
+
+        return Following(await self._nc.subscribe(kv_subject(self.name), cb=callback))
+
     async def wait_for(self, key: str, timeout_s: float) -> bytes:
         """The key's value, waiting up to `timeout_s` for a writer if it has none yet.
 
@@ -168,6 +181,17 @@ class Bucket:
             if msg.data and not (msg.headers or {}).get("KV-Operation"):
                 return bytes(msg.data)
         raise KeyNotFound(f"no value for {key!r} in bucket {self.name!r} after {timeout_s} s")
+
+
+class Following:
+    """A bucket followed by `Bucket.follow`, until `stop`."""
+
+    def __init__(self, subscription: Subscription) -> None:
+        self._subscription = subscription
+
+    async def stop(self) -> None:
+        with contextlib.suppress(nats.errors.Error):
+            await self._subscription.unsubscribe()
 
 
 async def _stop(watcher: KeyValue.KeyWatcher) -> None:

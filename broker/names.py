@@ -12,7 +12,9 @@ test keeps every other module from spelling a name literally.
                 autan_status (the scaler's per-function status),
                 autan_gateway_calls (the HTTP bridge's call records),
                 autan_sequences (the highest deploy accepted per function),
-                autan_spawned (calls whose result is recorded: what Call.get may wait for)
+                autan_spawned (calls whose result is recorded: what Call.get may wait for),
+                autan_leases (which control plane leads), autan_nodes (agents' reports)
+    agents      autan.agent.<node>: a node agent's orders (start, stop), request/reply
     inboxes     _INBOX.<role>.<connection>.<token>: JetStream's answers, acks, pull deliveries
     results     _R.<app>.<fn>.<connection>.<token>: the results of live calls
     JetStream   $JS.API.CONSUMER.MSG.NEXT.<stream>.<consumer> (pull requests),
@@ -22,6 +24,7 @@ test keeps every other module from spelling a name literally.
 from __future__ import annotations
 
 __all__ = [
+    "AGENT_PREFIX",
     "CALLS_STREAM",
     "CALLS_SUBJECTS",
     "CALL_PREFIX",
@@ -36,6 +39,7 @@ __all__ = [
     "ITEMS_STREAM",
     "LEASES_BUCKET",
     "MAX_DELIVERIES_ADVISORIES",
+    "NODES_BUCKET",
     "READINESS_PROBE_KEY",
     "REGISTRY_BUCKET",
     "RESERVED_PREFIXES",
@@ -50,6 +54,7 @@ __all__ = [
     "TRUSTED_KEYS_KEY",
     "WORKERS_BUCKET",
     "ack_subjects",
+    "agent_subject",
     "call_subject",
     "consumer_name",
     "control_subject",
@@ -102,6 +107,8 @@ SEQUENCES_BUCKET = "autan_sequences"  # the highest deploy sequence accepted per
 SPAWNED_BUCKET = "autan_spawned"  # calls whose result is recorded, so that an unknown id is told
 SECRETS_BUCKET = "autan_secrets"  # functions' secrets, sealed (`runtime.core.secrets`)
 LEASES_BUCKET = "autan_leases"  # who leads: one control plane acts at a time
+NODES_BUCKET = "autan_nodes"  # each agent's host, capacity and workers, by node name
+AGENT_PREFIX = "autan.agent"  # autan.agent.<node>: orders to a node's agent (request/reply)
 STORAGE_URL_KEY = "storage_url"  # in CONFIG_BUCKET: where the stack's objects are
 TRUSTED_KEYS_KEY = "trusted_keys"  # in CONFIG_BUCKET: the deploy keys the stack trusts
 SECRETS_KEY_KEY = "secrets_key"  # in CONFIG_BUCKET: the public key secrets are sealed with
@@ -119,6 +126,11 @@ MAX_DELIVERIES_ADVISORIES = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.>"
 def call_subject(app: str, fn: str) -> str:
     """`autan.call.<app>.<fn>`: where calls to one function are published."""
     return f"{CALL_PREFIX}.{app}.{fn}"
+
+
+def agent_subject(node: str) -> str:
+    """Where the agent of `node` takes orders (start and stop workers)."""
+    return f"{AGENT_PREFIX}.{node}"
 
 
 def control_subject(app: str, fn: str, call_id: str = "*") -> str:

@@ -25,6 +25,7 @@ os.environ["ORT_DISABLE_TELEMETRY"] = "1"
 from broker import BrokerUnavailable, QueueFull, UnencodableValue
 from runtime.client import App, BatchedFunction, Call, Function
 from runtime.core import (
+    GPU,
     ArtifactRejected,
     AutanError,
     Batching,
@@ -44,6 +45,7 @@ from runtime.core import (
 )
 
 __all__ = [
+    "GPU",
     "App",
     "ArtifactRejected",
     "AutanError",

@@ -10,7 +10,7 @@ import anyio
 
 from broker import CALLS_STREAM
 from runtime.client import App, Session
-from runtime.control import LocalProvider
+from runtime.control import Provider
 from runtime.control.scaler import Scaler
 from runtime.core import Settings
 from runtime.ops import DeployResult, deploy_target, discover_apps
@@ -88,7 +88,7 @@ class Stack:
 
 @asynccontextmanager
 async def serving(
-    provider: LocalProvider, scaler: Scaler | None = None, *, stop_timeout_s: float = 30
+    provider: Provider, scaler: Scaler | None = None, *, stop_timeout_s: float = 30
 ) -> AsyncIterator[None]:
     """The provider and the scaler (if any) serving in the background while the block runs.
 

@@ -102,6 +102,7 @@ class App:
         emit: str | None = ...,
         max_age_s: float = ...,
         memory_mb: int | None = ...,
+        cpu: float | None = ...,
         secrets: Sequence[str] = ...,
         requirements: Sequence[str] | str = ...,
     ) -> Callable[[Callable[[Context, list[T]], list[U]]], BatchedFunction[T, U]]: ...
@@ -123,6 +124,7 @@ class App:
         emit: str | None = ...,
         max_age_s: float = ...,
         memory_mb: int | None = ...,
+        cpu: float | None = ...,
         secrets: Sequence[str] = ...,
         requirements: Sequence[str] | str = ...,
     ) -> _Decorator: ...
@@ -143,6 +145,7 @@ class App:
         emit: str | None = DEFAULT_OPTIONS.emit,
         max_age_s: float = DEFAULT_OPTIONS.max_age_s,
         memory_mb: int | None = DEFAULT_OPTIONS.memory_mb,
+        cpu: float | None = DEFAULT_OPTIONS.cpu,
         secrets: Sequence[str] = DEFAULT_OPTIONS.secrets,
         requirements: Sequence[str] | str = DEFAULT_OPTIONS.requirements,
     ) -> Callable[[Callable[..., Any]], Any]:
@@ -156,6 +159,9 @@ class App:
         environment under its name; no other function's do. `requirements=["pkg==1.2"]` (or
         the path of a requirements file): packages its workers get, installed by deploy
         into a layer of their own beside this environment's (which they never replace).
+        Where workers run on several hosts (`autan agent`), `cpu=`, `memory_mb=` and
+        `gpu=GPU(memory_gb=10)` (or `GPU(count=2)`) say what each worker needs: it is placed
+        on a host with that much free.
         """
         if isinstance(secrets, str):
             raise InvalidOption(f"secrets={secrets!r}: give a list of names, secrets=[{secrets!r}]")
@@ -171,6 +177,7 @@ class App:
             emit=emit,
             max_age_s=float(max_age_s),
             memory_mb=memory_mb,
+            cpu=None if cpu is None else float(cpu),
             secrets=tuple(secrets),
             requirements=tuple(dict.fromkeys((*self.requirements, *_requirements(requirements)))),
         )

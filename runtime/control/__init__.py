@@ -5,6 +5,7 @@ first); it never imports the worker room, nor the client or the gateway.
 """
 
 from runtime.control.access import EmbeddedAccess
+from runtime.control.agent import Agent
 from runtime.control.children import Children, DataDirLock
 from runtime.control.decision import (
     Decision,
@@ -16,9 +17,18 @@ from runtime.control.decision import (
 )
 from runtime.control.embedded import ClusterPeer, NatsServer, find_nats_server, free_port
 from runtime.control.environment import WorkerAccess, WorkerSecrets, detect_gpus, worker_env
+from runtime.control.fleet import FleetProvider
 from runtime.control.lease import LEASE_S, Lease, LeaseHolder
 from runtime.control.local import LocalProvider
 from runtime.control.metrics import ScalerMetrics
+from runtime.control.nodes import (
+    NODE_LOST_S,
+    NodeReport,
+    check_node_name,
+    default_node_name,
+    detect_node_gpus,
+    parse_gpus,
+)
 from runtime.control.provider import Capacity, ProvidedWorker, Provider, WorkerState
 from runtime.control.sandbox import Sandbox, isolation_unavailable
 from runtime.control.scaler import Scaler
@@ -30,18 +40,22 @@ from runtime.control.undeliverable import Undeliverable
 
 __all__ = [
     "LEASE_S",
+    "NODE_LOST_S",
+    "Agent",
     "Capacity",
     "Children",
     "ClusterPeer",
     "DataDirLock",
     "Decision",
     "EmbeddedAccess",
+    "FleetProvider",
     "FunctionLoad",
     "FunctionStatus",
     "Lease",
     "LeaseHolder",
     "LocalProvider",
     "NatsServer",
+    "NodeReport",
     "PayloadSweeper",
     "PeakWindow",
     "ProvidedWorker",
@@ -55,12 +69,16 @@ __all__ = [
     "WorkerAccess",
     "WorkerSecrets",
     "WorkerState",
+    "check_node_name",
     "decide",
+    "default_node_name",
     "detect_gpus",
+    "detect_node_gpus",
     "find_nats_server",
     "free_port",
     "held_by_dead_letters",
     "isolation_unavailable",
+    "parse_gpus",
     "read_statuses",
     "target_workers",
     "wanted_workers",

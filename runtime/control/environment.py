@@ -39,7 +39,7 @@ def worker_env(
     settings: Settings,
     *,
     threads: int,
-    device: int | None,
+    device: int | tuple[int, ...] | None,
     creds: Path | None = None,
     isolated: bool = False,
     secrets: dict[str, str] | None = None,
@@ -63,7 +63,9 @@ def worker_env(
     )
     env = {**inherited, **own.to_env(), "ORT_DISABLE_TELEMETRY": "1"}
     env["OMP_NUM_THREADS"] = str(threads)
-    if device is not None:
+    if isinstance(device, tuple):
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, device))
+    elif device is not None:
         env["CUDA_VISIBLE_DEVICES"] = str(device)
     env.update(secrets or {})
     return env

@@ -64,6 +64,12 @@ class Lease:
         self._renewed = 0.0  # monotonic time of the last write that took
 
     @property
+    def revision(self) -> int:
+        """The revision of the lease entry last written by this holder (0: not held): the
+        fencing token of its orders to agents."""
+        return self._revision
+
+    @property
     def held(self) -> bool:
         """Whether this control plane holds the lease now (as far as it knows)."""
         return bool(self._revision) and time.monotonic() - self._renewed < LEASE_S - RENEW_S

@@ -69,8 +69,12 @@ class LocalProvider:
         isolate: bool = False,
         secrets: WorkerSecrets | None = None,
         children: Children | None = None,
+        host: str | None = None,
+        gpus: list[int] | None = None,
     ) -> None:
-        """`access`: gives each function's workers their own NATS identity (the embedded
+        """`host`: the name its workers are known by (a node agent's node; default: the
+        host name). `gpus`: the device ids workers may be given (default: nvidia-smi's).
+        `access`: gives each function's workers their own NATS identity (the embedded
         stack's); without it, workers connect as this process does. `isolate`: each
         function's workers in a sandbox of its own (ValueError where none can be had).
         `secrets`: opens the secrets a function declares, for its workers' environment.
@@ -86,9 +90,9 @@ class LocalProvider:
         self.isolate = isolate
         self.fork = fork
         self.stop_grace_s = stop_grace_s
-        self.gpus = detect_gpus()
+        self.gpus = detect_gpus() if gpus is None else gpus
         self.cores = os.cpu_count() or 1
-        self.host = socket.gethostname()
+        self.host = host or socket.gethostname()
         self._workers: dict[str, WorkerProcess] = {}
         self._exits: OrderedDict[str, int] = OrderedDict()
         # A child that ended before it was noted, by fork server and pid.
@@ -204,10 +208,11 @@ class LocalProvider:
                 server = await self._forks.ensure(sandbox.role, sandbox.command, env)
         return sandbox, server
 
-    async def start(self, spec: FunctionSpec) -> ProvidedWorker:
-        """Start one worker of `spec`; returns once its process exists."""
+    async def start(self, spec: FunctionSpec, *, devices: tuple[int, ...] = ()) -> ProvidedWorker:
+        """Start one worker of `spec`; returns once its process exists. `devices`: the
+        GPUs placement chose for it (else the least used one, if it asks for a GPU)."""
         threads = max(1, self.cores // (len(self.workers()) + 1))
-        device = self._pick_device() if spec.options.gpu else None
+        device = devices[0] if devices else self._pick_device() if spec.options.gpu else None
         launch = WorkerLaunch(
             function=spec.qualname,
             worker_id=f"{self.host}-{secrets.token_hex(4)}",
@@ -218,6 +223,7 @@ class LocalProvider:
             min_sequence=spec.sequence,
             isolated=self.isolate,
             gate=str(gate_inside(self.settings)) if self.isolate else "",
+            node=self.host,
         )
         worker = WorkerProcess(launch, spec.version, device)
         opened = await self._secrets_for(spec)
@@ -226,7 +232,7 @@ class LocalProvider:
             sandbox, server = await self._sandbox_server(spec)
             creds = sandbox.seed if creds or self.settings.nats_creds else None
         settings = sandbox.worker_settings() if self.isolate else self.settings
-        env = worker_env(settings, threads=threads, device=device, creds=creds,
+        env = worker_env(settings, threads=threads, device=devices or device, creds=creds,
                          secrets=opened, isolated=self.isolate)  # fmt: skip
         if self.isolate:
             worker.pid, worker.forked_by = await server.fork(launch.argv(), env), sandbox.role

@@ -48,6 +48,7 @@ from runtime.core.models import (
 )
 from runtime.core.options import (
     DEFAULT_OPTIONS,
+    GPU,
     LOST_ATTEMPTS_ALLOWED,
     MAX_NAME_CHARS,
     Batching,
@@ -97,6 +98,7 @@ __all__ = [
     "DEFAULT_OPTIONS",
     "FORKSERVER_MODULE",
     "GATEWAY",
+    "GPU",
     "HEARTBEAT_S",
     "LOST_ATTEMPTS_ALLOWED",
     "MAX_NAME_CHARS",

@@ -20,7 +20,7 @@ class Context:
     `ctx.state` holds what the function's `setup` hook returned (None without one).
     """
 
-    __slots__ = ("attempt", "call_id", "function", "log", "models", "state", "subject")
+    __slots__ = ("attempt", "call_id", "function", "log", "models", "node", "state", "subject")
 
     def __init__(
         self,
@@ -32,6 +32,7 @@ class Context:
         attempt: int = 1,
         log: structlog.typing.FilteringBoundLogger | None = None,
         subject: str = "",
+        node: str = "",
     ) -> None:
         self.function = function
         self.models = models
@@ -40,6 +41,7 @@ class Context:
         self.attempt = attempt
         self.log = log or structlog.get_logger(function=function)
         self.subject = subject  # the subject a triggering message was published on
+        self.node = node  # the node (agent) or host the worker runs on
 
     def for_call(self, call_id: str, attempt: int, subject: str = "") -> Context:
         """A copy bound to one call (cheap: models and state are shared)."""
@@ -51,4 +53,5 @@ class Context:
             attempt=attempt,
             log=self.log.bind(call_id=call_id),
             subject=subject,
+            node=self.node,
         )

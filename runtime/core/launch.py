@@ -32,6 +32,7 @@ class WorkerLaunch(msgspec.Struct, frozen=True, kw_only=True):
     min_sequence: int = 0  # refuse a registry entry older than this deploy (a rollback)
     isolated: bool = False  # it runs in a sandbox (`runtime.control.sandbox`): announced
     gate: str = ""  # connect to NATS and storage through this gate (`broker.gate`)
+    node: str = ""  # the node agent that started it ("": the host's name)
 
     def argv(self) -> list[str]:
         """The arguments `from_argv` reads back as this launch."""
@@ -50,6 +51,8 @@ class WorkerLaunch(msgspec.Struct, frozen=True, kw_only=True):
             args.append("--isolated")
         if self.gate:
             args += ["--gate", self.gate]
+        if self.node:
+            args += ["--node", self.node]
         return args
 
     @classmethod
@@ -73,6 +76,7 @@ class WorkerLaunch(msgspec.Struct, frozen=True, kw_only=True):
         )
         parser.add_argument("--isolated", action="store_true", help=argparse.SUPPRESS)
         parser.add_argument("--gate", default="", help=argparse.SUPPRESS)
+        parser.add_argument("--node", default="", help="the node it runs on (ctx.node)")
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> WorkerLaunch:
@@ -87,4 +91,5 @@ class WorkerLaunch(msgspec.Struct, frozen=True, kw_only=True):
             min_sequence=args.min_sequence,
             isolated=args.isolated,
             gate=args.gate,
+            node=args.node,
         )

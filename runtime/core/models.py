@@ -24,7 +24,7 @@ os.environ["ORT_DISABLE_TELEMETRY"] = "1"
 import numpy as np
 import numpy.typing as npt
 
-from runtime.core.options import GpuChoice
+from runtime.core.options import GPU, GpuChoice
 from runtime.core.tensors import pad_batch, stack_batch
 
 __all__ = [
@@ -194,7 +194,8 @@ def _optimized_path(model: ModelFile, cache_dir: Path | None, version: str) -> P
 
 
 def _check_gpu(handle: ModelHandle, gpu: GpuChoice, available: Sequence[str]) -> None:
-    if gpu is True and not set(handle.providers) & set(_GPU_PROVIDERS):
+    required = gpu is True or isinstance(gpu, GPU)
+    if required and not set(handle.providers) & set(_GPU_PROVIDERS):
         raise NoGpuProvider(
             f"model {handle.name!r}: gpu=True but the session runs on {list(handle.providers)} "
             f"(available: {list(available)}); install 'autan[gpu]' on a host with an NVIDIA "

@@ -21,6 +21,7 @@ from broker import RESERVED_PREFIXES
 
 __all__ = [
     "DEFAULT_OPTIONS",
+    "GPU",
     "LOST_ATTEMPTS_ALLOWED",
     "MAX_NAME_CHARS",
     "Batching",
@@ -35,7 +36,6 @@ __all__ = [
     "valid_name",
 ]
 
-GpuChoice = bool | Literal["auto"]
 
 # Deliveries beyond max_attempts a worker tolerates for attempts lost with a dead worker;
 # past them it fails the call as lost. JetStream's own bound sits two beyond that, for
@@ -86,6 +86,33 @@ def check_secret_name(name: str) -> str:
             f"secret name {name!r} is one the worker or its libraries read; choose another"
         )
     return name
+
+
+class GPU(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """What one worker needs of GPUs: `count` whole devices, or `memory_gb` of one
+    device's memory (functions whose memory fits share a device)."""
+
+    count: int = 1
+    memory_gb: float | None = None
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.count <= 64:
+            raise InvalidOption(f"GPU(count={self.count}): use 1 to 64 devices")
+        if self.memory_gb is not None and not 0 < self.memory_gb <= 4096:
+            raise InvalidOption(f"GPU(memory_gb={self.memory_gb}): use a positive size in GB")
+        if self.memory_gb is not None and self.count != 1:
+            raise InvalidOption(
+                f"GPU(count={self.count}, memory_gb={self.memory_gb}): a share of memory is "
+                "on one device; give count alone for several whole devices"
+            )
+
+    @property
+    def memory_mb(self) -> int | None:
+        """The memory asked for, in MiB (None: whole devices)."""
+        return None if self.memory_gb is None else round(self.memory_gb * 1024)
+
+
+GpuChoice = bool | Literal["auto"] | GPU
 
 
 class Batching(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -236,6 +263,7 @@ class FunctionOptions(msgspec.Struct, frozen=True, kw_only=True):
     concurrency: int = 1
     max_age_s: float = 6 * 3600.0  # a call still waiting after this goes to the dead letters
     memory_mb: int | None = None  # the worker's address-space limit; over it, MemoryError
+    cpu: float | None = None  # cores a worker needs (placement; None: not reserved)
     on: str | None = None  # a NATS subject: every message published there is a call
     emit: str | None = None  # publish each result (of any call) to this subject
     secrets: tuple[str, ...] = ()  # names of secrets its workers get in their environment
@@ -247,8 +275,12 @@ class FunctionOptions(msgspec.Struct, frozen=True, kw_only=True):
             raise InvalidOption(f"timeout_s={self.timeout_s}: use a positive number of seconds")
         _check_subject("on", self.on, wildcards=True)
         _check_subject("emit", self.emit, wildcards=False)
-        if self.gpu not in (True, False, "auto"):
-            raise InvalidOption(f"gpu={self.gpu!r}: use True, False or 'auto'")
+        if not isinstance(self.gpu, GPU) and self.gpu not in (True, False, "auto"):
+            raise InvalidOption(
+                f"gpu={self.gpu!r}: use True, False, 'auto' or GPU(count=..., memory_gb=...)"
+            )
+        if self.cpu is not None and not 0 < self.cpu <= 1024:
+            raise InvalidOption(f"cpu={self.cpu}: use a positive number of cores")
         if self.memory_mb is not None and self.memory_mb < 256:
             raise InvalidOption(f"memory_mb={self.memory_mb}: give at least 256 (MiB)")
         if self.max_age_s <= 0:

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from runtime.core import Batching, Retries, Scaling
+from runtime.core import Batching, GpuChoice, Retries, Scaling
 
 __all__ = [
     "SCHEMA_REF",
@@ -80,7 +80,7 @@ class Policies(msgspec.Struct, frozen=True):
     scaling: Scaling
     batching: Batching | None
     concurrency: int
-    gpu: bool | str
+    gpu: GpuChoice
     models: list[str]
 
 

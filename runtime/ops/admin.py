@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -87,11 +88,14 @@ async def replay(
     return 0
 
 
-async def ls(settings: Settings) -> int:
+async def ls(settings: Settings, *, as_json: bool = False) -> int:
     """Deployed functions: version, live workers, backlog, the providers they run on."""
     async with await Link.open(settings, name="autan-ls", role=ADMIN) as link:
         states = await function_states(link.broker, await link.registry.all())
         refused = await _refused(link, settings)
+    if as_json:
+        print(json.dumps({"functions": [_state_row(s, refused) for s in states]}, indent=1))
+        return 0
     print(_states_table(states))
     for qualname, reason in sorted(refused.items()):
         print(f"{qualname}: refused: {reason}")
@@ -112,6 +116,30 @@ async def _refused(link: Link, settings: Settings) -> dict[str, str]:
         except ArtifactRejected as exc:
             refused[key] = str(exc)
     return refused
+
+
+def _state_row(state: FunctionState, refused: dict[str, str]) -> dict[str, Any]:
+    spec = state.spec
+    return {
+        "function": spec.qualname,
+        "version": spec.version,
+        "sequence": spec.sequence,
+        "deployed_unix_s": spec.deployed_unix_s,
+        "backlog": state.backlog,
+        "problem": str(state.missing) if state.missing is not None else None,
+        "refused": refused.get(spec.qualname),
+        "workers": [
+            {
+                "worker_id": w.worker_id,
+                "host": w.host,
+                "state": w.state,
+                "version": w.version,
+                "providers": list(w.providers),
+                "isolated": w.isolated,
+            }
+            for w in state.workers
+        ],
+    }
 
 
 def _states_table(states: list[FunctionState]) -> str:

@@ -1,4 +1,5 @@
-"""The `autan` command: up, serve, gateway, deploy, invoke, ls, status, dlq, trigger, worker.
+"""The `autan` command: up, serve, agent, gateway, deploy, invoke, ls, nodes, status, dlq,
+trigger, worker.
 
 It reads the environment once (`Settings.from_env`, flags win) and hands the settings on.
 Exit codes: 0 done; 1 it failed, and the one line printed says why and what to do; 2 a
@@ -90,6 +91,16 @@ def _commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     serve.add_argument("--http-port", type=int, help="the HTTP bridge, 8000 (0: off)")
     serve.add_argument("--http-host", help="bind address (env AUTAN_HTTP_HOST, 127.0.0.1)")
     serve.add_argument("--unisolated", action="store_true", help=_UNISOLATED)
+    serve.add_argument(
+        "--fleet", action="store_true", help="run no worker here: place them on 'autan agent's"
+    )
+
+    agent = commands.add_parser("agent", help="run this host's workers for the fleet")
+    agent.add_argument("--name", help="this node's name (default: the host name)")
+    agent.add_argument(
+        "--gpus", help="declare GPUs instead of nvidia-smi's: each one's memory in GB (24,24)"
+    )
+    agent.add_argument("--unisolated", action="store_true", help=_UNISOLATED)
 
     gateway = commands.add_parser("gateway", help="the HTTP bridge alone")
     gateway.add_argument("--http-port", type=int, help="env AUTAN_HTTP_PORT, 8000")
@@ -141,7 +152,10 @@ def _commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     secret_rm = secret_commands.add_parser("rm", help="delete a secret")
     secret_rm.add_argument("name", type=_secret_name)
 
-    commands.add_parser("ls", help="list deployed functions, versions and workers")
+    ls = commands.add_parser("ls", help="list deployed functions, versions and workers")
+    ls.add_argument("--json", action="store_true", help="one JSON object, for scripts")
+    nodes = commands.add_parser("nodes", help="the fleet's hosts: capacity, use, workers")
+    nodes.add_argument("--json", action="store_true", help="one JSON object, for scripts")
     status = commands.add_parser(
         "status", help="which parts are up; backlog, workers and the last scaling decision"
     )
@@ -200,7 +214,13 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
             return await stack.up(settings, nats_port=args.nats_port, target=args.functions,
                                   unisolated=args.unisolated)  # fmt: skip
         case "serve":
-            return await stack.serve(settings, target=args.functions, unisolated=args.unisolated)
+            return await stack.serve(settings, target=args.functions, unisolated=args.unisolated,
+                                     fleet=args.fleet)  # fmt: skip
+        case "agent":
+            from runtime.ops.fleet import agent
+
+            return await agent(settings, name=args.name, gpus=args.gpus,
+                               unisolated=args.unisolated)  # fmt: skip
         case "gateway":
             return await stack.gateway(settings)
         case "invoke":
@@ -228,7 +248,11 @@ async def _dispatch_admin(args: argparse.Namespace, settings: Settings) -> int:
         case "deploy":
             return await admin.deploy(settings, args.path)
         case "ls":
-            return await admin.ls(settings)
+            return await admin.ls(settings, as_json=args.json)
+        case "nodes":
+            from runtime.ops.fleet import nodes
+
+            return await nodes(settings, as_json=args.json)
         case "dlq":
             return await dlq.dlq(settings, args.dlq_command, args)
         case "trigger":

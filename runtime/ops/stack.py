@@ -38,11 +38,13 @@ from runtime.control import (
     Children,
     DataDirLock,
     EmbeddedAccess,
+    FleetProvider,
     Lease,
     LeaseHolder,
     LocalProvider,
     NatsServer,
     PayloadSweeper,
+    Provider,
     Scaler,
     ScalerMetrics,
     StackSecrets,
@@ -80,9 +82,9 @@ async def up(settings: Settings, *, nats_port: int, target: str, unisolated: boo
     Workers run isolated where this machine allows it; where it does not, they run
     unisolated with a warning (`serve` refuses instead), or when `unisolated`.
     """
-    isolate = _isolation(unisolated=unisolated, required=False)
-    _private(settings.data_dir)
-    with _claimed(settings.data_dir) as children:
+    isolate = isolation(unisolated=unisolated, required=False)
+    private_data_dir(settings.data_dir)
+    with claimed_data_dir(settings.data_dir) as children:
         settings = _fit_to_disk(settings)
         access = EmbeddedAccess(Identities(settings.creds_dir))
         server = NatsServer(
@@ -108,23 +110,26 @@ async def up(settings: Settings, *, nats_port: int, target: str, unisolated: boo
             log.info("stopped; data kept", data_dir=str(settings.data_dir.resolve()))
 
 
-async def serve(settings: Settings, *, target: str, unisolated: bool = False) -> int:
+async def serve(
+    settings: Settings, *, target: str, unisolated: bool = False, fleet: bool = False
+) -> int:
     """Deploy `target`, then scale its functions' workers on this host until a signal.
 
     Workers connect as this process does (an external NATS with its own users), each
     function's in a sandbox of its own: `StackError` where none can be had, unless
-    `unisolated`.
+    `unisolated`. `fleet`: run no worker here; place them on node agents (`autan agent`).
     """
-    isolate = _isolation(unisolated=unisolated, required=True)
-    _private(settings.data_dir)
-    with _claimed(settings.data_dir) as children:
+    isolate = False if fleet else isolation(unisolated=unisolated, required=True)
+    private_data_dir(settings.data_dir)
+    with claimed_data_dir(settings.data_dir) as children:
         return await _serve(
-            settings, target=target, access=None, isolate=isolate, children=children
-        )
+            settings, target=target, access=None, isolate=isolate, children=children,
+            fleet=fleet,
+        )  # fmt: skip
 
 
 @contextmanager
-def _claimed(data_dir: Path) -> Iterator[Children]:
+def claimed_data_dir(data_dir: Path) -> Iterator[Children]:
     """The data dir, held for this stack alone (StackError if another runs on it), with
     what an earlier run on it left running stopped."""
     lock = DataDirLock(data_dir)
@@ -152,13 +157,13 @@ def _fit_to_disk(settings: Settings) -> Settings:
     return msgspec.structs.replace(settings, max_queued_bytes=fitted)
 
 
-def _private(data_dir: Path) -> None:
+def private_data_dir(data_dir: Path) -> None:
     """Keys, credentials, stored payloads: the stack's user's alone."""
     data_dir.mkdir(parents=True, exist_ok=True)
     data_dir.chmod(0o700)
 
 
-def _isolation(*, unisolated: bool, required: bool) -> bool:
+def isolation(*, unisolated: bool, required: bool) -> bool:
     """Whether workers run isolated: where possible, unless the operator says not."""
     why = "--unisolated" if unisolated else isolation_unavailable()
     if why is None:
@@ -184,11 +189,13 @@ async def _serve(
     isolate: bool,
     server: NatsServer | None = None,
     children: Children | None = None,
+    fleet: bool = False,
 ) -> int:
-    """`access`: each function's workers get their own NATS identity (the embedded stack);
+    """`fleet`: workers on node agents, none here.
+    `access`: each function's workers get their own NATS identity (the embedded stack);
     `server`: the embedded nats-server, kept running (and writing) by this stack;
     `children`: where the processes it starts are recorded."""
-    _private(settings.data_dir)
+    private_data_dir(settings.data_dir)
     settings.stack_keys()  # the deploy key and the trusted keys, made on first use
     secrets_key = SecretsKey.load_or_create(settings.secrets_key_path)
     async with await Link.open(settings, name="autan-scaler", role=ADMIN) as link:
@@ -198,15 +205,19 @@ async def _serve(
         store = SecretStore(link.broker)
         await store.record_key(secrets_key)
         secrets = StackSecrets(store, secrets_key)
-        provider = LocalProvider(
-            settings, access=access, isolate=isolate, secrets=secrets, children=children
+        provider: Provider = (
+            FleetProvider(link.broker)
+            if fleet
+            else LocalProvider(
+                settings, access=access, isolate=isolate, secrets=secrets, children=children
+            )
         )
         results = await deploy_target(link, target)
         metrics = ScalerMetrics()
         if settings.metrics_port:
             metrics.serve_http(settings.metrics_port)
         log.info("autan is up", nats=settings.nats_url, storage=settings.storage_url,
-                 isolated=isolate,
+                 isolated=isolate, workers="on node agents" if fleet else "on this host",
                  metrics_port=settings.metrics_port or None,
                  functions=[f"{r.qualname}@{r.version}" for r in results])  # fmt: skip
         await _run_scaler(link, provider, metrics, server)
@@ -227,7 +238,7 @@ async def make_buckets(link: Link) -> None:
 
 async def _run_scaler(
     link: Link,
-    provider: LocalProvider,
+    provider: Provider,
     metrics: ScalerMetrics,
     server: NatsServer | None,
 ) -> None:
@@ -238,6 +249,8 @@ async def _run_scaler(
         await group.start(provider.serve)
         stack = f"{socket.gethostname()}:{link.settings.data_dir.resolve()}"
         lease = Lease(link.broker, LeaseHolder(stack=stack, pid=os.getpid()))
+        if isinstance(provider, FleetProvider):  # its orders carry the lease: fenced
+            provider.lease_revision = lambda: lease.revision
         group.start_soon(_lead, link, provider, metrics, lease)
         reporter = PartReporter(
             lambda: link.broker, "control", instance_name(_short_hash(stack)),
@@ -251,12 +264,15 @@ async def _run_scaler(
         group.cancel_scope.cancel()
 
 
-async def _lead(link: Link, provider: LocalProvider, metrics: ScalerMetrics, lease: Lease) -> None:
+async def _lead(link: Link, provider: Provider, metrics: ScalerMetrics, lease: Lease) -> None:
     """Act for the whole stack while holding the lease: scale, dead-letter undeliverable
     calls, sweep payloads. On losing it, stand by again; once another control plane leads,
-    stop this host's workers (the new leader counts only its own)."""
+    stop this host's workers (the new leader counts only its own; agents' workers are
+    the fleet's, which the new leader adopts)."""
 
     async def stop_workers() -> None:
+        if isinstance(provider, FleetProvider):
+            return
         log.warning("another control plane leads; stopping this host's workers")
         for worker in provider.workers():
             await provider.stop(worker.worker_id)

@@ -95,6 +95,7 @@ async def run(settings: Settings, launch: WorkerLaunch, boot: Boot) -> int:
         guard_loop=True,
         min_sequence=launch.min_sequence,
         isolated=launch.isolated,
+        node=launch.node,
     )
     async with anyio.create_task_group() as group:
         group.start_soon(_stop_on_signal, worker)

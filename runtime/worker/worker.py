@@ -81,12 +81,14 @@ class Worker:
         guard_loop: bool = False,
         min_sequence: int = 0,
         isolated: bool = False,
+        node: str = "",
     ) -> None:
-        """`guard_loop`: enforce deadlines of calls that hold the event loop from outside
+        """`node`: the node agent's name for this host (default: the host name).
+        `guard_loop`: enforce deadlines of calls that hold the event loop from outside
         it (`worker.guards`); for a worker process of its own, never in a shared one."""
         self.settings = settings
         self.app, self.fn = app, fn
-        self.host = socket.gethostname()
+        self.host = node or socket.gethostname()
         self.worker_id = worker_id or f"{self.host}-{os.getpid()}"
         self.device_id = device_id
         self.intra_op_threads = intra_op_threads
@@ -246,7 +248,7 @@ class Worker:
         )
         self.providers = {name: list(m.providers) for name, m in models.items()}
         self.cold_start_ms["sessions"] = _ms_since(started)
-        ctx = Context(function=spec.qualname, models=models, log=self.log)
+        ctx = Context(function=spec.qualname, models=models, log=self.log, node=self.host)
         started = time.perf_counter()
         ctx.state = loaded.setup(ctx) if loaded.setup else None
         self.cold_start_ms["setup"] = _ms_since(started)

@@ -1,0 +1,145 @@
+"""`autan agent` (one per host of a fleet) and `autan nodes` (what the fleet has)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import anyio
+import msgspec
+import structlog
+
+from broker import NODES_BUCKET
+from runtime.control import (
+    NODE_LOST_S,
+    Agent,
+    LocalProvider,
+    NodeReport,
+    StackSecrets,
+    check_node_name,
+    default_node_name,
+    detect_node_gpus,
+    parse_gpus,
+)
+from runtime.core import ADMIN, Link, SecretsKey, SecretStore, Settings
+from runtime.ops.stack import claimed_data_dir, isolation, private_data_dir, wait_for_signal
+
+__all__ = ["agent", "nodes"]
+
+log = structlog.get_logger("autan")
+
+
+async def agent(
+    settings: Settings, *, name: str | None, gpus: str | None, unisolated: bool = False
+) -> int:
+    """Run this host's workers for the fleet's leading control plane until a signal.
+
+    `gpus`: GPUs to declare instead of nvidia-smi's (each one's memory in GB: "24,24").
+    Its data dir is its own (caches, sandboxes); the secrets key, when the stack's is
+    copied there, opens the secrets its functions declare.
+    """
+    node = check_node_name(name or default_node_name())
+    declared = parse_gpus(gpus) if gpus is not None else detect_node_gpus()
+    isolate = isolation(unisolated=unisolated, required=True)
+    private_data_dir(settings.data_dir)
+    with claimed_data_dir(settings.data_dir) as children:
+        async with await Link.open(settings, name=f"autan-agent-{node}", role=ADMIN) as link:
+            secrets = None
+            if settings.secrets_key_path.exists():
+                secrets = StackSecrets(
+                    SecretStore(link.broker), SecretsKey.load_or_create(settings.secrets_key_path)
+                )
+            provider = LocalProvider(
+                settings, isolate=isolate, secrets=secrets, children=children, host=node,
+                gpus=[gpu.index for gpu in declared],
+            )  # fmt: skip
+            async with anyio.create_task_group() as group:
+                await group.start(Agent(link, provider, node=node, gpus=declared).serve)
+                await wait_for_signal()
+                group.cancel_scope.cancel()
+    log.info("agent stopped", node=node)
+    return 0
+
+
+async def nodes(settings: Settings, *, as_json: bool = False) -> int:
+    """The fleet's nodes: capacity, what is reserved, workers, the last report's age.
+    Exits 1 when a node is lost (no report for the bound) or none reports."""
+    async with await Link.open(settings, name="autan-nodes", role=ADMIN) as link:
+        bucket = await link.broker.bucket(NODES_BUCKET)
+        values = await bucket.values()
+    reports = []
+    for value in values.values():
+        try:
+            reports.append(msgspec.msgpack.decode(value, type=NodeReport))
+        except msgspec.DecodeError:
+            continue
+    now = time.time()
+    rows = [_row(report, now) for report in sorted(reports, key=lambda r: r.node)]
+    if as_json:
+        print(json.dumps({"nodes": rows}, indent=1))
+    else:
+        print(_table(rows))
+    return 0 if rows and all(row["state"] == "up" for row in rows) else 1
+
+
+def _row(report: NodeReport, now: float) -> dict[str, object]:
+    reserved = [w.reserved for w in report.workers]
+    gpu_used: dict[int, int] = {gpu.index: 0 for gpu in report.gpus}
+    for held in reserved:
+        for device in held.devices:
+            whole = next((g.memory_mb for g in report.gpus if g.index == device), 0)
+            gpu_used[device] = gpu_used.get(device, 0) + (held.gpu_memory_mb or whole)
+    age_s = report.age_s(now)
+    return {
+        "node": report.node,
+        "host": report.host,
+        "state": "up" if age_s < NODE_LOST_S else "lost",
+        "last_report_s": round(age_s, 1),
+        "cores": report.cores,
+        "cpu_reserved": sum(r.cpu for r in reserved),
+        "memory_mb": report.memory_mb,
+        "memory_reserved_mb": sum(r.memory_mb for r in reserved),
+        "gpus": [
+            {
+                "index": g.index,
+                "model": g.model,
+                "memory_mb": g.memory_mb,
+                "reserved_mb": gpu_used.get(g.index, 0),
+            }
+            for g in report.gpus
+        ],
+        "isolated": report.isolated,
+        "workers": [
+            {
+                "worker_id": w.worker.worker_id,
+                "function": w.worker.function,
+                "state": w.worker.state,
+                "devices": list(w.reserved.devices),
+            }
+            for w in report.workers
+        ],
+    }
+
+
+def _table(rows: list[dict[str, object]]) -> str:
+    if not rows:
+        return "no node reports: start 'autan agent' on each host (and 'autan serve --fleet')"
+    lines = [f"{'NODE':<16} {'STATE':<5} {'CORES':>9} {'MEMORY':>13} {'WORKERS':>7}  GPUS  LAST"]
+    for row in rows:
+        gpus = row["gpus"]
+        assert isinstance(gpus, list)
+        gpu_text = " ".join(f"{g['reserved_mb'] / 1024:.0f}/{g['memory_mb'] / 1024:.0f}G"
+                            for g in gpus) or "-"  # fmt: skip
+        workers = row["workers"]
+        assert isinstance(workers, list)
+        lines.append(
+            f"{row['node']:<16} {row['state']:<5} {row['cpu_reserved']:>4g}/{row['cores']:<4} "
+            f"{_gb(row['memory_reserved_mb'])}/{_gb(row['memory_mb'])} {len(workers):>7}  "
+            f"{gpu_text}  {row['last_report_s']} s ago"
+        )
+    return "\n".join(lines)
+
+
+def _gb(mb: object) -> str:
+    assert isinstance(mb, int)
+    return f"{mb / 1024:.1f}G".rjust(6)
