@@ -8,6 +8,7 @@ found among the existing streams or created. Trigger streams keep events by age
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from datetime import UTC, datetime
@@ -112,6 +113,22 @@ class StreamAdmin:
     dead_letters: DeadLetterStream
     _feeds: list[PullFeed]
     _errors: ErrorLog
+
+    async def wait_for_jetstream(self, timeout_s: float) -> None:
+        """Until JetStream answers (a cluster's first seconds elect its leader meanwhile);
+        BrokerUnavailable after `timeout_s`."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                await self.js.account_info()
+                return
+            except (nats.errors.TimeoutError, nats.js.errors.APIError) as exc:
+                if time.monotonic() > deadline:
+                    raise BrokerUnavailable(
+                        f"JetStream at {self.url} did not answer within {timeout_s:g} s ({exc}); "
+                        "is nats-server running with JetStream (-js), and its cluster formed?"
+                    ) from exc
+                await asyncio.sleep(0.2)
 
     async def ensure_calls_stream(self, limits: StreamLimits) -> None:
         """Create the work-queue stream of calls, or check that the existing one fits."""

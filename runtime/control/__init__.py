@@ -6,7 +6,8 @@ first); it never imports the worker room, nor the client or the gateway.
 
 from runtime.control.access import EmbeddedAccess
 from runtime.control.agent import Agent
-from runtime.control.children import Children, DataDirLock
+from runtime.control.children import Children, DataDirLock, descendants
+from runtime.control.cluster import LocalNatsCluster
 from runtime.control.decision import (
     Decision,
     FunctionLoad,
@@ -53,6 +54,7 @@ __all__ = [
     "FunctionStatus",
     "Lease",
     "LeaseHolder",
+    "LocalNatsCluster",
     "LocalProvider",
     "NatsServer",
     "NodeReport",
@@ -72,6 +74,7 @@ __all__ = [
     "check_node_name",
     "decide",
     "default_node_name",
+    "descendants",
     "detect_gpus",
     "detect_node_gpus",
     "find_nats_server",

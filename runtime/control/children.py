@@ -29,7 +29,7 @@ import structlog
 
 from runtime.core import StackError
 
-__all__ = ["Children", "DataDirLock"]
+__all__ = ["Children", "DataDirLock", "descendants"]
 
 log = structlog.get_logger("autan")
 
@@ -145,3 +145,20 @@ def _start_ticks(pid: int) -> int | None:
 def _signal(pid: int, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.kill(pid, sig)
+
+
+def descendants(root: int) -> list[int]:
+    """Every live process under `root`, children first (read from /proc)."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                stat = (entry / "stat").read_text()
+                parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found: list[int] = []
+    frontier = [root]
+    while frontier:
+        children = [pid for pid, parent in parents.items() if parent in frontier]
+        found += children
+        frontier = children
+    return found

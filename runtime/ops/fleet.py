@@ -22,7 +22,13 @@ from runtime.control import (
     parse_gpus,
 )
 from runtime.core import ADMIN, Link, SecretsKey, SecretStore, Settings
-from runtime.ops.stack import claimed_data_dir, isolation, private_data_dir, wait_for_signal
+from runtime.ops.stack import (
+    claimed_data_dir,
+    isolation,
+    jetstream_ready,
+    private_data_dir,
+    wait_for_signal,
+)
 
 __all__ = ["agent", "nodes"]
 
@@ -43,6 +49,7 @@ async def agent(
     isolate = isolation(unisolated=unisolated, required=True)
     private_data_dir(settings.data_dir)
     with claimed_data_dir(settings.data_dir) as children:
+        await jetstream_ready(settings)
         async with await Link.open(settings, name=f"autan-agent-{node}", role=ADMIN) as link:
             secrets = None
             if settings.secrets_key_path.exists():

@@ -31,6 +31,7 @@ from broker import (
     SEQUENCES_BUCKET,
     SPAWNED_BUCKET,
     STATUS_BUCKET,
+    Broker,
     Identities,
 )
 from runtime.control import (
@@ -198,6 +199,7 @@ async def _serve(
     private_data_dir(settings.data_dir)
     settings.stack_keys()  # the deploy key and the trusted keys, made on first use
     secrets_key = SecretsKey.load_or_create(settings.secrets_key_path)
+    await jetstream_ready(settings)
     async with await Link.open(settings, name="autan-scaler", role=ADMIN) as link:
         await record_storage_url(link.broker, settings)
         await record_trust(link.broker, settings.trust())
@@ -292,6 +294,19 @@ async def _lead(link: Link, provider: Provider, metrics: ScalerMetrics, lease: L
     finally:
         with anyio.CancelScope(shield=True), anyio.move_on_after(2.0):
             await lease.release()
+
+
+async def jetstream_ready(settings: Settings, timeout_s: float = 60.0) -> None:
+    """Until JetStream answers: a NATS cluster started beside the stack elects its leader
+    in its first seconds."""
+    broker = await Broker.connect(
+        settings.nats_url, name="autan-probe", connect_timeout_s=settings.connect_timeout_s,
+        creds=settings.creds_for(ADMIN), role=ADMIN, tls=settings.nats_tls(),
+    )  # fmt: skip
+    try:
+        await broker.wait_for_jetstream(timeout_s)
+    finally:
+        await broker.close()
 
 
 def _short_hash(text: str) -> str:

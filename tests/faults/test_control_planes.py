@@ -36,7 +36,9 @@ pytestmark = pytest.mark.timeout(240)
 class Serve:
     """One `autan serve` process, in a process group of its own."""
 
-    def __init__(self, root: Path, name: str, nats_url: str) -> None:
+    def __init__(
+        self, root: Path, name: str, nats_url: str, *extra: str, functions: str = "tests.faults.app"
+    ) -> None:
         self.log = root / f"{name}.log"
         env = {k: v for k, v in os.environ.items() if not k.startswith("AUTAN_")}
         env.update(
@@ -46,8 +48,8 @@ class Serve:
             AUTAN_TRUSTED_KEYS=TRUSTED_KEYS,
             AUTAN_ACK_WAIT_S="3",
         )
-        command = [sys.executable, "-m", "runtime.ops.cli", "serve", "--unisolated",
-                   "--functions", "tests.faults.app", "--nats-url", nats_url,
+        command = [sys.executable, "-m", "runtime.ops.cli", "serve", "--unisolated", *extra,
+                   "--functions", functions, "--nats-url", nats_url,
                    "--storage-url", f"file://{root / 'objects'}",
                    "--data-dir", str(root / name), "--http-port", "0",
                    "--metrics-port", "0"]  # fmt: skip
@@ -66,8 +68,10 @@ class Serve:
 
 
 @contextmanager
-def _serving(root: Path, name: str, nats_url: str) -> Iterator[Serve]:
-    serve = Serve(root, name, nats_url)
+def serving_process(
+    root: Path, name: str, nats_url: str, *extra: str, functions: str = "tests.faults.app"
+) -> Iterator[Serve]:
+    serve = Serve(root, name, nats_url, *extra, functions=functions)
     try:
         yield serve
     finally:
@@ -76,7 +80,7 @@ def _serving(root: Path, name: str, nats_url: str) -> Iterator[Serve]:
         serve.process.wait(timeout=30)
 
 
-async def _until(check: Serve, text: str, timeout_s: float = 60) -> float:
+async def until_said(check: Serve, text: str, timeout_s: float = 60) -> float:
     """Seconds until `check`'s log says `text`."""
     started = time.monotonic()
 
@@ -96,10 +100,10 @@ async def test_one_leads_the_fleet_holds_max_workers_and_the_standby_takes_over(
     nats = NatsServer(tmp_path / "nats", port=free_port())
     nats.start()
     try:
-        with _serving(tmp_path, "first", nats.url) as first:
-            await _until(first, "this control plane leads")
-            with _serving(tmp_path, "second", nats.url) as second:
-                await _until(second, "standing by")
+        with serving_process(tmp_path, "first", nats.url) as first:
+            await until_said(first, "this control plane leads")
+            with serving_process(tmp_path, "second", nats.url) as second:
+                await until_said(second, "standing by")
                 report, most, took_s = await _burst_then_kill(first, second, nats, ledger)
     finally:
         nats.stop()
@@ -133,7 +137,7 @@ async def _burst_then_kill(
                 most = max(most, await workers())
                 await anyio.sleep(0.1)
         first.process.kill()  # the leader, alone: its workers end with it
-        took_s = await _until(second, "this control plane leads", timeout_s=30)
+        took_s = await until_said(second, "this control plane leads", timeout_s=30)
         for _ in range(20):
             await ledger.spawn(fx.work, 0.1)
         report = await ledger.settle(session)

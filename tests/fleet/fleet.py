@@ -17,7 +17,7 @@ from pathlib import Path
 import msgspec
 
 from runtime.client import Session
-from runtime.control import FleetProvider, ProvidedWorker
+from runtime.control import FleetProvider, ProvidedWorker, descendants
 from runtime.control.scaler import Scaler
 from runtime.core import Settings
 from runtime.ops import deploy_target
@@ -53,7 +53,7 @@ class AgentProcess:
     def kill_host(self) -> int:
         """kill -9 of the agent and every process under it at once, as a host's loss would
         end them (else its workers, told by their parent's death, drain first)."""
-        doomed = [self.process.pid, *_descendants(self.process.pid)]
+        doomed = [self.process.pid, *descendants(self.process.pid)]
         for pid in doomed:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
@@ -67,21 +67,6 @@ class AgentProcess:
         if self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait(timeout=30)
-
-
-def _descendants(root: int) -> list[int]:
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError, ValueError, IndexError):
-                stat = (entry / "stat").read_text()
-                parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
-    found, frontier = [], [root]
-    while frontier:
-        children = [pid for pid, parent in parents.items() if parent in frontier]
-        found += children
-        frontier = children
-    return found
 
 
 class Fleet:
