@@ -47,6 +47,7 @@ log = structlog.get_logger("autan.node")
 
 _EXITS_REPORTED = 64
 _CACHED_REPORTED = 256
+_PREPARE_EVERY_S = 2.0
 
 
 class Agent:
@@ -86,6 +87,7 @@ class Agent:
             async with anyio.create_task_group() as group:
                 await group.start(self.provider.serve)
                 group.start_soon(self._follow_workers, directory)
+                group.start_soon(self._prepare_functions)
                 await self._report()
                 orders = await broker.answer(agent_subject(self.node), self._answer)
                 group.start_soon(self._keep_reporting)
@@ -139,6 +141,21 @@ class Agent:
         async for info in directory.announcements():
             if self.provider.observe(info) is not None:
                 self._changed()
+
+    async def _prepare_functions(self) -> None:
+        """Each deployed function's sandbox made ahead of its first worker here, as the
+        control plane does for its own host when it learns of a function."""
+        prepared: dict[str, str] = {}
+        while True:
+            try:
+                specs = await self.link.registry.all()
+            except BrokerError:
+                specs = []
+            for spec in specs:
+                if prepared.get(spec.qualname) != spec.version:
+                    prepared[spec.qualname] = spec.version
+                    self.provider.prepare(spec)
+            await anyio.sleep(_PREPARE_EVERY_S)
 
     def _changed(self) -> None:
         self._wake.set()
