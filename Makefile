@@ -49,7 +49,7 @@ $(VENV)/wheelhouse/.ready: | venv
 	$(BIN)/pip download --quiet --only-binary=:all: --no-deps --dest $(VENV)/wheelhouse mmh3==5.1.0
 	@touch $@
 
-BENCHMARKS := echo_latency map_throughput embed_overhead cold_start reaction burst batching http_bridge isolation streaming layers gpu_throughput
+BENCHMARKS := echo_latency map_throughput embed_overhead cold_start reaction burst batching http_bridge isolation streaming layers fleet gpu_throughput
 
 bench: venv
 	@for name in $(BENCHMARKS); do $(BIN)/python -m benchmarks.$$name || exit 1; done

@@ -206,7 +206,8 @@ async def _run(session: Session, calls: int, *, sample: bool) -> Run:
 
             async def sampler() -> None:
                 while True:
-                    run.per_node.append((time.perf_counter() - started, await _nodes(bucket)))
+                    counts = await _nodes(bucket)  # as read: timed when the read is done
+                    run.per_node.append((time.perf_counter() - started, counts))
                     await anyio.sleep(0.1)
 
             group.start_soon(sampler)
@@ -365,13 +366,14 @@ def _plot(run: Run, path: Path) -> None:
     nodes = sorted({name for _, counts in run.per_node for name in counts})
     figure, axis = plt.subplots(figsize=(10, 4), dpi=110)
     times = [t for t, _ in run.per_node]
-    for name in nodes:
-        axis.step(times, [counts.get(name, 0) for _, counts in run.per_node], where="post",
-                  label=f"workers on {name}")  # fmt: skip
+    series = [[counts.get(name, 0) for _, counts in run.per_node] for name in nodes]
+    labels = [f"workers on {name}" for name in nodes]
+    axis.stackplot(times, *series, labels=labels, step="post", alpha=0.8)
     axis.axvline(run.first_s, color="grey", linestyle=":", label="first result")
     axis.axvline(run.all_s, color="black", linestyle="--", label="last result")
     axis.set_xlabel("time since the first call (s)")
-    axis.set_ylabel("workers of step")
+    axis.set_ylabel("workers of step (stacked by node)")
+    axis.set_ylim(0, MAX_WORKERS + 1)
     axis.legend(loc="upper right")
     axis.set_title("calls from zero on three node agents: workers per node")
     path.parent.mkdir(parents=True, exist_ok=True)

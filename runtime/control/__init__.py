@@ -5,7 +5,7 @@ first); it never imports the worker room, nor the client or the gateway.
 """
 
 from runtime.control.access import EmbeddedAccess
-from runtime.control.agent import Agent
+from runtime.control.agent import Agent, OrderedIdentities
 from runtime.control.children import Children, DataDirLock, descendants
 from runtime.control.cluster import LocalNatsCluster
 from runtime.control.decision import (
@@ -58,6 +58,7 @@ __all__ = [
     "LocalProvider",
     "NatsServer",
     "NodeReport",
+    "OrderedIdentities",
     "PayloadSweeper",
     "PeakWindow",
     "ProvidedWorker",

@@ -39,9 +39,9 @@ from runtime.control.nodes import (
     StartOrder,
     StopOrder,
 )
-from runtime.core import Link, StartRefused, WorkerDirectory
+from runtime.core import FunctionSpec, Link, StartRefused, WorkerDirectory
 
-__all__ = ["Agent"]
+__all__ = ["Agent", "OrderedIdentities"]
 
 log = structlog.get_logger("autan.node")
 
@@ -62,8 +62,13 @@ class Agent:
         gpus: tuple[Gpu, ...],
         lost_s: float = NODE_LOST_S,
         report_every_s: float = REPORT_EVERY_S,
+        identities: OrderedIdentities | None = None,
     ) -> None:
+        """`identities`: each function's workers run as the NATS identity its orders name,
+        and only so (an embedded stack's agents); the provider must take them as its
+        access. Without, workers connect as the agent does."""
         self.link = link
+        self.identities = identities
         self.provider = provider
         self.node = node
         self.gpus = gpus
@@ -80,6 +85,7 @@ class Agent:
 
     async def serve(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         broker = self.link.broker
+        identities = self.identities
         self._bucket = await broker.bucket(NODES_BUCKET)
         directory = await WorkerDirectory.open(broker)
         orders: Watch | None = None
@@ -87,7 +93,8 @@ class Agent:
             async with anyio.create_task_group() as group:
                 await group.start(self.provider.serve)
                 group.start_soon(self._follow_workers, directory)
-                group.start_soon(self._prepare_functions)
+                if identities is None:  # a sandbox is made with its function's identity
+                    group.start_soon(self._prepare_functions)
                 await self._report()
                 orders = await broker.answer(agent_subject(self.node), self._answer)
                 group.start_soon(self._keep_reporting)
@@ -124,6 +131,10 @@ class Agent:
     async def _start(self, order: StartOrder) -> AgentAnswer:
         if time.monotonic() - self._reported_at > self.lost_s:
             return AgentAnswer(error=f"node {self.node} cannot report to NATS; start elsewhere")
+        if self.identities is not None:
+            if not order.creds:
+                return AgentAnswer(error="this agent runs workers as their own identity only")
+            self.identities.seeds[order.spec.qualname] = Path(order.creds)
         try:
             worker = await self.provider.start(order.spec, devices=order.reserved.devices)
         except StartRefused as exc:
@@ -211,6 +222,20 @@ class Agent:
         assert self._bucket is not None
         await self._bucket.put(self.node, msgspec.msgpack.encode(report))
         self._reported_at = time.monotonic()
+
+
+class OrderedIdentities:
+    """The NATS identity of each function's workers, as the control plane's orders name it
+    (a `WorkerAccess` for the agent's provider)."""
+
+    def __init__(self) -> None:
+        self.seeds: dict[str, Path] = {}
+
+    async def worker_creds(self, spec: FunctionSpec) -> Path:
+        try:
+            return self.seeds[spec.qualname]
+        except KeyError:
+            raise StartRefused(f"no NATS identity ordered for {spec.qualname}") from None
 
 
 def _encode(answer: AgentAnswer) -> bytes:

@@ -24,6 +24,7 @@ import structlog
 from anyio.abc import TaskStatus
 
 from broker import NODES_BUCKET, Broker, BrokerError, agent_subject
+from runtime.control.environment import WorkerAccess
 from runtime.control.nodes import (
     NODE_LOST_S,
     AgentAnswer,
@@ -61,10 +62,13 @@ class FleetProvider:
         *,
         lease_revision: Callable[[], int] = lambda: 0,
         lost_s: float = NODE_LOST_S,
+        access: WorkerAccess | None = None,
     ) -> None:
         """`lease_revision`: the lease this control plane holds, sent with each order so
-        that agents refuse a deposed leader's."""
+        that agents refuse a deposed leader's. `access`: makes each function's NATS
+        identity, whose seed the order names (agents on this machine: `autan up --agents`)."""
         self.broker = broker
+        self.access = access
         self.lease_revision = lease_revision
         self.lost_s = lost_s
         self._nodes: dict[str, _Node] = {}
@@ -184,7 +188,8 @@ class FleetProvider:
             self._failed(spec.qualname)
             raise StartRefused(placed.reason)
         self.unplaceable.pop(spec.qualname, None)
-        order = StartOrder(spec, placed.reserved, self.lease_revision())
+        creds = await self.access.worker_creds(spec) if self.access is not None else None
+        order = StartOrder(spec, placed.reserved, self.lease_revision(), str(creds or ""))
         answer = await self._send(placed.node, order)
         if answer.worker is None:
             self._failed(spec.qualname)

@@ -93,6 +93,9 @@ class StartOrder(msgspec.Struct, frozen=True, tag="start"):
     spec: FunctionSpec
     reserved: Reservation
     lease_revision: int  # the leading control plane's: an agent refuses older ones
+    # The seed of the function's own NATS identity, a path on this machine: agents of an
+    # embedded stack (`autan up --agents N`) run each function as its own identity.
+    creds: str = ""
 
 
 class StopOrder(msgspec.Struct, frozen=True, tag="stop"):
@@ -110,19 +113,17 @@ class AgentAnswer(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def check_node_name(name: str) -> str:
-    """`name`, if it can name a node (a NATS token and a KV key); else ValueError."""
-    if not _NODE_NAME.match(name):
-        raise ValueError(
-            f"node name {name!r}: use 1 to 63 lower-case letters, digits, '_' and '-', "
-            "starting with a letter or digit (--name)"
-        )
-    return name
+    """`name` as a node name: lower-case, each character a NATS subject token and a KV key
+    cannot hold made '-' (a Kubernetes node name's dots too); ValueError if nothing is left."""
+    node = re.sub(r"[^a-z0-9_-]", "-", name.lower()).strip("-_")[:63]
+    if not _NODE_NAME.match(node):
+        raise ValueError(f"node name {name!r}: use 1 to 63 letters, digits, '_' and '-' (--name)")
+    return node
 
 
 def default_node_name() -> str:
     """This host's name, made into a node name."""
-    host = re.sub(r"[^a-z0-9_-]", "-", os.uname().nodename.lower()).strip("-_")
-    return (host or "node")[:63]
+    return check_node_name(os.uname().nodename or "node")
 
 
 def parse_gpus(text: str) -> tuple[Gpu, ...]:
