@@ -82,6 +82,10 @@ def _commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     up.add_argument("--metrics-port", type=int, help="Prometheus /metrics, 9464 (0: off)")
     up.add_argument("--http-port", type=int, help="the HTTP bridge, 8000 (0: off)")
     up.add_argument("--unisolated", action="store_true", help=_UNISOLATED)
+    up.add_argument(
+        "--agents", type=int, default=0, metavar="N",
+        help="run N node agents on this machine and place workers on them, as in a fleet",
+    )  # fmt: skip
 
     serve = commands.add_parser(
         "serve", help="deploy, then scale workers and serve HTTP against an existing NATS"
@@ -101,6 +105,7 @@ def _commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         "--gpus", help="declare GPUs instead of nvidia-smi's: each one's memory in GB (24,24)"
     )
     agent.add_argument("--unisolated", action="store_true", help=_UNISOLATED)
+    agent.add_argument("--identities-from-orders", action="store_true", help=argparse.SUPPRESS)
 
     gateway = commands.add_parser("gateway", help="the HTTP bridge alone")
     gateway.add_argument("--http-port", type=int, help="env AUTAN_HTTP_PORT, 8000")
@@ -212,7 +217,7 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     match args.command:
         case "up":
             return await stack.up(settings, nats_port=args.nats_port, target=args.functions,
-                                  unisolated=args.unisolated)  # fmt: skip
+                                  unisolated=args.unisolated, agents=args.agents)  # fmt: skip
         case "serve":
             return await stack.serve(settings, target=args.functions, unisolated=args.unisolated,
                                      fleet=args.fleet)  # fmt: skip
@@ -220,7 +225,8 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
             from runtime.ops.fleet import agent
 
             return await agent(settings, name=args.name, gpus=args.gpus,
-                               unisolated=args.unisolated)  # fmt: skip
+                               unisolated=args.unisolated,
+                               identities_from_orders=args.identities_from_orders)  # fmt: skip
         case "gateway":
             return await stack.gateway(settings)
         case "invoke":

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
 import time
 
 import anyio
+import anyio.to_thread
 import msgspec
 import structlog
 
@@ -13,16 +20,26 @@ from broker import NODES_BUCKET
 from runtime.control import (
     NODE_LOST_S,
     Agent,
+    Children,
     LocalProvider,
     NodeReport,
+    OrderedIdentities,
     StackSecrets,
     check_node_name,
     default_node_name,
     detect_node_gpus,
     parse_gpus,
 )
-from runtime.core import ADMIN, Link, SecretsKey, SecretStore, Settings
-from runtime.ops.stack import (
+from runtime.core import (
+    ADMIN,
+    HttpSettings,
+    Link,
+    SecretsKey,
+    SecretStore,
+    Settings,
+    die_with_parent,
+)
+from runtime.ops.hosting import (
     claimed_data_dir,
     isolation,
     jetstream_ready,
@@ -30,19 +47,27 @@ from runtime.ops.stack import (
     wait_for_signal,
 )
 
-__all__ = ["agent", "nodes"]
+__all__ = ["LocalAgents", "agent", "nodes"]
 
 log = structlog.get_logger("autan")
 
+_AGENT_GRACE_S = 40.0  # its workers' 30 s drain, and a margin
+
 
 async def agent(
-    settings: Settings, *, name: str | None, gpus: str | None, unisolated: bool = False
+    settings: Settings,
+    *,
+    name: str | None,
+    gpus: str | None,
+    unisolated: bool = False,
+    identities_from_orders: bool = False,
 ) -> int:
     """Run this host's workers for the fleet's leading control plane until a signal.
 
     `gpus`: GPUs to declare instead of nvidia-smi's (each one's memory in GB: "24,24").
     Its data dir is its own (caches, sandboxes); the secrets key, when the stack's is
-    copied there, opens the secrets its functions declare.
+    copied there, opens the secrets its functions declare. `identities_from_orders`: each
+    function's workers run as the NATS identity its orders name (`autan up --agents`).
     """
     node = check_node_name(name or default_node_name())
     declared = parse_gpus(gpus) if gpus is not None else detect_node_gpus()
@@ -56,12 +81,14 @@ async def agent(
                 secrets = StackSecrets(
                     SecretStore(link.broker), SecretsKey.load_or_create(settings.secrets_key_path)
                 )
+            identities = OrderedIdentities() if identities_from_orders else None
             provider = LocalProvider(
                 settings, isolate=isolate, secrets=secrets, children=children, host=node,
-                gpus=[gpu.index for gpu in declared],
+                gpus=[gpu.index for gpu in declared], access=identities,
             )  # fmt: skip
+            serving = Agent(link, provider, node=node, gpus=declared, identities=identities)
             async with anyio.create_task_group() as group:
-                await group.start(Agent(link, provider, node=node, gpus=declared).serve)
+                await group.start(serving.serve)
                 await wait_for_signal()
                 group.cancel_scope.cancel()
     log.info("agent stopped", node=node)
@@ -150,3 +177,62 @@ def _table(rows: list[dict[str, object]]) -> str:
 def _gb(mb: object) -> str:
     assert isinstance(mb, int)
     return f"{mb / 1024:.1f}G".rjust(6)
+
+
+class LocalAgents:
+    """`autan up --agents N`: N agents on this machine, each with a data dir of its own
+    under the stack's, connecting as the stack and running each function's workers as the
+    function's own NATS identity (named in the orders). Ctrl-C reaches `autan up` alone
+    (each agent has a session of its own); they end with it."""
+
+    def __init__(
+        self, settings: Settings, count: int, *, unisolated: bool, children: Children
+    ) -> None:
+        self.settings = settings
+        self.count = count
+        self.unisolated = unisolated
+        self.children = children
+        self.processes: list[subprocess.Popen[bytes]] = []
+
+    def start(self) -> None:
+        for index in range(1, self.count + 1):
+            name = f"local-{index}"
+            data_dir = self.settings.data_dir / "agents" / name
+            data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            if self.settings.secrets_key_path.exists():  # it opens the functions' secrets
+                shutil.copy2(self.settings.secrets_key_path, data_dir / "secrets.key")
+            own = msgspec.structs.replace(
+                self.settings,
+                data_dir=data_dir,
+                nats_creds=self.settings.creds_for(ADMIN),
+                deploy_key=None,
+                deploy_key_file=None,
+                trusted_keys=self.settings.trust().text(),
+                metrics_port=0,
+                http=HttpSettings(port=0),
+            )
+            env = {k: v for k, v in os.environ.items() if not Settings.reads(k)}
+            env.update(own.to_env())
+            command = [sys.executable, "-m", "runtime.ops.cli", "agent", "--name", name,
+                       "--identities-from-orders",
+                       *(["--unisolated"] if self.unisolated else [])]  # fmt: skip
+            process = subprocess.Popen(
+                command, env=env, stdin=subprocess.DEVNULL, start_new_session=True,
+                preexec_fn=functools.partial(die_with_parent, os.getpid()),
+            )  # fmt: skip
+            self.children.record(process.pid, "agent")
+            self.processes.append(process)
+        log.info("agents started on this machine", agents=self.count)
+
+    async def stop(self) -> None:
+        """SIGTERM each (it drains its workers); SIGKILL after the workers' grace."""
+        for process in self.processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in self.processes:
+            try:
+                await anyio.to_thread.run_sync(process.wait, _AGENT_GRACE_S)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                await anyio.to_thread.run_sync(process.wait)
+            self.children.forget(process.pid)

@@ -10,11 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import signal
 import socket
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 
 import anyio
 import msgspec
@@ -31,13 +27,11 @@ from broker import (
     SEQUENCES_BUCKET,
     SPAWNED_BUCKET,
     STATUS_BUCKET,
-    Broker,
     Identities,
 )
 from runtime.control import (
     LEASE_S,
     Children,
-    DataDirLock,
     EmbeddedAccess,
     FleetProvider,
     Lease,
@@ -52,7 +46,6 @@ from runtime.control import (
     StoreWatch,
     Undeliverable,
     WorkerAccess,
-    isolation_unavailable,
 )
 from runtime.core import (
     ADMIN,
@@ -69,20 +62,34 @@ from runtime.core import (
     storage_problem,
 )
 from runtime.ops.deploy import deploy_target
+from runtime.ops.fleet import LocalAgents
+from runtime.ops.hosting import (
+    claimed_data_dir,
+    isolation,
+    jetstream_ready,
+    private_data_dir,
+    wait_for_signal,
+)
 
 __all__ = ["gateway", "make_buckets", "serve", "up", "wait_for_signal"]
 
 log = structlog.get_logger("autan")
 
 _MIN_QUEUED_BYTES = 1 << 20
+_MAX_LOCAL_AGENTS = 16
 
 
-async def up(settings: Settings, *, nats_port: int, target: str, unisolated: bool = False) -> int:
+async def up(
+    settings: Settings, *, nats_port: int, target: str, unisolated: bool = False, agents: int = 0
+) -> int:
     """The embedded stack: nats-server, file storage, `target` deployed, the scaler.
 
     Workers run isolated where this machine allows it; where it does not, they run
-    unisolated with a warning (`serve` refuses instead), or when `unisolated`.
+    unisolated with a warning (`serve` refuses instead), or when `unisolated`. `agents`:
+    that many node agents on this machine run the workers, placed as in a fleet.
     """
+    if not 0 <= agents <= _MAX_LOCAL_AGENTS:
+        raise StackError(f"--agents {agents}: run 1 to {_MAX_LOCAL_AGENTS} agents (0: none)")
     isolate = isolation(unisolated=unisolated, required=False)
     private_data_dir(settings.data_dir)
     with claimed_data_dir(settings.data_dir) as children:
@@ -104,7 +111,7 @@ async def up(settings: Settings, *, nats_port: int, target: str, unisolated: boo
         try:
             return await _serve(
                 settings, target=target, access=access, isolate=isolate, server=server,
-                children=children,
+                children=children, agents=agents,
             )  # fmt: skip
         finally:
             server.stop()
@@ -129,21 +136,6 @@ async def serve(
         )  # fmt: skip
 
 
-@contextmanager
-def claimed_data_dir(data_dir: Path) -> Iterator[Children]:
-    """The data dir, held for this stack alone (StackError if another runs on it), with
-    what an earlier run on it left running stopped."""
-    lock = DataDirLock(data_dir)
-    lock.acquire()
-    try:
-        children = Children(data_dir)
-        if stopped := children.stop_leftovers():
-            log.warning("stopped what an earlier run left running", processes=stopped)
-        yield children
-    finally:
-        lock.release()
-
-
 def _fit_to_disk(settings: Settings) -> Settings:
     """The calls stream's reservation, lowered to a quarter of the data dir's free disk
     when that is less than the default (unless AUTAN_MAX_QUEUED_BYTES says)."""
@@ -158,30 +150,6 @@ def _fit_to_disk(settings: Settings) -> Settings:
     return msgspec.structs.replace(settings, max_queued_bytes=fitted)
 
 
-def private_data_dir(data_dir: Path) -> None:
-    """Keys, credentials, stored payloads: the stack's user's alone."""
-    data_dir.mkdir(parents=True, exist_ok=True)
-    data_dir.chmod(0o700)
-
-
-def isolation(*, unisolated: bool, required: bool) -> bool:
-    """Whether workers run isolated: where possible, unless the operator says not."""
-    why = "--unisolated" if unisolated else isolation_unavailable()
-    if why is None:
-        return True
-    if required and not unisolated:
-        raise StackError(
-            f"workers cannot be isolated here: {why}. Install what is missing, or run "
-            "'autan serve --unisolated' to run deployed code as this user, unconfined"
-        )
-    log.warning(
-        "WORKERS RUN UNISOLATED: deployed code runs as this user, unconfined, and can "
-        "read the data dir (deploy key, NATS credentials); deploy only code you trust",
-        reason=why,
-    )
-    return False
-
-
 async def _serve(
     settings: Settings,
     *,
@@ -191,8 +159,9 @@ async def _serve(
     server: NatsServer | None = None,
     children: Children | None = None,
     fleet: bool = False,
+    agents: int = 0,
 ) -> int:
-    """`fleet`: workers on node agents, none here.
+    """`fleet`: workers on node agents, none here; `agents`: that many on this machine.
     `access`: each function's workers get their own NATS identity (the embedded stack);
     `server`: the embedded nats-server, kept running (and writing) by this stack;
     `children`: where the processes it starts are recorded."""
@@ -207,23 +176,46 @@ async def _serve(
         store = SecretStore(link.broker)
         await store.record_key(secrets_key)
         secrets = StackSecrets(store, secrets_key)
+        local_agents = None
+        if agents and children is not None:
+            local_agents = LocalAgents(settings, agents, unisolated=not isolate, children=children)
+            local_agents.start()
+        fleet = fleet or local_agents is not None
         provider: Provider = (
-            FleetProvider(link.broker)
+            FleetProvider(link.broker, access=access if local_agents else None)
             if fleet
             else LocalProvider(
                 settings, access=access, isolate=isolate, secrets=secrets, children=children
             )
         )
-        results = await deploy_target(link, target)
-        metrics = ScalerMetrics()
-        if settings.metrics_port:
-            metrics.serve_http(settings.metrics_port)
-        log.info("autan is up", nats=settings.nats_url, storage=settings.storage_url,
-                 isolated=isolate, workers="on node agents" if fleet else "on this host",
-                 metrics_port=settings.metrics_port or None,
-                 functions=[f"{r.qualname}@{r.version}" for r in results])  # fmt: skip
-        await _run_scaler(link, provider, metrics, server)
+        try:
+            await _deploy_and_run(link, provider, target, server, isolate=isolate, fleet=fleet)
+        finally:
+            if local_agents is not None:
+                with anyio.CancelScope(shield=True):
+                    await local_agents.stop()
     return 0
+
+
+async def _deploy_and_run(
+    link: Link,
+    provider: Provider,
+    target: str,
+    server: NatsServer | None,
+    *,
+    isolate: bool,
+    fleet: bool,
+) -> None:
+    settings = link.settings
+    results = await deploy_target(link, target)
+    metrics = ScalerMetrics()
+    if settings.metrics_port:
+        metrics.serve_http(settings.metrics_port)
+    log.info("autan is up", nats=settings.nats_url, storage=settings.storage_url,
+             isolated=isolate, workers="on node agents" if fleet else "on this host",
+             metrics_port=settings.metrics_port or None,
+             functions=[f"{r.qualname}@{r.version}" for r in results])  # fmt: skip
+    await _run_scaler(link, provider, metrics, server)
 
 
 async def make_buckets(link: Link) -> None:
@@ -296,19 +288,6 @@ async def _lead(link: Link, provider: Provider, metrics: ScalerMetrics, lease: L
             await lease.release()
 
 
-async def jetstream_ready(settings: Settings, timeout_s: float = 60.0) -> None:
-    """Until JetStream answers: a NATS cluster started beside the stack elects its leader
-    in its first seconds."""
-    broker = await Broker.connect(
-        settings.nats_url, name="autan-probe", connect_timeout_s=settings.connect_timeout_s,
-        creds=settings.creds_for(ADMIN), role=ADMIN, tls=settings.nats_tls(),
-    )  # fmt: skip
-    try:
-        await broker.wait_for_jetstream(timeout_s)
-    finally:
-        await broker.close()
-
-
 def _short_hash(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:8]
 
@@ -329,9 +308,3 @@ async def _serve_http(
     from runtime.gateway import serve_gateway
 
     await serve_gateway(settings, task_status=task_status)
-
-
-async def wait_for_signal() -> None:
-    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async for _ in signals:
-            return
