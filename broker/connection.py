@@ -31,6 +31,7 @@ from broker.errors import (
 from broker.ids import new_call_id
 from broker.items import ItemStore
 from broker.kv import Bucket
+from broker.logs import LogStream
 from broker.names import INBOX_PREFIX
 from broker.permissions import role_inbox
 from broker.replies import Reply, ReplyMux
@@ -64,6 +65,7 @@ class Broker(StreamAdmin):
         self._buckets: dict[str, Bucket] = {}
         self.dead_letters = DeadLetterStream(self.js, self._errors, replicas)
         self.items = ItemStore(self.nc, self.js, self._errors, replicas)
+        self.logs = LogStream(self.nc, self.js, self._errors, replicas)
         self._feeds: list[PullFeed] = []
 
     @classmethod

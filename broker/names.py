@@ -4,6 +4,7 @@ One table, so that NATS permissions for each role can be written from it, and a
 test keeps every other module from spelling a name literally.
 
     streams     AUTAN_CALLS (work queue: autan.call.<app>.<fn>)
+                AUTAN_LOGS (workers' log lines and prints: autan.logs.<app>.<fn>)
                 AUTAN_DLQ (dead letters: autan.dlq.<app>.<fn>)
                 AUTAN_TRIGGER_<APP>_<FN> (a trigger's events, when no stream captures them)
     consumers   fn_<app>_<fn>: one durable pull consumer per function
@@ -38,6 +39,8 @@ __all__ = [
     "ITEMS_PREFIX",
     "ITEMS_STREAM",
     "LEASES_BUCKET",
+    "LOGS_PREFIX",
+    "LOGS_STREAM",
     "MAX_DELIVERIES_ADVISORIES",
     "NODES_BUCKET",
     "READINESS_PROBE_KEY",
@@ -66,6 +69,7 @@ __all__ = [
     "kv_read_subjects",
     "kv_stream",
     "kv_subject",
+    "logs_subject",
     "pull_subject",
     "reply_subject",
     "result_subject",
@@ -87,6 +91,9 @@ DLQ_STREAM = "AUTAN_DLQ"
 # A spawned stream's items (and its end), kept for as long as results are.
 ITEMS_PREFIX = "autan.items"
 ITEMS_STREAM = "AUTAN_ITEMS"
+# What workers log and what user code prints, per function, kept for a while.
+LOGS_PREFIX = "autan.logs"
+LOGS_STREAM = "AUTAN_LOGS"
 DLQ_SUBJECTS = f"{DLQ_PREFIX}.>"
 _TRIGGER_STREAM_PREFIX = "AUTAN_TRIGGER"
 INBOX_PREFIX = "_INBOX"
@@ -142,6 +149,11 @@ def control_subject(app: str, fn: str, call_id: str = "*") -> str:
 def items_subject(app: str, fn: str, call_id: str = "*") -> str:
     """`autan.items.<app>.<fn>.<call_id>`: where a spawned stream's items are kept."""
     return f"{ITEMS_PREFIX}.{app}.{fn}.{call_id}"
+
+
+def logs_subject(app: str, fn: str) -> str:
+    """`autan.logs.<app>.<fn>`: where one function's workers ship their log lines."""
+    return f"{LOGS_PREFIX}.{app}.{fn}"
 
 
 def direct_get_subject(stream: str) -> str:

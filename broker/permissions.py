@@ -44,6 +44,7 @@ from broker.names import (
     kv_read_subjects,
     kv_stream,
     kv_subject,
+    logs_subject,
     pull_subject,
     results_of,
 )
@@ -137,6 +138,7 @@ def worker_permissions(app: str, fn: str, source: Source, emit: str | None) -> P
         *_writes(WORKERS_BUCKET, f"{app}.{fn}.>"),
         *_writes(RESULTS_BUCKET),
         items_subject(app, fn, ">"),  # a spawned stream's items, kept
+        logs_subject(app, fn),  # its log lines and prints
     )
     return Permissions(
         publish=(*own, *_reads(REGISTRY_BUCKET, CONFIG_BUCKET, RESULTS_BUCKET), *_emit(emit)),

@@ -176,8 +176,22 @@ class StreamAdmin:
         return Source(name, subject, consumer_name(app, fn), True)
 
     async def ensure_consumer(self, source: Source, policy: ConsumerPolicy) -> None:
-        """The durable pull consumer of one function, created or updated to `policy`."""
+        """The durable pull consumer of one function, created or updated to `policy`.
+
+        An existing consumer keeps where it delivers from (JetStream will not change it,
+        error 10012): a trigger replayed from a time or sequence goes on from there.
+        """
         config = _consumer_config(source, policy)
+        try:
+            existing = await self.js.consumer_info(source.stream, source.consumer)
+        except nats.js.errors.NotFoundError:
+            existing = None
+        except nats.errors.TimeoutError as exc:
+            raise self._errors.no_answer("reading a consumer") from exc
+        if existing is not None:
+            config.deliver_policy = existing.config.deliver_policy
+            config.opt_start_seq = existing.config.opt_start_seq
+            config.opt_start_time = existing.config.opt_start_time
         await self.js.add_consumer(source.stream, config)
 
     async def replay(self, source: Source, *, since_s: float | None, from_seq: int | None) -> None:

@@ -95,6 +95,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # when the stream is made (None: 1 GiB; under `autan up`, less on a small disk).
     max_queued_bytes: int | None = None
     metrics_port: int = 9464  # the scaler's Prometheus /metrics (0: off)
+    logs_keep_s: float = 7 * 24 * 3600.0  # functions' logs (`autan logs`) kept this long
+    logs_max_bytes: int = 256 * 1024 * 1024  # and at most this much, oldest dropped first
     http: HttpSettings = HttpSettings()
 
     def __post_init__(self) -> None:

@@ -1,5 +1,5 @@
-"""The `autan` command: up, serve, agent, gateway, deploy, invoke, ls, nodes, status, dlq,
-trigger, worker.
+"""The `autan` command: up, serve, agent, gateway, deploy, invoke, ls, logs, nodes, status,
+dlq, trigger, worker.
 
 It reads the environment once (`Settings.from_env`, flags win) and hands the settings on.
 Exit codes: 0 done; 1 it failed, and the one line printed says why and what to do; 2 a
@@ -159,6 +159,15 @@ def _commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
 
     ls = commands.add_parser("ls", help="list deployed functions, versions and workers")
     ls.add_argument("--json", action="store_true", help="one JSON object, for scripts")
+    logs = commands.add_parser("logs", help="what a function's workers logged and printed")
+    logs.add_argument("function", metavar="APP.FN")
+    logs.add_argument(
+        "-f", "--follow", action="store_true", help="then each new line, until Ctrl-C"
+    )
+    logs.add_argument(
+        "--since", type=_duration_s, default=3600.0, help="how far back: 90s, 10m, 2h (default 1h)"
+    )
+    logs.add_argument("--call", help="only this call's lines")
     nodes = commands.add_parser("nodes", help="the fleet's hosts: capacity, use, workers")
     nodes.add_argument("--json", action="store_true", help="one JSON object, for scripts")
     status = commands.add_parser(
@@ -259,6 +268,11 @@ async def _dispatch_admin(args: argparse.Namespace, settings: Settings) -> int:
             from runtime.ops.fleet import nodes
 
             return await nodes(settings, as_json=args.json)
+        case "logs":
+            from runtime.ops.logs import logs
+
+            return await logs(settings, args.function, since_s=args.since, follow=args.follow,
+                              call_id=args.call)  # fmt: skip
         case "dlq":
             return await dlq.dlq(settings, args.dlq_command, args)
         case "trigger":

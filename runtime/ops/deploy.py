@@ -88,6 +88,7 @@ async def deploy_target(link: Link, target: str) -> list[DeployResult]:
         )
     await link.broker.ensure_calls_stream(_limits(settings))
     await link.broker.items.ensure(settings.result_ttl_s, _limits(settings).max_bytes // 4)
+    await link.broker.logs.ensure(settings.logs_keep_s, settings.logs_max_bytes)
     artifacts = ArtifactStore(await link.store())
     results = []
     for app in discover_apps(target):
@@ -137,7 +138,15 @@ async def deploy_app(
         plans = [await _plan(handle, target, Path(work)) for handle in app.functions.values()]
         if check_imports:
             await _check_loadable([plan for plan in plans if plan.artifact is not None])
-    return [await _deploy_one(plan, target) for plan in plans]
+    # Every function's package and consumer first, then every registry entry: a failure
+    # on the way leaves the app at its old versions, none of it half deployed.
+    prepared = [await _prepare_one(plan, target) for plan in plans]
+    for spec, result in prepared:
+        if spec is not None:
+            await target.registry.put(target.key.sign(spec))
+            log.info("deployed", function=result.qualname, version=result.version,
+                     uploaded_bytes=result.uploaded_bytes, sequence=spec.sequence)  # fmt: skip
+    return [result for _, result in prepared]
 
 
 class _Plan(msgspec.Struct):
@@ -184,12 +193,13 @@ async def _check_loadable(plans: list[_Plan]) -> None:
         )
 
 
-async def _deploy_one(plan: _Plan, target: _Target) -> DeployResult:
+async def _prepare_one(plan: _Plan, target: _Target) -> tuple[FunctionSpec | None, DeployResult]:
+    """Upload what changed and set the function's consumer; the spec to register, if new."""
     handle, models, version, current = plan.handle, plan.models, plan.version, plan.current
     if plan.artifact is None:
         assert current is not None
         await _ensure_consumer(target.broker, current, target.consumer)
-        return DeployResult(handle.qualname, version, changed=False, uploaded_bytes=0)
+        return None, DeployResult(handle.qualname, version, changed=False, uploaded_bytes=0)
     uploaded, artifact, entries = await _upload(handle, models, plan.artifact, target.artifacts)
     layer = plan.layer.digest if plan.layer is not None else None
     uploaded += layer.size_bytes if layer is not None and plan.layer and plan.layer.built else 0
@@ -209,10 +219,7 @@ async def _deploy_one(plan: _Plan, target: _Target) -> DeployResult:
         layer_bytes=layer.size_bytes if layer is not None else 0,
     )
     await _ensure_consumer(target.broker, spec, target.consumer)
-    await target.registry.put(target.key.sign(spec))
-    log.info("deployed", function=handle.qualname, version=version, uploaded_bytes=uploaded,
-             sequence=spec.sequence)  # fmt: skip
-    return DeployResult(handle.qualname, version, changed=True, uploaded_bytes=uploaded)
+    return spec, DeployResult(handle.qualname, version, changed=True, uploaded_bytes=uploaded)
 
 
 async def _unchanged(handle: Handle, current: FunctionSpec, version: str, target: _Target) -> bool:

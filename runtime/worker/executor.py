@@ -24,6 +24,7 @@ from broker import ErrorInfo
 from runtime.core import Context
 from runtime.worker.guards import Alarm, CallOverran
 from runtime.worker.invocations import Invocation, Outcome, error_info, timeout_error
+from runtime.worker.logship import CURRENT_CALL
 from runtime.worker.threads import CallThreads
 
 __all__ = ["INLINE_AFTER", "INLINE_MAX_MS", "Executor"]
@@ -221,6 +222,7 @@ class Executor:
     async def _call_async(self, call: Invocation) -> Outcome:
         started = time.perf_counter()
         ctx = self.ctx.for_call(call.call_id, call.attempt, call.subject)
+        CURRENT_CALL.set(call.call_id)  # this task's: what its prints are tagged with
         try:
             with anyio.fail_after(self.timeout_s):
                 if call.sink is not None:
@@ -323,6 +325,7 @@ class Executor:
     def _call_sync(self, call: Invocation) -> Outcome:
         started = time.perf_counter()
         ctx = self.ctx.for_call(call.call_id, call.attempt, call.subject)
+        token = CURRENT_CALL.set(call.call_id)  # this thread's: what its prints are tagged with
         try:
             value = self.fn(ctx, *call.args, **call.kwargs)
             if call.sink is not None:
@@ -332,6 +335,8 @@ class Executor:
             return Outcome(error=error_info(exc), run_ms=_ms(started))
         except Exception as exc:
             return Outcome(error=error_info(exc), run_ms=_ms(started))
+        finally:
+            CURRENT_CALL.reset(token)
         return Outcome(value=value, run_ms=_ms(started))
 
 

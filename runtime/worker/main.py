@@ -30,6 +30,7 @@ from runtime.core import (
     set_title,
     split_qualname,
 )
+from runtime.worker.logship import LogShipper
 from runtime.worker.worker import Boot, Worker
 
 __all__ = ["main", "run"]
@@ -84,10 +85,13 @@ async def run(settings: Settings, launch: WorkerLaunch, boot: Boot) -> int:
         # Address space, not resident memory: ONNX Runtime and thread stacks reserve some.
         limit = launch.memory_mb * 1024 * 1024
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    logs = LogShipper(app, fn, launch.worker_id or f"{launch.node or 'worker'}-{os.getpid()}")
+    logs.install()
     worker = Worker(
         settings,
         app,
         fn,
+        logs=logs,
         worker_id=launch.worker_id,
         device_id=launch.device,
         intra_op_threads=launch.threads,

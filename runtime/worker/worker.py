@@ -38,6 +38,7 @@ from runtime.worker.batches import BatchHandler
 from runtime.worker.executor import Executor
 from runtime.worker.guards import STALL_GRACE_S, StallGuard
 from runtime.worker.loader import Loaded, fetch_function
+from runtime.worker.logship import LogShipper
 from storage import ArtifactStore, DiskCache
 
 __all__ = ["PIPELINE_DEPTH", "Boot", "Worker"]
@@ -82,6 +83,7 @@ class Worker:
         min_sequence: int = 0,
         isolated: bool = False,
         node: str = "",
+        logs: LogShipper | None = None,
     ) -> None:
         """`node`: the node agent's name for this host (default: the host name).
         `guard_loop`: enforce deadlines of calls that hold the event loop from outside
@@ -89,6 +91,7 @@ class Worker:
         self.settings = settings
         self.app, self.fn = app, fn
         self.host = node or socket.gethostname()
+        self.logs = logs  # ships its log lines and prints (a worker process of its own)
         self.worker_id = worker_id or f"{self.host}-{os.getpid()}"
         self.device_id = device_id
         self.intra_op_threads = intra_op_threads
@@ -119,25 +122,32 @@ class Worker:
         )
         self.cold_start_ms["connect"] = _ms_since(started)
         try:
-            started = time.perf_counter()
-            signed = await link.registry.signed(self.app, self.fn)
-            self.cold_start_ms["registry"] = _ms_since(started)
-            started = time.perf_counter()
-            spec, broken = self._verify(signed)
-            self.cold_start_ms["verify"] = _ms_since(started)
-            if self.guard_loop:  # a process of its own: name it after what it serves
-                set_title(f"autan worker {spec.qualname}@{spec.version}")
-            executor = None
-            if broken is None:
-                executor, broken = await self._prepare(link, spec)
-            started = time.perf_counter()
-            feed = await link.broker.pull(spec.source, window=2)  # `_loop` sizes it
-            self.cold_start_ms["subscribe"] = _ms_since(started)
-            self._mark_ready()
-            task_status.started()
-            await self._serve(link, spec, feed, executor, broken)
+            async with anyio.create_task_group() as shipping:
+                if self.logs is not None:
+                    await shipping.start(self.logs.serve, link.broker)
+                await self._serve_linked(link, task_status)
+                shipping.cancel_scope.cancel()
         finally:
             await link.close()
+
+    async def _serve_linked(self, link: Link, task_status: TaskStatus[None]) -> None:
+        started = time.perf_counter()
+        signed = await link.registry.signed(self.app, self.fn)
+        self.cold_start_ms["registry"] = _ms_since(started)
+        started = time.perf_counter()
+        spec, broken = self._verify(signed)
+        self.cold_start_ms["verify"] = _ms_since(started)
+        if self.guard_loop:  # a process of its own: name it after what it serves
+            set_title(f"autan worker {spec.qualname}@{spec.version}")
+        executor = None
+        if broken is None:
+            executor, broken = await self._prepare(link, spec)
+        started = time.perf_counter()
+        feed = await link.broker.pull(spec.source, window=2)  # `_loop` sizes it
+        self.cold_start_ms["subscribe"] = _ms_since(started)
+        self._mark_ready()
+        task_status.started()
+        await self._serve(link, spec, feed, executor, broken)
 
     def _mark_ready(self) -> None:
         if self.boot.spawned_unix_s:

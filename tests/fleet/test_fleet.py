@@ -7,9 +7,12 @@ import time
 from pathlib import Path
 
 import anyio
+import msgspec
 import pytest
 
+from broker import agent_subject
 from runtime.control import read_statuses
+from runtime.control.nodes import AgentAnswer, Reservation, StartOrder, StopOrder
 from tests.faults.conftest import record
 from tests.faults.ledger import Ledger
 from tests.fleet import app as fl
@@ -157,5 +160,24 @@ async def test_a_new_control_plane_adopts_the_running_workers(
                 await ledger.spawn(fl.spread, 0.3)
             report = await ledger.settle(fleet.session)
             assert {w.worker_id for w in fleet.workers("spread")} <= before
+        await _orders_of_a_deposed_leader_are_refused(fleet)
     assert after == before
     assert (report.accepted, report.completed, report.lost) == (90, 90, 0)
+
+
+async def _orders_of_a_deposed_leader_are_refused(fleet: Fleet) -> None:
+    """An agent that saw lease revision 100 refuses an order sent under 50 (a leader that
+    lost the lease and did not know yet)."""
+    broker = fleet.session.broker
+    spec = await fleet.session.registry.get("fleet", "spread")
+
+    async def order(message: StartOrder | StopOrder) -> AgentAnswer:
+        answer = await broker.request(agent_subject("a1"), msgspec.msgpack.encode(message),
+                                      timeout_s=15)  # fmt: skip
+        return msgspec.msgpack.decode(answer, type=AgentAnswer)
+
+    started = await order(StartOrder(spec, Reservation(), 100))
+    assert started.worker is not None, started.error
+    refused = await order(StopOrder(started.worker.worker_id, 50))
+    assert "no longer leads" in refused.error
+    assert (await order(StopOrder(started.worker.worker_id, 100))).error == ""

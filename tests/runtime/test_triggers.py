@@ -17,6 +17,7 @@ from broker.names import subject_covers, subjects_overlap
 from runtime.control import LocalProvider
 from runtime.control.scaler import Scaler
 from runtime.core import Settings
+from runtime.ops import deploy_target
 from tests.stack import Stack
 
 
@@ -157,3 +158,20 @@ async def test_replay_from_the_command_line(trig_stack: Stack) -> None:
     assert b"no function 'nope' in app 'trig'; deployed: classify, exclaim, shout" in (
         refused.stderr
     )
+
+
+async def test_a_redeploy_after_a_replay_deploys_the_new_version(trig_stack: Stack) -> None:
+    """A replayed consumer delivers from a point JetStream will not change (error 10012
+    when a redeploy asked to): the redeploy keeps the point and registers the new version.
+    Last in this module: `shout` changes."""
+    registry, broker = trig_stack.session.registry, trig_stack.session.broker
+    before = await registry.get("trig", "shout", cached=False)
+    await broker.replay(before.source, since_s=60, from_seq=None)
+    await deploy_target(trig_stack.session.link, "tests.apps.triggers_v2")
+    after = await registry.get("trig", "shout", cached=False)
+    assert after.version != before.version
+    assert after.sequence == before.sequence + 1
+    assert after.options.timeout_s == 20
+    info = await broker.js.consumer_info(before.source.stream, before.source.consumer)
+    assert info.config.deliver_policy == api.DeliverPolicy.BY_START_TIME
+    assert info.config.ack_wait == trig_stack.session.settings.ack_wait_s
