@@ -281,6 +281,7 @@ class Scaler:
         async for info in directory.announcements():
             worker = self.provider.observe(info)
             self.metrics.batch_sizes.report(info.worker_id, info.function, info.batch_sizes)
+            self.metrics.calls.report(info.worker_id, info.function, info.counts)
             if (tracked := self.functions.get(info.function)) is not None:
                 tracked.calls_per_message = max(1.0, info.calls_per_message)
             if worker is None or info.state != "ready" or worker.state != "ready":

@@ -7,7 +7,9 @@ from runtime.core.apikeys import ALL_APPS, ApiKey, ApiKeys, load_api_keys, parse
 from runtime.core.coalesce import Coalesced
 from runtime.core.context import Context
 from runtime.core.directory import (
+    DURATION_BUCKETS_MS,
     HEARTBEAT_S,
+    CallCounts,
     FunctionState,
     WorkerDirectory,
     WorkerInfo,
@@ -96,6 +98,7 @@ __all__ = [
     "ALL_APPS",
     "CALLER",
     "DEFAULT_OPTIONS",
+    "DURATION_BUCKETS_MS",
     "FORKSERVER_MODULE",
     "GATEWAY",
     "GPU",
@@ -112,6 +115,7 @@ __all__ = [
     "ArtifactRejected",
     "AutanError",
     "Batching",
+    "CallCounts",
     "CallNotFound",
     "Coalesced",
     "Context",

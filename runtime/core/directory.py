@@ -12,10 +12,33 @@ import msgspec
 from broker import WORKERS_BUCKET, Broker, Bucket, ConsumerNotFound
 from runtime.core.spec import FunctionSpec
 
-__all__ = ["HEARTBEAT_S", "FunctionState", "WorkerDirectory", "WorkerInfo", "function_states"]
+__all__ = [
+    "DURATION_BUCKETS_MS",
+    "HEARTBEAT_S",
+    "CallCounts",
+    "FunctionState",
+    "WorkerDirectory",
+    "WorkerInfo",
+    "function_states",
+]
 
 HEARTBEAT_S = 5.0
 _EXPIRY_S = 3 * HEARTBEAT_S
+
+
+# Upper bounds of the run-time and queue-wait buckets; one more bucket past the last.
+DURATION_BUCKETS_MS = (1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 10_000, 60_000)
+
+
+class CallCounts(msgspec.Struct, frozen=True, kw_only=True):
+    """A worker's calls so far (an item of a pack counts as a call)."""
+
+    calls: int = 0
+    errors: dict[str, int] = {}  # failed attempts by error type (16 types, then "other")
+    run_ms: tuple[int, ...] = ()  # calls per DURATION_BUCKETS_MS bucket, not cumulative
+    run_ms_sum: float = 0.0
+    wait_ms: tuple[int, ...] = ()  # the same for the time from publish to run
+    wait_ms_sum: float = 0.0
 
 
 class WorkerInfo(msgspec.Struct, frozen=True, kw_only=True):
@@ -33,6 +56,7 @@ class WorkerInfo(msgspec.Struct, frozen=True, kw_only=True):
     batch_sizes: dict[int, int] = {}  # batches run so far, by size
     isolated: bool = False  # in a sandbox of its own (user, namespaces, limits)
     calls_per_message: float = 1.0  # above 1 when calls come in packs (`runtime.client.packs`)
+    counts: CallCounts = CallCounts()
 
 
 class WorkerDirectory:

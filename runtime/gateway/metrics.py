@@ -14,12 +14,21 @@ import time
 from typing import Any
 
 import structlog
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from runtime.core import RemoteError
 from runtime.gateway.errors import error_response
+
+disable_created_metrics()  # type: ignore[no-untyped-call]  # no `_created` series
 
 __all__ = ["CLIENT_STATE_KEY", "GatewayMetrics", "Observer"]
 

@@ -8,6 +8,7 @@ settled by `Answers` (single calls) or `PackSettler` (packs).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -21,6 +22,7 @@ from runtime.worker.executor import Executor
 from runtime.worker.intake import UNREADABLE, Unit, read_call, read_inputs, read_pack, refusal
 from runtime.worker.invocations import Outcome
 from runtime.worker.packs import PackSettler
+from runtime.worker.stats import CallStats
 from runtime.worker.streams import Sink, Streams
 
 __all__ = ["BatchHandler"]
@@ -50,6 +52,7 @@ class BatchHandler:
         self._reported_items = 1.0  # as the last heartbeat told the scaler
         self.items_shifted = anyio.Event()  # set when that report is off by half or more
         self.outdated = False  # a caller saw a newer deploy: this worker hands over
+        self.stats = CallStats()  # reported in heartbeats: the per-function metrics
 
     async def handle(
         self, batch: Sequence[Delivery], executor: Executor | None, broken: ErrorInfo | None
@@ -173,10 +176,13 @@ class BatchHandler:
             outcomes = await executor.run([inv for unit in units for inv in unit.invocations])
         finally:
             self.running.difference_update(deliveries)
-        start = 0
+        start, now = 0, time.time()
         for unit in units:
             own = outcomes[start : start + len(unit.invocations)]
             start += len(unit.invocations)
+            for outcome in own:
+                if outcome is not None:
+                    self.stats.record(outcome, unit.call.created_unix_s, now)
             if unit.pack is None:
                 await self._settle(unit.delivery, unit.call, own[0], unit.invocations[0].sink)
             else:

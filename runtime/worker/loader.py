@@ -18,6 +18,7 @@ import cloudpickle
 import msgspec
 
 from runtime.core import ArtifactRejected, Context, FunctionSpec, ModelFile
+from runtime.worker.sources import name_sources
 from storage import (
     ArtifactStore,
     Digest,
@@ -68,6 +69,7 @@ async def fetch_function(spec: FunctionSpec, artifacts: ArtifactStore, cache: Di
     timings["fetch"] = _ms_since(started)
     started = time.perf_counter()
     fn, setup = cloudpickle.loads(data)
+    name_sources(fn, setup)  # tracebacks name the user's files, not "<dynamic-code>"
     timings["unpickle"] = _ms_since(started)
     return Loaded(fn, setup, models, timings)
 

@@ -211,6 +211,7 @@ class Worker:
                 info,
                 batch_sizes=dict(executor.sizes) if executor is not None else {},
                 calls_per_message=handler.report_items_per_delivery(),
+                counts=handler.stats.snapshot(),
             )
             with contextlib.suppress(BrokerUnavailable):  # NATS away: beat again later
                 await directory.beat(beat)

@@ -82,6 +82,8 @@ async def test_user_exception_reaches_the_caller(stack: Stack) -> None:
     assert raised.value.type == "ValueError"
     assert raised.value.remote_message == "broken input"
     assert ", in boom" in raised.value.remote_traceback
+    # The user's file and line, not cloudpickle's "<dynamic-code>".
+    assert 'File "tests/apps/sample.py", line 28, in boom' in raised.value.remote_traceback
 
 
 async def test_spawned_failure_is_recorded(stack: Stack) -> None:

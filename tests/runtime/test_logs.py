@@ -1,5 +1,6 @@
-"""`autan logs`: what a worker process logs and its function prints, tagged with call ids,
-read back from the logs stream (also while it comes: `-f`)."""
+"""What a worker process tells about its calls: `autan logs` (what it logs and its function
+prints, tagged with call ids, read back from the logs stream, also while it comes: `-f`),
+and the per-function call metrics of the control plane."""
 
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ from pathlib import Path
 
 import anyio
 import pytest
+from prometheus_client import generate_latest
 
-from runtime.control import LocalProvider
+from runtime import RemoteError
+from runtime.control import LocalProvider, ScalerMetrics
 from runtime.control.scaler import Scaler
 from runtime.core import Settings
 from tests.apps import chatty
@@ -22,14 +25,35 @@ from tests.stack import Stack, serving
 ROOT = Path(__file__).resolve().parents[2]
 
 
+_metrics = ScalerMetrics()
+
+
 @pytest.fixture(scope="module")
 async def chatty_stack(settings: Settings) -> AsyncIterator[Stack]:
     async with Stack.running(settings, "tests.apps.chatty", start_workers=False) as stack:
         chatty.app.sessions.configure(settings)
         provider = LocalProvider(settings, stop_grace_s=10)  # forked worker processes
-        async with serving(provider, Scaler(stack.session.broker, provider)):
+        async with serving(provider, Scaler(stack.session.broker, provider, metrics=_metrics)):
             yield stack
         await chatty.app.sessions.aclose()
+
+
+async def test_the_control_plane_counts_each_functions_calls_and_errors(
+    chatty_stack: Stack,
+) -> None:
+    await chatty.chat.remote.aio(3)
+    with pytest.raises(RemoteError, match="negative"):
+        await chatty.chat.remote.aio(-1)
+    expected = 'autan_call_errors_total{function="chatty.chat",type="ValueError"} 1.0'
+    with anyio.fail_after(30):  # workers report in their heartbeats
+        while True:
+            text = generate_latest(_metrics.registry).decode()
+            if expected in text:
+                break
+            await anyio.sleep(0.2)
+    calls = next(line for line in text.splitlines() if line.startswith("autan_calls_total"))
+    assert float(calls.split()[-1]) >= 2
+    assert 'autan_call_queue_wait_seconds_count{function="chatty.chat"}' in text
 
 
 def _command(settings: Settings, *args: str) -> list[str]:
