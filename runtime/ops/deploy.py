@@ -6,10 +6,8 @@ an unchanged function keeps its version and uploads nothing.
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import importlib.util
-import inspect
 import sys
 import tempfile
 import time
@@ -43,6 +41,7 @@ from runtime.core import (
 )
 from runtime.ops.buildcheck import imported_modules, unloadable
 from runtime.ops.layers import Layer, ensure_layer
+from runtime.ops.versions import function_version
 from storage import ArtifactStore, Digest
 
 __all__ = ["DeployResult", "deploy_app", "deploy_target", "discover_apps", "package"]
@@ -162,7 +161,8 @@ class _Plan(msgspec.Struct):
 
 async def _plan(handle: Handle, target: _Target, work: Path) -> _Plan:
     models = await _model_digests(handle)
-    version = _version(handle, models)
+    tops = {m.__name__.split(".")[0] for m in _own_modules(handle)}
+    version = function_version(handle, models, tops)
     current = await target.registry.find(handle.app_name, handle.name)
     if current is not None and await _unchanged(handle, current, version, target):
         return _Plan(handle, models, version, current, None)
@@ -321,32 +321,6 @@ def _by_value(modules: list[ModuleType]) -> Iterator[None]:
     finally:
         for module in modules:
             cloudpickle.unregister_pickle_by_value(module)
-
-
-def _version(handle: Handle, models: dict[str, tuple[Path, Digest]]) -> str:
-    """A digest of what the function does: its modules' source, models, options, Python."""
-    hasher = hashlib.sha256()
-    for part in _version_parts(handle, models):
-        hasher.update(part)
-        hasher.update(b"\0")
-    return hasher.hexdigest()[:16]
-
-
-def _version_parts(handle: Handle, models: dict[str, tuple[Path, Digest]]) -> Iterator[bytes]:
-    yield f"{handle.qualname}|{python_version()}|{handle.raw.__qualname__}".encode()
-    for module in sorted(_own_modules(handle), key=lambda m: m.__name__):
-        yield module.__name__.encode()
-        yield _source(module)
-    yield msgspec.json.encode(msgspec.structs.replace(handle.options, models={}))
-    for name, (_, digest) in sorted(models.items()):
-        yield f"{name}={digest.hex}".encode()
-
-
-def _source(module: ModuleType) -> bytes:
-    try:
-        return inspect.getsource(module).encode()
-    except (OSError, TypeError):
-        return b""
 
 
 def discover_apps(target: str) -> list[App]:
