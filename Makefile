@@ -21,14 +21,15 @@ run: venv
 test: system check
 
 # What the tests need from the system: strace (the air-gap test), bubblewrap (isolated
-# workers). Installed with apt-get when missing and run as root; else, said what to install.
-SYSTEM_TOOLS := strace:strace bwrap:bubblewrap
+# workers), a headless Chromium (the dashboard's test). Installed with apt-get when missing
+# and run as root; else, said what to install.
+SYSTEM_TOOLS := strace:strace bwrap:bubblewrap chromium:chromium
 system:
 	@missing=""; for pair in $(SYSTEM_TOOLS); do \
 	  command -v $${pair%%:*} >/dev/null || missing="$$missing $${pair#*:}"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	  else echo "install:$$missing (e.g. sudo apt-get install$$missing)"; exit 1; fi; fi
 
 check: venv lint typecheck pytest

@@ -22,6 +22,7 @@ from broker.names import LOGS_PREFIX, LOGS_STREAM, logs_subject
 __all__ = ["LogStream"]
 
 _MIN_BYTES = 1 << 20
+_INSUFFICIENT_STORAGE = 10047
 
 
 class LogStream:
@@ -35,13 +36,18 @@ class LogStream:
         self._errors = errors
         self._replicas = replicas
 
-    async def ensure(self, keep_s: float, max_bytes: int) -> None:
-        """Make the stream, keeping lines `keep_s` and at most `max_bytes` (admin)."""
+    async def ensure(self, keep_s: float, max_bytes: int) -> str | None:
+        """Make the stream, keeping lines `keep_s` and at most `max_bytes` (admin). What
+        prevents it, when the server has too little storage to reserve for it (the stack
+        runs on without its logs kept)."""
         try:
             await self._js.stream_info(LOGS_STREAM)
+            return None
         except nats.errors.TimeoutError as exc:
             raise self._errors.no_answer("reading the logs stream") from exc
         except nats.js.errors.NotFoundError:
+            pass
+        try:
             await self._js.add_stream(
                 api.StreamConfig(
                     name=LOGS_STREAM,
@@ -55,6 +61,15 @@ class LogStream:
                     num_replicas=self._replicas,
                 )
             )
+        except nats.js.errors.APIError as exc:
+            if exc.err_code != _INSUFFICIENT_STORAGE:
+                raise
+            return (
+                f"JetStream at {self._errors.url} has too little storage for {LOGS_STREAM} "
+                f"({max_bytes >> 20} MiB): functions' logs are not kept; free disk space, "
+                "or set AUTAN_LOGS_MAX_BYTES lower"
+            )
+        return None
 
     async def ship(self, app: str, fn: str, lines: bytes) -> None:
         """Publish a batch of lines (never raises: a log line lost is not a call lost)."""

@@ -25,6 +25,7 @@ from broker.names import (
     CALL_PREFIX,
     CONFIG_BUCKET,
     CONTROL_PREFIX,
+    DLQ_STREAM,
     GATEWAY_CALLS_BUCKET,
     INBOX_PREFIX,
     ITEMS_PREFIX,
@@ -116,8 +117,11 @@ def gateway_permissions(role: str = "gateway") -> Permissions:
     return Permissions(
         publish=(
             *calls.publish,
-            *_reads(WORKERS_BUCKET, GATEWAY_CALLS_BUCKET),
+            *_reads(WORKERS_BUCKET, GATEWAY_CALLS_BUCKET, STATUS_BUCKET),
             *_writes(GATEWAY_CALLS_BUCKET),
+            # the dashboard (/ui): dead letters read, and dropped when redriven
+            js_api("STREAM", "MSG", "GET", DLQ_STREAM),
+            js_api("STREAM", "MSG", "DELETE", DLQ_STREAM),
             *_writes(STATUS_BUCKET, "_part.bridge.*"),  # `autan status` sees it up
             js_api("CONSUMER", "INFO", "*", "*"),  # backlogs, for GET /v1/functions
             js_api("STREAM", "LIST"),

@@ -44,6 +44,7 @@ CONFINED: dict[str, Callable[[Path], bool]] = {
     "urllib3": lambda path: path.parts[0] == "storage",
     "starlette": lambda path: path.parts[:2] == ("runtime", "gateway"),
     "uvicorn": lambda path: path.parts[:2] == ("runtime", "gateway"),
+    "swagger_ui_bundle": lambda path: path.parts[:2] == ("runtime", "gateway"),
     "httpx": lambda path: False,  # a test client only
 }
 # module -> modules it must not import: the scaler sees workers only through the protocol

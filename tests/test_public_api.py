@@ -14,6 +14,7 @@ PUBLIC = {
     "AutanError",
     "BatchedFunction",
     "Batching",
+    "GPU",
     "BrokerUnavailable",
     "Call",
     "CallNotFound",

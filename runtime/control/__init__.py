@@ -34,10 +34,10 @@ from runtime.control.provider import Capacity, ProvidedWorker, Provider, WorkerS
 from runtime.control.sandbox import Sandbox, isolation_unavailable
 from runtime.control.scaler import Scaler
 from runtime.control.secrets import StackSecrets
-from runtime.control.status import FunctionStatus, read_statuses
 from runtime.control.storewatch import StoreWatch
 from runtime.control.sweeper import PayloadSweeper, held_by_dead_letters
 from runtime.control.undeliverable import Undeliverable
+from runtime.core import FunctionStatus, read_statuses
 
 __all__ = [
     "LEASE_S",

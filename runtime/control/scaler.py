@@ -27,9 +27,8 @@ from broker import (
 from runtime.control.decision import Decision, FunctionLoad, PeakWindow, decide, target_workers
 from runtime.control.metrics import ScalerMetrics
 from runtime.control.provider import ProvidedWorker, Provider
-from runtime.control.status import FunctionStatus
 from runtime.control.verified import VerifiedSpecs
-from runtime.core import FunctionSpec, StartRefused, Trust, WorkerDirectory
+from runtime.core import FunctionSpec, FunctionStatus, StartRefused, Trust, WorkerDirectory
 
 __all__ = ["Scaler"]
 

@@ -6,6 +6,7 @@ It imports no room (`client`, `worker`, `control`, `gateway`, `ops`); they all i
 from runtime.core.apikeys import ALL_APPS, ApiKey, ApiKeys, load_api_keys, parse_api_keys
 from runtime.core.coalesce import Coalesced
 from runtime.core.context import Context
+from runtime.core.deadletters import DeadLetters, Letter
 from runtime.core.directory import (
     DURATION_BUCKETS_MS,
     HEARTBEAT_S,
@@ -82,12 +83,15 @@ from runtime.core.settings import HttpSettings, Settings
 from runtime.core.spec import (
     FunctionSpec,
     ModelEntry,
+    Parameter,
+    Signature,
     SignedSpec,
     decode_spec,
     encode_spec,
     python_version,
     split_qualname,
 )
+from runtime.core.status import FunctionStatus, read_statuses
 from runtime.core.streamed import kept_items, stream_call
 from runtime.core.tensors import pad_batch, stack_batch
 from runtime.core.titles import set_title
@@ -119,22 +123,26 @@ __all__ = [
     "CallNotFound",
     "Coalesced",
     "Context",
+    "DeadLetters",
     "DeployError",
     "DeployKey",
     "FunctionNotFound",
     "FunctionOptions",
     "FunctionSpec",
     "FunctionState",
+    "FunctionStatus",
     "FunctionTimeout",
     "GpuChoice",
     "HttpSettings",
     "InvalidOption",
+    "Letter",
     "Link",
     "Model",
     "ModelEntry",
     "ModelFile",
     "ModelHandle",
     "NoGpuProvider",
+    "Parameter",
     "PartReport",
     "PartReporter",
     "Registry",
@@ -144,6 +152,7 @@ __all__ = [
     "SecretStore",
     "SecretsKey",
     "Settings",
+    "Signature",
     "SignedSpec",
     "StackError",
     "StartRefused",
@@ -172,6 +181,7 @@ __all__ = [
     "preload_onnxruntime",
     "python_version",
     "read_parts",
+    "read_statuses",
     "record_storage_url",
     "record_trust",
     "recorded_trust",

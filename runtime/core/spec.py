@@ -10,6 +10,7 @@ worker runs nothing whose signature, name or sequence does not check out.
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import msgspec
 
@@ -19,6 +20,8 @@ from runtime.core.options import FunctionOptions
 __all__ = [
     "FunctionSpec",
     "ModelEntry",
+    "Parameter",
+    "Signature",
     "SignedSpec",
     "decode_spec",
     "encode_spec",
@@ -50,6 +53,24 @@ class ModelEntry(msgspec.Struct, frozen=True):
     optimization: str = "all"
 
 
+class Parameter(msgspec.Struct, frozen=True):
+    """One argument of a function (after its Context): its JSON Schema ({} where its
+    annotation says nothing a schema can), and whether a caller must give it."""
+
+    name: str
+    schema: dict[str, Any]
+    required: bool = True
+
+
+class Signature(msgspec.Struct, frozen=True):
+    """What a caller passes and gets back, as JSON Schemas (for a batched function: one
+    input and one result, not the lists the function itself takes and returns)."""
+
+    parameters: tuple[Parameter, ...]
+    result: dict[str, Any]
+    doc: str = ""  # the function's docstring
+
+
 class FunctionSpec(msgspec.Struct, frozen=True, kw_only=True):
     """One deployed function version: what a worker needs to trust before it runs it."""
 
@@ -66,6 +87,7 @@ class FunctionSpec(msgspec.Struct, frozen=True, kw_only=True):
     trigger: Source | None = None  # set for functions with `on=`: the stream that feeds them
     layer: str = ""  # sha256 hex of the zip of its requirements' packages ("" : none)
     layer_bytes: int = 0
+    signature: Signature | None = None  # from its annotations: the HTTP bridge's OpenAPI
 
     @property
     def qualname(self) -> str:

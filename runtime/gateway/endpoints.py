@@ -6,13 +6,17 @@ exception into its JSON error (`errors` says which status each gets).
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
 from typing import Any
 
 import msgspec
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import FileResponse, HTMLResponse, Response
+from swagger_ui_bundle import swagger_ui_path
 
 from broker import (
+    BrokerError,
     BrokerUnavailable,
     Failure,
     Result,
@@ -53,9 +57,10 @@ from runtime.gateway.codec import (
     value_response,
     wants_msgpack,
 )
-from runtime.gateway.errors import BadRequest, Forbidden, GatewayTimeout, NotFound
+from runtime.gateway.errors import BadRequest, Forbidden, GatewayTimeout, NotFound, Unauthorized
 from runtime.gateway.keys import Access, KeyRing
 from runtime.gateway.metrics import CLIENT_STATE_KEY, GatewayMetrics
+from runtime.gateway.openapi import DOCS_PAGE, function_paths
 from runtime.gateway.schema import (
     Accepted,
     CallStatus,
@@ -75,6 +80,10 @@ __all__ = ["Endpoints"]
 _PROMETHEUS = "text/plain; version=0.0.4; charset=utf-8"
 
 
+_SPECS_FOR_S = 2.0  # how long /openapi.json reuses the registry it read
+_DOCS_FILES = frozenset({"swagger-ui.css", "swagger-ui-bundle.js", "favicon-32x32.png"})
+
+
 class Endpoints:
     """What each route does, with what the gateway holds: its uplink, keys, limits, metrics."""
 
@@ -92,6 +101,8 @@ class Endpoints:
         self._metrics = metrics
         self.openapi_bytes = openapi
         self.calls = Calls()
+        self._spec_cache: list[FunctionSpec] = []
+        self._specs_at = float("-inf")
 
     # -- calls -------------------------------------------------------------------------
 
@@ -232,8 +243,34 @@ class Endpoints:
         return Response(self._metrics.exposition(), media_type=_PROMETHEUS)
 
     async def openapi(self, request: Request) -> Response:
-        """GET /openapi.json: this API, generated from its msgspec types."""
-        return Response(self.openapi_bytes, media_type="application/json")
+        """GET /openapi.json: this API, generated from its msgspec types, with a path for
+        each deployed function the request's key may call (none without a key when keys
+        are on, or while NATS is away)."""
+        try:
+            access = self.keys.authenticate(request.headers.get("authorization"))
+            specs = [spec for spec in await self._specs() if access.may_see(spec.app)]
+        except (Unauthorized, BrokerError):
+            return Response(self.openapi_bytes, media_type="application/json")
+        document = msgspec.json.decode(self.openapi_bytes)
+        document["paths"] = {**document["paths"], **function_paths(specs)}
+        return Response(msgspec.json.encode(document), media_type="application/json")
+
+    async def docs(self, request: Request) -> Response:
+        """GET /docs: Swagger UI on /openapi.json (its files from an installed package)."""
+        return HTMLResponse(DOCS_PAGE)
+
+    async def docs_file(self, request: Request) -> Response:
+        name = request.path_params["name"]
+        if name not in _DOCS_FILES:
+            raise NotFound(f"no file {name!r} under /docs")
+        return FileResponse(Path(swagger_ui_path) / name)
+
+    async def _specs(self) -> list[FunctionSpec]:
+        """Every deployed spec, read at most every 2 s."""
+        if time.monotonic() - self._specs_at > _SPECS_FOR_S:
+            self._spec_cache = await self.uplink.link.registry.all()
+            self._specs_at = time.monotonic()
+        return self._spec_cache
 
     def _access(self, request: Request) -> Access:
         access = self.keys.authenticate(request.headers.get("authorization"))

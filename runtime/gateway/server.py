@@ -12,7 +12,12 @@ Routes (all bodies JSON unless said; `/openapi.json` describes them):
     GET  /healthz                   the process answers (no key needed)
     GET  /readyz                    NATS, JetStream and object storage answering, else 503
     GET  /metrics                   Prometheus text (a key for every app, when keys are on)
-    GET  /openapi.json              this API, generated from the msgspec types (no key)
+    GET  /openapi.json              this API, generated from the msgspec types, with a path
+                                    per function the key may call (no key: the API alone)
+    GET  /docs                      Swagger UI on /openapi.json (its files from a package)
+    GET  /ui                        the dashboard (`gateway.dashboard`), which reads
+    GET  /v1/dashboard              the stack's state (a key for every app), and can
+    POST /v1/dead-letters/{seq}/redrive   run a dead letter again
 
 Arguments: the body is the function's one positional argument: a JSON value
 (`application/json`), a msgpack value (`application/msgpack`, numpy arrays
@@ -71,6 +76,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from runtime.core import HttpSettings, PartReporter, Settings, instance_name
+from runtime.gateway.dashboard import Dashboard
 from runtime.gateway.endpoints import Endpoints
 from runtime.gateway.errors import MethodNotAllowed, NotFound, error_response
 from runtime.gateway.keys import KeyRing, is_loopback
@@ -95,6 +101,14 @@ def create_app(
     endpoints = Endpoints(uplink, keys, config, metrics, msgspec.json.encode(openapi))
     routes = [
         Route(op.path, getattr(endpoints, op.endpoint), methods=[op.method]) for op in OPERATIONS
+    ]
+    dashboard = Dashboard(uplink, keys)
+    routes += [
+        Route("/docs", endpoints.docs, methods=["GET"]),
+        Route("/docs/{name}", endpoints.docs_file, methods=["GET"]),
+        Route("/ui", dashboard.page, methods=["GET"]),
+        Route("/v1/dashboard", dashboard.state, methods=["GET"]),
+        Route("/v1/dead-letters/{seq}/redrive", dashboard.redrive, methods=["POST"]),
     ]
     return Starlette(
         routes=routes,

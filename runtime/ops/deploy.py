@@ -41,6 +41,7 @@ from runtime.core import (
 )
 from runtime.ops.buildcheck import imported_modules, unloadable
 from runtime.ops.layers import Layer, ensure_layer
+from runtime.ops.signatures import describe
 from runtime.ops.versions import function_version
 from storage import ArtifactStore, Digest
 
@@ -87,7 +88,8 @@ async def deploy_target(link: Link, target: str) -> list[DeployResult]:
         )
     await link.broker.ensure_calls_stream(_limits(settings))
     await link.broker.items.ensure(settings.result_ttl_s, _limits(settings).max_bytes // 4)
-    await link.broker.logs.ensure(settings.logs_keep_s, settings.logs_max_bytes)
+    if problem := await link.broker.logs.ensure(settings.logs_keep_s, settings.logs_max_bytes):
+        log.warning("functions' logs are not kept", reason=problem)
     artifacts = ArtifactStore(await link.store())
     results = []
     for app in discover_apps(target):
@@ -217,6 +219,7 @@ async def _prepare_one(plan: _Plan, target: _Target) -> tuple[FunctionSpec | Non
         trigger=await _trigger(handle, target),
         layer=layer.hex if layer is not None else "",
         layer_bytes=layer.size_bytes if layer is not None else 0,
+        signature=describe(handle.raw, batched=handle.options.batching is not None),
     )
     await _ensure_consumer(target.broker, spec, target.consumer)
     return spec, DeployResult(handle.qualname, version, changed=True, uploaded_bytes=uploaded)

@@ -145,9 +145,11 @@ def _fit_to_disk(settings: Settings) -> Settings:
     if free // 4 >= DEFAULT_MAX_QUEUED_BYTES:
         return settings
     fitted = max(_MIN_QUEUED_BYTES, free // 4)
+    logs = min(settings.logs_max_bytes, max(_MIN_QUEUED_BYTES, free // 16))
     log.warning("little free disk: the calls stream holds less", free_mib=free >> 20,
-                max_queued_mib=fitted >> 20, setting="AUTAN_MAX_QUEUED_BYTES")  # fmt: skip
-    return msgspec.structs.replace(settings, max_queued_bytes=fitted)
+                max_queued_mib=fitted >> 20, logs_mib=logs >> 20,
+                setting="AUTAN_MAX_QUEUED_BYTES")  # fmt: skip
+    return msgspec.structs.replace(settings, max_queued_bytes=fitted, logs_max_bytes=logs)
 
 
 async def _serve(

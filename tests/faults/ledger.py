@@ -82,11 +82,16 @@ class Ledger:
         failed: set[str] = set()
         with anyio.move_on_after(timeout_s):
             for call_id in self.accepted:
-                try:
-                    await session.result(call_id, timeout_s)
-                    completed.add(call_id)
-                except RemoteError:
-                    failed.add(call_id)
+                while True:
+                    try:
+                        await session.result(call_id, timeout_s)
+                        completed.add(call_id)
+                    except RemoteError:
+                        failed.add(call_id)
+                    except BrokerUnavailable:  # a NATS cluster electing a leader: ask again
+                        await anyio.sleep(0.5)
+                        continue
+                    break
         letters = {item.letter.call_id for item in await DeadLetters(session.broker).list()}
         mine = set(self.accepted)
         executions = self.executions()

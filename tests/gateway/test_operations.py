@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 
-from tests.gateway.running import ALL_KEY
+from tests.gateway.running import ALL_KEY, GW_KEY, OTHER_KEY, bearer
 
 
 async def test_healthz_and_readyz_need_no_key(gateway: str) -> None:
@@ -87,3 +87,33 @@ def _refs_resolve(node: object, schemas: dict[str, object]) -> None:
     elif isinstance(node, list):
         for value in node:
             _refs_resolve(value, schemas)
+
+
+async def test_openapi_describes_each_function_a_key_may_call(gateway: str) -> None:
+    async with httpx.AsyncClient(base_url=gateway, headers=bearer(GW_KEY)) as client:
+        document = (await client.get("/openapi.json")).json()
+    nap = document["paths"]["/v1/functions/gw/nap"]["post"]
+    assert nap["operationId"] == "gw__nap"
+    assert nap["requestBody"]["content"]["application/json"]["schema"] == {"type": "number"}
+    assert nap["responses"]["200"]["content"]["application/json"]["schema"] == {"type": "number"}
+    grid = document["paths"]["/v1/functions/gw/grid"]["post"]
+    body = grid["requestBody"]["content"]["application/json"]["schema"]
+    assert body["properties"]["args"]["prefixItems"] == [{"type": "integer"}, {"type": "integer"}]
+    assert any(p["name"] == "args" and p["required"] for p in grid["parameters"])
+    _refs_resolve(document, document["components"]["schemas"])
+    async with httpx.AsyncClient(base_url=gateway, headers=bearer(OTHER_KEY)) as client:
+        other = (await client.get("/openapi.json")).json()
+    assert not [path for path in other["paths"] if path.startswith("/v1/functions/gw/")]
+
+
+async def test_docs_serve_swagger_ui_from_the_installed_package(gateway: str) -> None:
+    async with httpx.AsyncClient(base_url=gateway) as client:
+        page = await client.get("/docs")
+        script = await client.get("/docs/swagger-ui-bundle.js")
+        outside = await client.get("/docs/..%2F..%2Fpyproject.toml")
+    assert page.status_code == 200
+    assert '<script src="/docs/swagger-ui-bundle.js">' in page.text
+    assert 'url: "/openapi.json"' in page.text
+    assert script.status_code == 200
+    assert "SwaggerUIBundle" in script.text
+    assert outside.status_code == 404
