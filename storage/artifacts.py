@@ -19,6 +19,7 @@ import structlog
 
 from storage.cache import DiskCache
 from storage.errors import IntegrityError
+from storage.progress import Progress
 from storage.store import ObjectStore
 
 __all__ = ["ArtifactStore", "Digest", "Upload", "sha256_file"]
@@ -119,12 +120,13 @@ class ArtifactStore:
         await self.store.put(digest.key, data)
         return Upload(digest, uploaded=True)
 
-    async def put_file(self, path: Path) -> Upload:
-        """Hash the file at `path`, then stream it up unless it is already stored."""
+    async def put_file(self, path: Path, progress: Progress | None = None) -> Upload:
+        """Hash the file at `path`, then stream it up unless it is already stored;
+        `progress` hears the bytes sent so far."""
         digest = await anyio.to_thread.run_sync(Digest.of_file, path, limiter=self._limiter)
         if await self.contains(digest):
             return Upload(digest, uploaded=False)
-        info = await self.store.put_file(digest.key, path)
+        info = await self.store.put_file(digest.key, path, progress)
         if info.size_bytes != digest.size_bytes:
             await self.store.delete(digest.key)
             raise IntegrityError(f"{path} changed while it was uploaded; upload it again")

@@ -16,7 +16,7 @@ import stat
 from collections.abc import AsyncGenerator, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO, TypeVar, TypeVarTuple
+from typing import BinaryIO, TypeVar, TypeVarTuple, cast
 
 import anyio
 import anyio.to_thread
@@ -24,6 +24,7 @@ import anyio.to_thread
 from storage.atomic import atomic_writer, copy_atomically, is_temp_name
 from storage.errors import InvalidKey, ObjectNotFound, StorageError
 from storage.keys import check_key, check_prefix
+from storage.progress import Counting, Progress
 from storage.store import DEFAULT_CHUNK_BYTES, DEFAULT_MAX_THREADS, ObjectInfo
 
 __all__ = ["FileStore"]
@@ -64,13 +65,14 @@ class FileStore:
             await self._run(self._write_bytes, path, data)
         return ObjectInfo(key, len(data))
 
-    async def put_file(self, key: str, path: Path) -> ObjectInfo:
+    async def put_file(self, key: str, path: Path, progress: Progress | None = None) -> ObjectInfo:
         """Copy the file at `path` into the store under `key`."""
         target = self._path(key)
         reader = await self._run(_open_binary, path)
+        source = cast(BinaryIO, Counting(reader, progress)) if progress else reader
         try:
             with self._writing(key):
-                size = await self._run(self._copy, reader, target)
+                size = await self._run(self._copy, source, target)
         finally:
             reader.close()
         return ObjectInfo(key, size)

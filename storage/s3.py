@@ -17,7 +17,7 @@ from collections.abc import AsyncGenerator, Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any, BinaryIO, TypeVar, TypeVarTuple
+from typing import Any, BinaryIO, TypeVar, TypeVarTuple, cast
 
 import anyio
 import anyio.to_thread
@@ -29,6 +29,7 @@ from minio.error import InvalidResponseError, S3Error, ServerError
 from storage.atomic import atomic_writer
 from storage.errors import ObjectNotFound, StorageError, StorageUnavailable
 from storage.keys import check_key, check_prefix
+from storage.progress import Counting, Progress
 from storage.s3config import S3Config
 from storage.store import DEFAULT_CHUNK_BYTES, ObjectInfo
 
@@ -78,10 +79,10 @@ class S3Store:
         await self._call(key, self._upload, key, io.BytesIO(data), len(data))
         return ObjectInfo(key, len(data))
 
-    async def put_file(self, key: str, path: Path) -> ObjectInfo:
+    async def put_file(self, key: str, path: Path, progress: Progress | None = None) -> ObjectInfo:
         """Upload the file at `path` under `key`, in parts of `part_size_bytes` when large."""
         check_key(key)
-        size = await self._call(key, self._upload_file, key, path)
+        size = await self._call(key, self._upload_file, key, path, progress)
         return ObjectInfo(key, size)
 
     async def get(self, key: str) -> bytes:
@@ -212,10 +213,11 @@ class S3Store:
             num_parallel_uploads=self.config.parallel_uploads,
         )
 
-    def _upload_file(self, key: str, path: Path) -> int:
+    def _upload_file(self, key: str, path: Path, progress: Progress | None) -> int:
         with path.open("rb") as file:
             size = os.fstat(file.fileno()).st_size
-            self._upload(key, file, size)
+            source = cast(BinaryIO, Counting(file, progress)) if progress else file
+            self._upload(key, source, size)
         return size
 
     def _download(self, key: str) -> bytes:

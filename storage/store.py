@@ -13,6 +13,8 @@ from typing import Protocol
 
 import msgspec
 
+from storage.progress import Progress
+
 __all__ = ["DEFAULT_CHUNK_BYTES", "DEFAULT_MAX_THREADS", "ObjectInfo", "ObjectStore"]
 
 DEFAULT_CHUNK_BYTES = 1024 * 1024
@@ -44,8 +46,9 @@ class ObjectStore(Protocol):
         """Store `data` under `key`, replacing any previous object."""
         ...
 
-    async def put_file(self, key: str, path: Path) -> ObjectInfo:
-        """Store the content of the file at `path` under `key`, streaming it."""
+    async def put_file(self, key: str, path: Path, progress: Progress | None = None) -> ObjectInfo:
+        """Store the content of the file at `path` under `key`, streaming it; `progress`
+        hears the bytes sent so far as they go."""
         ...
 
     async def get(self, key: str) -> bytes:

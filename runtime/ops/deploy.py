@@ -41,6 +41,7 @@ from runtime.core import (
 )
 from runtime.ops.buildcheck import imported_modules, unloadable
 from runtime.ops.layers import Layer, ensure_layer
+from runtime.ops.progress import UploadProgress
 from runtime.ops.signatures import describe
 from runtime.ops.versions import function_version
 from storage import ArtifactStore, Digest
@@ -286,7 +287,11 @@ async def _upload(
     uploaded = 0
     entries = []
     for name, (path, digest) in models.items():
-        upload = await artifacts.put_file(path)
+        shown = UploadProgress(f"{handle.qualname} model {name}", digest.size_bytes)
+        try:
+            upload = await artifacts.put_file(path, shown)
+        finally:
+            shown.done()
         uploaded += digest.size_bytes if upload.uploaded else 0
         optimization = handle.options.models[name].optimization
         entries.append(ModelEntry(name, digest.hex, digest.size_bytes, path.name, optimization))

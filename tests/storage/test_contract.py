@@ -182,3 +182,14 @@ async def test_unicode_keys(store: ObjectStore) -> None:
 def _plain(info: ObjectInfo | None) -> tuple[str, int] | None:
     """Key and size (when it was written is checked apart)."""
     return None if info is None else (info.key, info.size_bytes)
+
+
+async def test_put_file_reports_the_bytes_sent(store: ObjectStore, tmp_path: Path) -> None:
+    source = tmp_path / "big.bin"
+    source.write_bytes(os.urandom(3 * 1024 * 1024 + 17))
+    seen: list[int] = []
+    info = await store.put_file("sha256/progress", source, seen.append)
+    assert info.size_bytes == source.stat().st_size
+    assert seen
+    assert seen == sorted(seen)
+    assert seen[-1] == source.stat().st_size
