@@ -5,7 +5,8 @@ What goes in: the function's source and its setup hook's, then, followed by the 
 their code (nested functions and closures included) reads: the source of each function
 and class of the function's top-level package they reach (recursively), the whole source
 of each such module they use as a module, and a stable rendering of each data value they
-read (a set in sorted order; an object by its type where its repr shows an address).
+read (a set in sorted order, an array by a digest of its bytes, an object by its type
+where its repr shows an address).
 Then its options, its models' digests, its name and the Python version. Not followed: the
 other functions' handles it calls (their versions are their own), names it reaches by
 `getattr` or `importlib` (a module it uses as a module is whole), and top-level
@@ -30,7 +31,6 @@ from storage import Digest
 __all__ = ["function_version"]
 
 Handle = Function[Any, Any] | BatchedFunction[Any, Any]
-_MAX_VALUE_CHARS = 100_000
 
 
 def function_version(
@@ -79,7 +79,7 @@ class _Used:
         elif via:
             key = f"value {via}"
             if key not in self.parts:
-                self.parts[key] = _stable(value)[:_MAX_VALUE_CHARS].encode()
+                self.parts[key] = hashlib.sha256(_stable(value).encode()).digest()
 
     def _own(self, module: str) -> bool:
         return module.split(".")[0] in self.tops or module == "__main__"
@@ -147,5 +147,11 @@ def _stable(value: Any, depth: int = 0) -> str:
     if isinstance(value, dict):
         items = (f"{_stable(k, depth + 1)}:{_stable(v, depth + 1)}" for k, v in value.items())
         return "{" + ",".join(items) + "}"
+    tobytes = getattr(value, "tobytes", None)
+    if callable(tobytes):  # an array: its repr elides the middle
+        shape = getattr(value, "shape", "")
+        return f"{type(value).__qualname__}{shape}{getattr(value, 'dtype', '')}:" + (
+            hashlib.sha256(tobytes()).hexdigest()
+        )
     text = repr(value)
     return type(value).__qualname__ if " at 0x" in text else text
