@@ -32,7 +32,7 @@ from broker.ids import new_call_id
 from broker.items import ItemStore
 from broker.kv import Bucket
 from broker.logs import LogStream
-from broker.names import INBOX_PREFIX
+from broker.names import INBOX_PREFIX, kv_stream
 from broker.permissions import role_inbox
 from broker.replies import Reply, ReplyMux
 from broker.servers import default_replicas, not_connected, server_urls
@@ -63,9 +63,9 @@ class Broker(StreamAdmin):
         self.js: JetStreamContext = nc.jetstream(timeout=5.0)
         self.replies = ReplyMux(nc)
         self._buckets: dict[str, Bucket] = {}
-        self.dead_letters = DeadLetterStream(self.js, self._errors, replicas)
-        self.items = ItemStore(self.nc, self.js, self._errors, replicas)
-        self.logs = LogStream(self.nc, self.js, self._errors, replicas)
+        self.dead_letters = DeadLetterStream(self.js, self._errors, replicas, self.led)
+        self.items = ItemStore(self.nc, self.js, self._errors, replicas, self.led)
+        self.logs = LogStream(self.nc, self.js, self._errors, replicas, self.led)
         self._feeds: list[PullFeed] = []
 
     @classmethod
@@ -214,6 +214,7 @@ class Broker(StreamAdmin):
                 storage=api.StorageType.FILE,
                 replicas=self.replicas,
             )
+            await self.led(kv_stream(name))
         except nats.errors.TimeoutError as exc:
             raise self._errors.no_answer(f"opening bucket {name}") from exc
         bucket = self._buckets[name] = Bucket(kv, name, self.nc, self.js, self._errors)

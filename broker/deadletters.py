@@ -6,6 +6,8 @@ however many workers try to record it. Read by sequence; removed one by one.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 import nats.errors
 import nats.js.errors
 from nats.js import JetStreamContext, api
@@ -32,10 +34,17 @@ class StoredLetter:
 class DeadLetterStream:
     """Administration of the dead-letter stream over a JetStream context."""
 
-    def __init__(self, js: JetStreamContext, errors: ErrorLog, replicas: int = 1) -> None:
+    def __init__(
+        self,
+        js: JetStreamContext,
+        errors: ErrorLog,
+        replicas: int = 1,
+        led: Callable[[str], Awaitable[None]] | None = None,
+    ) -> None:
         self.js = js
         self._errors = errors
         self._replicas = replicas
+        self._led = led  # waits for a stream just made to have a leader
 
     async def ensure(self) -> None:
         try:
@@ -55,6 +64,8 @@ class DeadLetterStream:
                     num_replicas=self._replicas,
                 )
             )
+            if self._led is not None:
+                await self._led(DLQ_STREAM)
 
     async def read(
         self, subject: str = DLQ_SUBJECTS, *, limit: int | None = 1000

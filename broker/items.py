@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Awaitable, Callable
 
 import anyio
 import nats.errors
@@ -30,12 +31,18 @@ class ItemStore:
     """The kept items of spawned streams, over a connection."""
 
     def __init__(
-        self, nc: NatsClient, js: JetStreamContext, errors: ErrorLog, replicas: int = 1
+        self,
+        nc: NatsClient,
+        js: JetStreamContext,
+        errors: ErrorLog,
+        replicas: int = 1,
+        led: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
         self._nc = nc
         self._js = js
         self._errors = errors
         self._replicas = replicas
+        self._led = led  # waits for a stream just made to have a leader
 
     async def ensure(self, keep_s: float, max_bytes: int) -> None:
         """Make the stream, keeping items `keep_s` and at most `max_bytes` (admin)."""
@@ -58,6 +65,8 @@ class ItemStore:
                     num_replicas=self._replicas,
                 )
             )
+            if self._led is not None:
+                await self._led(ITEMS_STREAM)
 
     async def keep(self, subject: str, msg_id: str, data: bytes) -> None:
         """Store one message, once JetStream confirms it (deduplicated by `msg_id`)."""

@@ -28,6 +28,7 @@ _TRANSIENT = (
     nats.errors.NoRespondersError,
     nats.errors.ConnectionClosedError,
     nats.js.errors.ServiceUnavailableError,
+    nats.js.errors.NoStreamResponseError,  # a replicated bucket between two leaders
 )
 
 

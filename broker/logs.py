@@ -8,7 +8,7 @@ size limits, oldest dropped first, so logs of workers on any host are read from 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 
 import nats.errors
@@ -29,12 +29,18 @@ class LogStream:
     """The logs stream, over a connection."""
 
     def __init__(
-        self, nc: NatsClient, js: JetStreamContext, errors: ErrorLog, replicas: int = 1
+        self,
+        nc: NatsClient,
+        js: JetStreamContext,
+        errors: ErrorLog,
+        replicas: int = 1,
+        led: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
         self._nc = nc
         self._js = js
         self._errors = errors
         self._replicas = replicas
+        self._led = led  # waits for a stream just made to have a leader
 
     async def ensure(self, keep_s: float, max_bytes: int) -> str | None:
         """Make the stream, keeping lines `keep_s` and at most `max_bytes` (admin). What
@@ -69,6 +75,8 @@ class LogStream:
                 f"({max_bytes >> 20} MiB): functions' logs are not kept; free disk space, "
                 "or set AUTAN_LOGS_MAX_BYTES lower"
             )
+        if self._led is not None:
+            await self._led(LOGS_STREAM)
         return None
 
     async def ship(self, app: str, fn: str, lines: bytes) -> None:

@@ -130,6 +130,22 @@ class StreamAdmin:
                     ) from exc
                 await asyncio.sleep(0.2)
 
+    async def led(self, stream: str, timeout_s: float = 15.0) -> None:
+        """Until a stream just made has a leader: on a cluster, its first writes find no
+        responder while its copies elect one."""
+        if self.replicas <= 1:
+            return
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            with contextlib.suppress(nats.errors.TimeoutError, nats.js.errors.APIError):
+                info = await self.js.stream_info(stream)
+                if info.cluster is None or info.cluster.leader:
+                    return
+            await asyncio.sleep(0.05)
+        raise BrokerUnavailable(
+            f"stream {stream} at {self.url} has no leader after {timeout_s:g} s"
+        )
+
     async def ensure_calls_stream(self, limits: StreamLimits) -> None:
         """Create the work-queue stream of calls, or check that the existing one fits."""
         config = api.StreamConfig(
@@ -296,6 +312,7 @@ class StreamAdmin:
     async def _add_stream(self, config: api.StreamConfig) -> None:
         try:
             await self.js.add_stream(config)
+            await self.led(config.name or "")
         except nats.js.errors.ServiceUnavailableError as exc:
             raise BrokerUnavailable(
                 f"JetStream is not enabled on {self.url}: start nats-server with -js"
