@@ -298,6 +298,8 @@ class FleetProvider:
             del self._exits[next(iter(self._exits))]
         workers = before.workers if before is not None else ()
         was = next((w.worker for w in workers if w.worker.worker_id == worker_id), None)
+        if was is None and worker_id in self._pending:  # it died before any report showed it
+            was = self._pending[worker_id][1].worker
         asked = worker_id in self._ready | self._stopping
         if was is not None and not asked and was.state != "ready":
             self._failed(was.function)

@@ -114,7 +114,7 @@ class Sandbox:
     def command(self, inner: list[str]) -> list[str]:
         """`inner` run in this function's sandbox."""
         data = self.settings.data_dir.resolve()
-        args = _sandbox_args()
+        args = _sandbox_args() + _traversable(data)
         args += ["--tmpfs", str(data)]  # keys, every role's seed, other functions' caches
         args += ["--bind", str(self.cache), str(data / "cache")]
         seed = self.home / "seed.nk"
@@ -207,17 +207,41 @@ def _gpu_devices() -> list[str]:
     return args
 
 
+def _traversable(data: Path) -> list[str]:
+    """The folders above the data dir, made traversable for the sandbox user: an agent's
+    data dir lies in its stack's, which others may not enter (0700). One that is hidden
+    already (the sandbox's own /tmp, a closed folder `_reachable` emptied) gets an empty
+    folder in its place; a closed one becomes an empty one (what it holds is the stack's)."""
+    hidden = list(_hidden_tops())
+    args: list[str] = []
+    for folder in reversed(data.parents):
+        if any(top == folder or top in folder.parents for top in hidden):
+            if folder not in hidden:
+                args += ["--perms", "0755", "--dir", str(folder)]
+        elif os.geteuid() == 0 and not folder.stat().st_mode & 0o001:
+            args += ["--perms", "0755", "--tmpfs", str(folder)]
+            hidden.append(folder)
+    return args
+
+
+@functools.cache
+def _hidden_tops() -> tuple[Path, ...]:
+    """What the sandbox replaces by empty folders: its /tmp, and (as root) the closed
+    folders above the interpreter and the project."""
+    tops = _closed_tops(_needed()) if os.geteuid() == 0 else []
+    return (_TMP, *tops)
+
+
 @functools.cache
 def _reachable() -> list[str]:
     """Show the sandbox the interpreter and Autan's code where the sandbox hides them: under
     /tmp (its own is empty), or, as root, under a folder closed to others (a Python under
     /root), which becomes an empty one with only them in it. Read-only."""
     needed = _needed()
-    tops = _closed_tops(needed) if os.geteuid() == 0 else []  # else its folders are its own
+    hidden = list(_hidden_tops())  # as another user than root, its folders are its own
     args: list[str] = []
-    for top in tops:
+    for top in hidden[1:]:
         args += ["--perms", "0755", "--tmpfs", str(top)]
-    hidden = [_TMP, *tops]
     shown = [p for p in sorted(needed) if any(top in p.parents for top in hidden)]
     made: set[Path] = set()
     for path in shown:

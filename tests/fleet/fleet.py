@@ -5,6 +5,7 @@ processes (their own data dirs, declared GPUs), and a control plane in this proc
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import signal
 import subprocess
@@ -19,7 +20,7 @@ import msgspec
 from runtime.client import Session
 from runtime.control import FleetProvider, ProvidedWorker, descendants
 from runtime.control.scaler import Scaler
-from runtime.core import Settings
+from runtime.core import Settings, die_with_parent
 from runtime.ops import deploy_target
 from tests.fleet.app import app
 from tests.keys import DEPLOY_KEY, TRUSTED_KEYS
@@ -44,8 +45,9 @@ class AgentProcess:
                    "--gpus", gpus, "--unisolated"]  # fmt: skip
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
-                command, env=env, stdout=out, stderr=out, start_new_session=True
-            )
+                command, env=env, stdout=out, stderr=out, start_new_session=True,
+                preexec_fn=functools.partial(die_with_parent, os.getpid()),  # a killed run's too
+            )  # fmt: skip
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
