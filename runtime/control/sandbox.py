@@ -209,18 +209,19 @@ def _gpu_devices() -> list[str]:
 
 def _traversable(data: Path) -> list[str]:
     """The folders above the data dir, made traversable for the sandbox user: an agent's
-    data dir lies in its stack's, which others may not enter (0700). One that is hidden
-    already (the sandbox's own /tmp, a closed folder `_reachable` emptied) gets an empty
-    folder in its place; a closed one becomes an empty one (what it holds is the stack's)."""
+    data dir lies in its stack's, which others may not enter (0700). A closed one becomes
+    an empty one (what it holds is the stack's: keys, seeds); one in a folder the sandbox
+    already replaced (its own /tmp, a closed folder `_reachable` emptied) is made there."""
     hidden = list(_hidden_tops())
     args: list[str] = []
     for folder in reversed(data.parents):
-        if any(top == folder or top in folder.parents for top in hidden):
-            if folder not in hidden:
-                args += ["--perms", "0755", "--dir", str(folder)]
-        elif os.geteuid() == 0 and not folder.stat().st_mode & 0o001:
+        if folder in hidden:
+            continue
+        if os.geteuid() == 0 and not folder.stat().st_mode & 0o001:
             args += ["--perms", "0755", "--tmpfs", str(folder)]
             hidden.append(folder)
+        elif any(top in folder.parents for top in hidden):
+            args += ["--perms", "0755", "--dir", str(folder)]
     return args
 
 
