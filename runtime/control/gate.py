@@ -11,6 +11,7 @@ this host, the internet, the metadata service of a cloud) is refused.
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 from collections.abc import Iterable
 from pathlib import Path
@@ -60,7 +61,13 @@ class Gate:
 
     async def serve(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         self.path.unlink(missing_ok=True)
-        listener = await anyio.create_unix_listener(self.path)
+        # A socket's path has room for about 100 bytes (a deep data dir has more): bound
+        # through this process's handle on its folder, the name stays short.
+        folder = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            listener = await anyio.create_unix_listener(f"/proc/self/fd/{folder}/{self.path.name}")
+        finally:
+            os.close(folder)
         self.path.chmod(0o666)  # the sandbox user connects; only sandboxes see this path
         task_status.started()
         try:

@@ -170,8 +170,9 @@ def gate_path(settings: Settings) -> Path:
 
 
 def gate_inside(settings: Settings) -> Path:
-    """Where a sandbox sees the gate: its only way out."""
-    return settings.data_dir.resolve() / "gate.sock"
+    """Where a sandbox sees the gate, its only way out: in its own /tmp, a path short
+    enough for a socket whatever the data dir's."""
+    return _TMP / "autan-gate.sock"
 
 
 def _sandbox_args() -> list[str]:

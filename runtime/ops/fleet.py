@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import anyio
@@ -193,6 +194,7 @@ class LocalAgents:
         self.unisolated = unisolated
         self.children = children
         self.processes: list[subprocess.Popen[bytes]] = []
+        self._stopping = False
 
     def start(self) -> None:
         for index in range(1, self.count + 1):
@@ -222,10 +224,17 @@ class LocalAgents:
             )  # fmt: skip
             self.children.record(process.pid, "agent")
             self.processes.append(process)
+            threading.Thread(target=self._watch, args=(name, process), daemon=True).start()
         log.info("agents started on this machine", agents=self.count)
+
+    def _watch(self, name: str, process: subprocess.Popen[bytes]) -> None:
+        code = process.wait()
+        if not self._stopping:  # its node is lost: the others serve, `autan nodes` says so
+            log.error("an agent exited; see its output above", node=name, code=code)
 
     async def stop(self) -> None:
         """SIGTERM each (it drains its workers); SIGKILL after the workers' grace."""
+        self._stopping = True
         for process in self.processes:
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)

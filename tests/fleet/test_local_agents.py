@@ -36,14 +36,19 @@ def _autan(*args: str, data_dir: Path, url: str, timeout_s: float = 90) -> str:
 
 
 def test_autan_up_with_agents_places_workers_on_them(tmp_path: Path) -> None:
-    data_dir, port = tmp_path / "stack", free_port()
+    """Run as the README does: from a project folder others may read (it is on the
+    agents' `sys.path`, so their sandboxes show it), the data dir `.autan` in it."""
+    project = tmp_path / "project"
+    project.mkdir(mode=0o755)
+    project.chmod(0o755)
+    data_dir, port = project / ".autan", free_port()
     url = f"nats://127.0.0.1:{port}"
     log = tmp_path / "up.log"
     with log.open("wb") as out:
         up = subprocess.Popen(
             [sys.executable, "-m", "runtime.ops.cli", "up", "--agents", "2", "--nats-port",
              str(port), "--data-dir", str(data_dir), "--http-port", "0", "--metrics-port", "0"],
-            env=_env(), stdout=out, stderr=out, start_new_session=True,
+            env=_env(), stdout=out, stderr=out, start_new_session=True, cwd=project,
         )  # fmt: skip
     try:
         deadline = time.monotonic() + 90
