@@ -63,9 +63,9 @@ class Broker(StreamAdmin):
         self.js: JetStreamContext = nc.jetstream(timeout=5.0)
         self.replies = ReplyMux(nc)
         self._buckets: dict[str, Bucket] = {}
-        self.dead_letters = DeadLetterStream(self.js, self._errors, replicas, self.led)
-        self.items = ItemStore(self.nc, self.js, self._errors, replicas, self.led)
-        self.logs = LogStream(self.nc, self.js, self._errors, replicas, self.led)
+        self.dead_letters = DeadLetterStream(self.js, self._errors, self.make_stream)
+        self.items = ItemStore(self.nc, self.js, self._errors, self.make_stream)
+        self.logs = LogStream(self.nc, self.js, self._errors, self.make_stream)
         self._feeds: list[PullFeed] = []
 
     @classmethod

@@ -38,34 +38,25 @@ class DeadLetterStream:
         self,
         js: JetStreamContext,
         errors: ErrorLog,
-        replicas: int = 1,
-        led: Callable[[str], Awaitable[None]] | None = None,
+        make: Callable[[api.StreamConfig], Awaitable[None]],
     ) -> None:
+        """`make`: makes a stream unless it exists (`Broker.make_stream`)."""
         self.js = js
         self._errors = errors
-        self._replicas = replicas
-        self._led = led  # waits for a stream just made to have a leader
+        self._make = make
 
     async def ensure(self) -> None:
-        try:
-            await self.js.stream_info(DLQ_STREAM)
-        except nats.errors.TimeoutError as exc:
-            raise self._errors.no_answer("reading the dead-letter stream") from exc
-        except nats.js.errors.NotFoundError:
-            await self.js.add_stream(
-                api.StreamConfig(
-                    name=DLQ_STREAM,
-                    subjects=[DLQ_SUBJECTS],
-                    retention=api.RetentionPolicy.LIMITS,
-                    storage=api.StorageType.FILE,
-                    discard=api.DiscardPolicy.NEW,
-                    max_age=_KEEP_S,
-                    duplicate_window=120.0,
-                    num_replicas=self._replicas,
-                )
+        await self._make(
+            api.StreamConfig(
+                name=DLQ_STREAM,
+                subjects=[DLQ_SUBJECTS],
+                retention=api.RetentionPolicy.LIMITS,
+                storage=api.StorageType.FILE,
+                discard=api.DiscardPolicy.NEW,
+                max_age=_KEEP_S,
+                duplicate_window=120.0,
             )
-            if self._led is not None:
-                await self._led(DLQ_STREAM)
+        )
 
     async def read(
         self, subject: str = DLQ_SUBJECTS, *, limit: int | None = 1000

@@ -35,38 +35,29 @@ class ItemStore:
         nc: NatsClient,
         js: JetStreamContext,
         errors: ErrorLog,
-        replicas: int = 1,
-        led: Callable[[str], Awaitable[None]] | None = None,
+        make: Callable[[api.StreamConfig], Awaitable[None]],
     ) -> None:
+        """`make`: makes a stream unless it exists (`Broker.make_stream`)."""
         self._nc = nc
         self._js = js
         self._errors = errors
-        self._replicas = replicas
-        self._led = led  # waits for a stream just made to have a leader
+        self._make = make
 
     async def ensure(self, keep_s: float, max_bytes: int) -> None:
         """Make the stream, keeping items `keep_s` and at most `max_bytes` (admin)."""
-        try:
-            await self._js.stream_info(ITEMS_STREAM)
-        except nats.errors.TimeoutError as exc:
-            raise self._errors.no_answer("reading the items stream") from exc
-        except nats.js.errors.NotFoundError:
-            await self._js.add_stream(
-                api.StreamConfig(
-                    name=ITEMS_STREAM,
-                    subjects=[f"{ITEMS_PREFIX}.>"],
-                    retention=api.RetentionPolicy.LIMITS,
-                    storage=api.StorageType.FILE,
-                    discard=api.DiscardPolicy.OLD,
-                    max_age=keep_s,
-                    max_bytes=max(_MIN_BYTES, max_bytes),
-                    allow_direct=True,
-                    duplicate_window=120.0,
-                    num_replicas=self._replicas,
-                )
+        await self._make(
+            api.StreamConfig(
+                name=ITEMS_STREAM,
+                subjects=[f"{ITEMS_PREFIX}.>"],
+                retention=api.RetentionPolicy.LIMITS,
+                storage=api.StorageType.FILE,
+                discard=api.DiscardPolicy.OLD,
+                max_age=keep_s,
+                max_bytes=max(_MIN_BYTES, max_bytes),
+                allow_direct=True,
+                duplicate_window=120.0,
             )
-            if self._led is not None:
-                await self._led(ITEMS_STREAM)
+        )
 
     async def keep(self, subject: str, msg_id: str, data: bytes) -> None:
         """Store one message, once JetStream confirms it (deduplicated by `msg_id`)."""

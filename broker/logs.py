@@ -17,12 +17,12 @@ from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext, api
 
 from broker.errorlog import ErrorLog
+from broker.errors import StorageExhausted
 from broker.names import LOGS_PREFIX, LOGS_STREAM, logs_subject
 
 __all__ = ["LogStream"]
 
 _MIN_BYTES = 1 << 20
-_INSUFFICIENT_STORAGE = 10047
 
 
 class LogStream:
@@ -33,50 +33,32 @@ class LogStream:
         nc: NatsClient,
         js: JetStreamContext,
         errors: ErrorLog,
-        replicas: int = 1,
-        led: Callable[[str], Awaitable[None]] | None = None,
+        make: Callable[[api.StreamConfig], Awaitable[None]],
     ) -> None:
+        """`make`: makes a stream unless it exists (`Broker.make_stream`)."""
         self._nc = nc
         self._js = js
         self._errors = errors
-        self._replicas = replicas
-        self._led = led  # waits for a stream just made to have a leader
+        self._make = make
 
     async def ensure(self, keep_s: float, max_bytes: int) -> str | None:
         """Make the stream, keeping lines `keep_s` and at most `max_bytes` (admin). What
         prevents it, when the server has too little storage to reserve for it (the stack
         runs on without its logs kept)."""
+        config = api.StreamConfig(
+            name=LOGS_STREAM,
+            subjects=[f"{LOGS_PREFIX}.>"],
+            retention=api.RetentionPolicy.LIMITS,
+            storage=api.StorageType.FILE,
+            discard=api.DiscardPolicy.OLD,
+            max_age=keep_s,
+            max_bytes=max(_MIN_BYTES, max_bytes),
+            max_msg_size=1 << 20,
+        )
         try:
-            await self._js.stream_info(LOGS_STREAM)
-            return None
-        except nats.errors.TimeoutError as exc:
-            raise self._errors.no_answer("reading the logs stream") from exc
-        except nats.js.errors.NotFoundError:
-            pass
-        try:
-            await self._js.add_stream(
-                api.StreamConfig(
-                    name=LOGS_STREAM,
-                    subjects=[f"{LOGS_PREFIX}.>"],
-                    retention=api.RetentionPolicy.LIMITS,
-                    storage=api.StorageType.FILE,
-                    discard=api.DiscardPolicy.OLD,
-                    max_age=keep_s,
-                    max_bytes=max(_MIN_BYTES, max_bytes),
-                    max_msg_size=1 << 20,
-                    num_replicas=self._replicas,
-                )
-            )
-        except nats.js.errors.APIError as exc:
-            if exc.err_code != _INSUFFICIENT_STORAGE:
-                raise
-            return (
-                f"JetStream at {self._errors.url} has too little storage for {LOGS_STREAM} "
-                f"({max_bytes >> 20} MiB): functions' logs are not kept; free disk space, "
-                "or set AUTAN_LOGS_MAX_BYTES lower"
-            )
-        if self._led is not None:
-            await self._led(LOGS_STREAM)
+            await self._make(config)
+        except StorageExhausted as exc:
+            return f"functions' logs are not kept: {exc}"
         return None
 
     async def ship(self, app: str, fn: str, lines: bytes) -> None:

@@ -295,6 +295,13 @@ class StreamAdmin:
         self._feeds.append(feed)
         return feed
 
+    async def make_stream(self, config: api.StreamConfig) -> None:
+        """Make `config`'s stream, in `replicas` copies, unless it exists; return once it
+        has a leader. StorageExhausted when the server cannot reserve its bytes."""
+        if await self._stream_info(config.name or "") is None:
+            config.num_replicas = self.replicas
+            await self._add_stream(config)
+
     async def _stream_info(self, name: str) -> api.StreamInfo | None:
         try:
             return await self.js.stream_info(name)

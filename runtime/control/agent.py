@@ -48,6 +48,7 @@ log = structlog.get_logger("autan.node")
 _EXITS_REPORTED = 64
 _CACHED_REPORTED = 256
 _PREPARE_EVERY_S = 2.0
+_CACHED_EVERY_S = 10.0
 
 
 class Agent:
@@ -82,6 +83,8 @@ class Agent:
         self._highest_lease = 0
         self._wake = anyio.Event()
         self._bucket: Bucket | None = None
+        self._cached: tuple[str, ...] = ()
+        self._cached_at = float("-inf")  # the cache folders are read at most every 10 s
 
     async def serve(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         broker = self.link.broker
@@ -192,6 +195,14 @@ class Agent:
             await self.provider.stop(worker.worker_id)
         self._epoch = secrets.token_hex(4)
 
+    def _cached_now(self) -> tuple[str, ...]:
+        """What the caches hold, read again at most every `_CACHED_EVERY_S` (a report goes
+        out twice a second; a placement preference need not be fresher)."""
+        if time.monotonic() - self._cached_at > _CACHED_EVERY_S:
+            self._cached = _cached_digests(self.link.settings.data_dir)
+            self._cached_at = time.monotonic()
+        return self._cached
+
     async def _report(self) -> None:
         workers = self.provider.workers()
         live = {worker.worker_id for worker in workers}
@@ -217,7 +228,7 @@ class Agent:
                 for w in workers
             ),
             exits=dict(self._exits),
-            cached=_cached_digests(self.link.settings.data_dir),
+            cached=self._cached_now(),
         )
         assert self._bucket is not None
         await self._bucket.put(self.node, msgspec.msgpack.encode(report))

@@ -35,7 +35,7 @@ from runtime.control.nodes import (
     StopOrder,
 )
 from runtime.control.placement import NodeView, Placed, needs_of, place
-from runtime.control.provider import Capacity, ProvidedWorker
+from runtime.control.provider import Capacity, ProvidedWorker, StartBackoff
 from runtime.core import FunctionSpec, StartRefused, WorkerInfo
 
 __all__ = ["FleetProvider"]
@@ -76,7 +76,7 @@ class FleetProvider:
         self._ready: set[str] = set()
         self._stopping: set[str] = set()
         self._exits: dict[str, int] = {}
-        self._failed_starts: dict[str, tuple[int, float]] = {}
+        self._backoff = StartBackoff()
         self.unplaceable: dict[str, str] = {}  # why a function's last start found no node
         self._changed = anyio.Event()
 
@@ -185,14 +185,14 @@ class FleetProvider:
         placed = place(needs_of(spec.options), self._views(spec))
         if not isinstance(placed, Placed):
             self.unplaceable[spec.qualname] = placed.reason
-            self._failed(spec.qualname)
+            self._backoff.failed(spec.qualname)
             raise StartRefused(placed.reason)
         self.unplaceable.pop(spec.qualname, None)
         creds = await self.access.worker_creds(spec) if self.access is not None else None
         order = StartOrder(spec, placed.reserved, self.lease_revision(), str(creds or ""))
         answer = await self._send(placed.node, order)
         if answer.worker is None:
-            self._failed(spec.qualname)
+            self._backoff.failed(spec.qualname)
             raise StartRefused(answer.error or f"node {placed.node} started nothing")
         worker = answer.worker
         if self._node_of(worker.worker_id) is None:  # its node's report may have come first
@@ -225,10 +225,7 @@ class FleetProvider:
         return self._exits[worker_id]
 
     def start_delay_s(self, function: str) -> float:
-        failures, last = self._failed_starts.get(function, (0, 0.0))
-        if not failures:
-            return 0.0
-        return max(0.0, last + min(30.0, 0.5 * 2.0 ** (failures - 1)) - time.monotonic())
+        return self._backoff.delay_s(function)
 
     def observe(self, info: WorkerInfo) -> ProvidedWorker | None:
         worker = next((w for w in self.workers() if w.worker_id == info.worker_id), None)
@@ -236,7 +233,7 @@ class FleetProvider:
             return None
         if info.state == "ready" and info.worker_id not in self._ready:
             self._ready.add(info.worker_id)
-            self._failed_starts.pop(info.function, None)
+            self._backoff.succeeded(info.function)
             self._notify()
         return self._view(worker)
 
@@ -302,13 +299,9 @@ class FleetProvider:
             was = self._pending[worker_id][1].worker
         asked = worker_id in self._ready | self._stopping
         if was is not None and not asked and was.state != "ready":
-            self._failed(was.function)
+            self._backoff.failed(was.function)
         self._ready.discard(worker_id)
         self._stopping.discard(worker_id)
-
-    def _failed(self, function: str) -> None:
-        failures = self._failed_starts.get(function, (0, 0.0))[0] + 1
-        self._failed_starts[function] = (failures, time.monotonic())
 
     async def _wait_change(self) -> None:
         with anyio.move_on_after(0.5):

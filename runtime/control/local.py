@@ -35,7 +35,7 @@ from runtime.control.environment import WorkerAccess, WorkerSecrets, detect_gpus
 from runtime.control.forking import ForkServer, ForkServers
 from runtime.control.gate import Gate, needed_addresses
 from runtime.control.processes import WorkerProcess
-from runtime.control.provider import Capacity, ProvidedWorker
+from runtime.control.provider import Capacity, ProvidedWorker, StartBackoff
 from runtime.control.sandbox import Sandbox, gate_inside, gate_path, isolation_unavailable
 from runtime.control.secrets import open_secrets
 from runtime.core import (
@@ -102,7 +102,7 @@ class LocalProvider:
         self._preparing: dict[str, anyio.Lock] = {}  # sandboxes being made, by function
         self._group: TaskGroup | None = None
         self._changed = anyio.Event()
-        self._failed_starts: dict[str, tuple[int, float]] = {}  # count, when the last failed
+        self._backoff = StartBackoff()
 
     # -- lifetime ----------------------------------------------------------------------
 
@@ -163,13 +163,9 @@ class LocalProvider:
         return self.workers()
 
     def start_delay_s(self, function: str) -> float:
-        """0.5 s after the first failed start, doubling up to 30 s: a worker that cannot
-        start (storage or NATS away, a broken environment) is not restarted in a loop."""
-        failures, last = self._failed_starts.get(function, (0, 0.0))
-        if not failures:
-            return 0.0
-        backoff_s = min(30.0, 0.5 * 2.0 ** (failures - 1))
-        return max(0.0, last + backoff_s - time.monotonic())
+        """A worker that cannot start (storage or NATS away, a broken environment) is not
+        restarted in a loop (`StartBackoff`)."""
+        return self._backoff.delay_s(function)
 
     def observe(self, info: WorkerInfo) -> ProvidedWorker | None:
         """Note what worker `info.worker_id` announced (its version; ready), if it is ours."""
@@ -179,7 +175,7 @@ class LocalProvider:
         worker.version = info.version or worker.version
         if info.state == "ready" and not worker.ready_unix_s:
             worker.ready_unix_s = time.time()
-            self._failed_starts.pop(worker.launch.function, None)
+            self._backoff.succeeded(worker.launch.function)
             self._notify()
         return worker.view(self.host)
 
@@ -302,8 +298,7 @@ class LocalProvider:
         try:
             return await open_secrets(self.secrets, spec)
         except StartRefused:
-            failures = self._failed_starts.get(spec.qualname, (0, 0.0))[0] + 1
-            self._failed_starts[spec.qualname] = (failures, time.monotonic())
+            self._backoff.failed(spec.qualname)
             raise
 
     async def _signal(self, worker: WorkerProcess, sig: int) -> None:
@@ -356,8 +351,7 @@ class LocalProvider:
         worker.exited.set()
         function = worker.launch.function
         if not worker.ready_unix_s and not worker.stopping:
-            failures = self._failed_starts.get(function, (0, 0.0))[0] + 1
-            self._failed_starts[function] = (failures, time.monotonic())
+            self._backoff.failed(function)
         self._notify()
         level = "info" if worker.stopping and code == 0 else "warning"
         getattr(log, level)("worker exited", function=function, worker=worker_id,

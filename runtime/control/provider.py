@@ -9,6 +9,7 @@ and changes a provider's state only through these methods.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Literal, Protocol
 
@@ -18,7 +19,7 @@ from anyio.abc import TaskStatus
 
 from runtime.core import FunctionSpec, WorkerInfo
 
-__all__ = ["Capacity", "ProvidedWorker", "Provider", "WorkerState"]
+__all__ = ["Capacity", "ProvidedWorker", "Provider", "StartBackoff", "WorkerState"]
 
 WorkerState = Literal["starting", "ready", "stopping"]
 
@@ -101,3 +102,25 @@ class Provider(Protocol):
         """Wait until `done(live workers)` holds (they start, become ready, exit);
         TimeoutError after `timeout_s`."""
         ...
+
+
+class StartBackoff:
+    """When to start a function's workers again after they died while starting: 0.5 s
+    after the first failure, doubling up to 30 s, so that a broken function is not
+    restarted in a loop; a worker that becomes ready clears it."""
+
+    def __init__(self) -> None:
+        self._failures: dict[str, tuple[int, float]] = {}  # count, when the last failed
+
+    def failed(self, function: str) -> None:
+        count = self._failures.get(function, (0, 0.0))[0] + 1
+        self._failures[function] = (count, time.monotonic())
+
+    def succeeded(self, function: str) -> None:
+        self._failures.pop(function, None)
+
+    def delay_s(self, function: str) -> float:
+        count, last = self._failures.get(function, (0, 0.0))
+        if not count:
+            return 0.0
+        return max(0.0, last + min(30.0, 0.5 * 2.0 ** (count - 1)) - time.monotonic())

@@ -100,6 +100,7 @@ class Endpoints:
         self.config = config
         self._metrics = metrics
         self.openapi_bytes = openapi
+        self._openapi: dict[str, Any] = msgspec.json.decode(openapi)  # the paths added to it
         self.calls = Calls()
         self._spec_cache: list[FunctionSpec] = []
         self._specs_at = float("-inf")
@@ -251,8 +252,7 @@ class Endpoints:
             specs = [spec for spec in await self._specs() if access.may_see(spec.app)]
         except (Unauthorized, BrokerError):
             return Response(self.openapi_bytes, media_type="application/json")
-        document = msgspec.json.decode(self.openapi_bytes)
-        document["paths"] = {**document["paths"], **function_paths(specs)}
+        document = {**self._openapi, "paths": {**self._openapi["paths"], **function_paths(specs)}}
         return Response(msgspec.json.encode(document), media_type="application/json")
 
     async def docs(self, request: Request) -> Response:

@@ -67,9 +67,9 @@ def _env() -> dict[str, str]:
 
 async def test_logs_follow_sees_a_line_printed_by_a_function(chatty_stack: Stack) -> None:
     settings = chatty_stack.session.settings
-    follower = _start(_command(settings, "logs", "chatty.chat", "-f", "--since", "1s"))
+    # From a minute back: the line counts whether it comes before `-f` subscribed or after.
+    follower = _start(_command(settings, "logs", "chatty.chat", "-f", "--since", "1m"))
     try:
-        await anyio.sleep(1.0)  # it subscribes
         call = await chatty.chat.spawn.aio(7)
         assert await call.get_aio(timeout_s=60) == 7
         seen = await anyio.to_thread.run_sync(_line_with, follower, "hello 7", 30.0)
