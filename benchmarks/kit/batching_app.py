@@ -19,7 +19,7 @@ from functions.embed import MODEL as EMBED_MODEL
 from functions.embed import encode_feeds, load_tokenizer, pool
 from runtime import App, Batching, Context, Model, Scaling
 
-__all__ = ["MLP_PATH", "app", "embed_batched", "embed_single", "mlp"]
+__all__ = ["MLP_PATH", "app", "embed_batched", "embed_single", "mlp", "mlp_array"]
 
 _ONE_WORKER = Scaling(max_workers=1)
 
@@ -34,10 +34,23 @@ app = App("batching")
     timeout_s=60,
 )
 def mlp(ctx: Context, rows: list[npt.NDArray[np.float32]]) -> list[npt.NDArray[np.float32]]:
-    """One 384-float row in, one out; the worker stacks the callers' rows into a batch."""
-    handle = ctx.models["mlp"]
-    [out] = handle.run({"x": handle.stack(rows)})
+    """One 384-float row in, one out, written as a user would: a list of the callers' rows
+    in, stacked here, a list of rows out."""
+    [out] = ctx.models["mlp"].run({"x": np.stack(rows)})
     return list(out)
+
+
+@app.function(
+    models={"mlp": Model.file(build_mlp())},
+    batching=Batching(max_size=32, max_delay_ms=5),
+    scaling=_ONE_WORKER,
+    timeout_s=60,
+)
+def mlp_array(ctx: Context, rows: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """The same, annotated as arrays: the batch arrives stacked (a slice of the pack when
+    its rows came together: no copy), and the output's rows are the results."""
+    [out] = ctx.models["mlp"].run({"x": rows})
+    return out
 
 
 @app.function(

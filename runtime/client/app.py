@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar, overload
 
 import msgspec
+import numpy as np
+import numpy.typing as npt
 
 from runtime.client.handles import BatchedFunction, Function
 from runtime.client.session import Session
@@ -46,6 +48,19 @@ class _Decorator(Protocol):
 
     @overload
     def __call__(self, fn: Callable[Concatenate[Context, P], R]) -> Function[P, R]: ...
+
+
+class _BatchedDecorator(Protocol):
+    """`@app.function(batching=...)`: a list of inputs in, a list of results out; or a
+    batch annotated as an array (`npt.NDArray`) in, stacked, and an array out."""
+
+    @overload
+    def __call__(self, fn: Callable[[Context, list[T]], list[U]]) -> BatchedFunction[T, U]: ...
+
+    @overload
+    def __call__(
+        self, fn: Callable[[Context, npt.NDArray[Any]], npt.NDArray[Any]]
+    ) -> BatchedFunction[npt.NDArray[Any], npt.NDArray[Any]]: ...
 
 
 class App:
@@ -105,7 +120,7 @@ class App:
         cpu: float | None = ...,
         secrets: Sequence[str] = ...,
         requirements: Sequence[str] | str = ...,
-    ) -> Callable[[Callable[[Context, list[T]], list[U]]], BatchedFunction[T, U]]: ...
+    ) -> _BatchedDecorator: ...
 
     @overload
     def function(
@@ -237,7 +252,8 @@ def _check_batched(fn: Callable[..., Any], params: list[inspect.Parameter]) -> N
     example = f"def {fn.__name__}(ctx, items: list[str]) -> list[...]"
     if len(params) != 2:
         raise InvalidOption(
-            f"{fn.__qualname__}: a batched function takes the context and one list: {example}"
+            f"{fn.__qualname__}: a batched function takes the context and one list (or "
+            f"array): {example}"
         )
     try:
         hints = typing.get_type_hints(fn)
@@ -247,7 +263,7 @@ def _check_batched(fn: Callable[..., Any], params: list[inspect.Parameter]) -> N
         if not _may_be_a_list(hint):
             raise InvalidOption(
                 f"{fn.__qualname__}: batching needs a function that takes and returns a list "
-                f"(its {label} is annotated {hint!r}): {example}"
+                f"or an array (its {label} is annotated {hint!r}): {example}"
             )
 
 
@@ -262,7 +278,8 @@ _SEQUENCES: tuple[Any, ...] = (
 
 
 def _may_be_a_list(hint: Any) -> bool:
-    """`list[str]`, `list`, `Sequence[...]`, no annotation or `Any`: yes; `str`: no."""
+    """`list[str]`, `list`, `Sequence[...]`, an array (the batch stacked), no annotation or
+    `Any`: yes; `str`: no."""
     if hint is None or hint is Any:
         return True
-    return (typing.get_origin(hint) or hint) in _SEQUENCES
+    return (typing.get_origin(hint) or hint) in (*_SEQUENCES, np.ndarray)

@@ -10,6 +10,8 @@ from collections.abc import AsyncGenerator, Callable, Iterable, Iterator, Sized
 from pathlib import Path
 from typing import Any, Generic, ParamSpec, TypeVar
 
+import numpy as np
+
 from runtime.client.calls import Call
 from runtime.client.session import Session
 from runtime.client.sessions import SessionProvider
@@ -19,6 +21,7 @@ from runtime.core import (
     InvalidOption,
     ModelFile,
     load_models,
+    takes_array,
 )
 
 __all__ = ["BatchedFunction", "Function"]
@@ -223,9 +226,11 @@ class BatchedFunction(_Handle, Generic[T, U]):
         self.map: _Map[U] = _Map(self)
 
     def local(self, item: T) -> U:
-        """Run a batch of one in this process, no broker."""
-        results = self._invoke_local([item])
-        if not isinstance(results, list) or len(results) != 1:
+        """Run a batch of one in this process, no broker (stacked, for a function whose
+        batch is annotated as an array, as its worker would)."""
+        batch: list[Any] = [item]
+        results = self._invoke_local(np.stack(batch) if takes_array(self.raw) else batch)
+        if not isinstance(results, list | tuple | np.ndarray) or len(results) != 1:
             raise TypeError(f"{self.qualname} returned {type(results).__name__} for 1 input")
         result: U = results[0]
         return result

@@ -36,6 +36,7 @@ from runtime.control.scaler import Scaler
 from runtime.control.secrets import StackSecrets
 from runtime.control.storewatch import StoreWatch
 from runtime.control.sweeper import PayloadSweeper, held_by_dead_letters
+from runtime.control.templates import TemplateBook, template_key
 from runtime.control.undeliverable import Undeliverable
 from runtime.core import FunctionStatus, read_statuses
 
@@ -68,6 +69,7 @@ __all__ = [
     "ScalerMetrics",
     "StackSecrets",
     "StoreWatch",
+    "TemplateBook",
     "Undeliverable",
     "WorkerAccess",
     "WorkerSecrets",
@@ -85,6 +87,7 @@ __all__ = [
     "parse_gpus",
     "read_statuses",
     "target_workers",
+    "template_key",
     "wanted_workers",
     "worker_env",
 ]

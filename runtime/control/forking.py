@@ -28,6 +28,7 @@ log = structlog.get_logger("autan.provider")
 
 _READY_TIMEOUT_S = 60.0
 _FORK_TIMEOUT_S = 10.0
+_TEMPLATE_TIMEOUT_S = 600.0  # a fork that waits for its template: a large model loads
 _STOP_TIMEOUT_S = 5.0
 
 
@@ -38,11 +39,14 @@ class ForkServer:
         self,
         on_exit: Callable[[int, int], None],
         wrap: Callable[[list[str]], list[str]] | None = None,
+        on_template: Callable[[str, dict[str, Any]], None] | None = None,
     ) -> None:
         """`on_exit(pid, code)` hears of each child's end; `wrap` turns the fork server's
         command into the one to run (a sandbox's, `control.sandbox`, which ends it with
-        this process: its parent there is the sandbox's own)."""
+        this process: its parent there is the sandbox's own); `on_template(key, report)`
+        hears what becomes of its templates."""
         self._on_exit = on_exit
+        self._on_template = on_template
         self._wrap = wrap
         self._process: Process | None = None
         self._ready = anyio.Event()
@@ -78,19 +82,39 @@ class ForkServer:
     def pid(self) -> int | None:
         return None if self._process is None else self._process.pid
 
-    async def fork(self, argv: list[str], env: dict[str, str]) -> int:
-        """A worker forked with this command line and environment: its pid."""
+    async def fork(
+        self, argv: list[str], env: dict[str, str], template: dict[str, Any] | None = None
+    ) -> int:
+        """A worker forked with this command line and environment: its pid. `template`
+        (key, version, argv, env): fork it from that function template, built first if
+        it is not running (the wait is bounded by the template's build)."""
         if self._process is None or self._process.stdin is None:
             raise RuntimeError("the fork server is not running: start serve() first")
         self._next_id += 1
         request_id = self._next_id
         done = self._forked[request_id] = anyio.Event()
-        request = {"id": request_id, "argv": argv, "env": env}
+        request: dict[str, Any] = {"id": request_id, "argv": argv, "env": env}
+        if template is not None:
+            request["template"] = template
         await self._process.stdin.send(json.dumps(request).encode() + b"\n")
-        with anyio.fail_after(_FORK_TIMEOUT_S):
+        with anyio.fail_after(_TEMPLATE_TIMEOUT_S if template else _FORK_TIMEOUT_S):
             await done.wait()
         del self._forked[request_id]
         return self._pids.pop(request_id)
+
+    async def build_template(self, template: dict[str, Any]) -> None:
+        """Build a function template now, for the workers to come."""
+        await self._send({"template": template})
+
+    async def drop_template(self, key: str) -> None:
+        """Fork no more from the template `key` (it ends once its workers have)."""
+        await self._send({"drop": key})
+
+    async def _send(self, request: dict[str, Any]) -> None:
+        if self._process is None or self._process.stdin is None:
+            return
+        with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+            await self._process.stdin.send(json.dumps(request).encode() + b"\n")
 
     async def signal(self, pid: int, sig: int) -> None:
         """Signal a worker it forked (its pid as the fork server knows it)."""
@@ -116,7 +140,10 @@ class ForkServer:
         self.ended.set()
 
     def _on_message(self, message: dict[str, Any]) -> None:
-        if "ready" in message:
+        if "template" in message:
+            if self._on_template is not None:
+                self._on_template(str(message["template"]), message)
+        elif "ready" in message:
             self._ready.set()
         elif "exit" in message:
             self._on_exit(int(message["exit"]), int(message["code"]))
@@ -147,10 +174,13 @@ class ForkServers:
         on_exit: Callable[[str, int, int], None],
         on_gone: Callable[[str], None],
         children: Children | None = None,
+        on_template: Callable[[str, str, dict[str, Any]], None] | None = None,
     ) -> None:
-        """`children`: where the stack records its processes."""
+        """`children`: where the stack records its processes; `on_template(server, key,
+        report)` hears what becomes of their templates."""
         self._on_exit = on_exit
         self._on_gone = on_gone
+        self._on_template = on_template
         self._children = children
         self._servers: dict[str, ForkServer] = {}
         self._starting: dict[str, anyio.Lock] = {}
@@ -176,7 +206,12 @@ class ForkServers:
                 return server
             if self._group is None:
                 raise RuntimeError("serve() owns the fork servers: start it first")
-            server = ForkServer(lambda pid, code: self._on_exit(key, pid, code), wrap)
+            on_template = self._on_template
+            server = ForkServer(
+                lambda pid, code: self._on_exit(key, pid, code),
+                wrap,
+                None if on_template is None else lambda name, m: on_template(key, name, m),
+            )
             self._servers[key] = server
             try:
                 await server.start(self._group, env)

@@ -1,28 +1,26 @@
 """Workers as local processes, forked from a pre-initialised process: the first `Provider`.
 
-The provider starts and stops workers for the scaler; it knows each one from its
-fork to its exit. Forking from the fork server (`control.forking`) skips the
-interpreter start and the imports (~250 ms with onnxruntime); `fork=False` spawns
-fresh interpreters instead. Each worker gets a share of the cores for ONNX Runtime's
-threads, a GPU of its own when the function asks for one and GPUs exist, and the
-provider's settings (`Settings.to_env`) and the secrets its function declares. With
-`isolate=True`, each function has a fork server of its own in its sandbox
-(`control.sandbox`), started when the scaler learns of the function; its workers are
-signalled through it, since their pids are the sandbox's.
+The provider starts and stops workers for the scaler, from fork to exit. The fork
+server (`control.forking`) skips the interpreter start and the imports (~250 ms with
+onnxruntime), a function's template (`control.templates`) its loading too; `fork=False`
+spawns fresh interpreters. Each worker gets a share of the cores for ONNX Runtime's
+threads, a GPU of its own when asked for and present, the provider's settings and its
+function's secrets. With `isolate=True`, each function has a fork server of its own in
+its sandbox (`control.sandbox`); its workers are signalled through it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 import signal
 import socket
 import subprocess
 import sys
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from functools import partial
 
 import anyio
 import anyio.to_thread
@@ -34,17 +32,18 @@ from runtime.control.children import Children
 from runtime.control.environment import WorkerAccess, WorkerSecrets, detect_gpus, worker_env
 from runtime.control.forking import ForkServer, ForkServers
 from runtime.control.gate import Gate, needed_addresses
-from runtime.control.processes import WorkerProcess
+from runtime.control.processes import WorkerProcess, launch_for
 from runtime.control.provider import Capacity, ProvidedWorker, StartBackoff
-from runtime.control.sandbox import Sandbox, gate_inside, gate_path, isolation_unavailable
+from runtime.control.sandbox import Sandbox, gate_path, isolation_unavailable
 from runtime.control.secrets import open_secrets
+from runtime.control.templates import ProviderTemplates
 from runtime.core import (
     WORKER_MODULE,
     FunctionSpec,
     Settings,
     StartRefused,
     WorkerInfo,
-    WorkerLaunch,
+    usable_cores,
 )
 
 __all__ = ["LocalProvider"]
@@ -91,14 +90,17 @@ class LocalProvider:
         self.fork = fork
         self.stop_grace_s = stop_grace_s
         self.gpus = detect_gpus() if gpus is None else gpus
-        self.cores = os.cpu_count() or 1
+        self.cores = usable_cores()  # its affinity and its cgroup's quota, not the host's
         self.host = host or socket.gethostname()
         self._workers: dict[str, WorkerProcess] = {}
         self._exits: OrderedDict[str, int] = OrderedDict()
-        # A child that ended before it was noted, by fork server and pid.
-        self._unclaimed_exits: dict[tuple[str | None, int], int] = {}
+        self._unclaimed_exits: dict[tuple[str | None, int], int] = {}  # by fork server, pid
         self._children = children
-        self._forks = ForkServers(self._exited_pid, self._fork_server_gone, children)
+        self.templates: ProviderTemplates
+        templates = lambda *report: self.templates.reported(*report, self._group)  # noqa: E731
+        self._forks = ForkServers(self._exited_pid, self._fork_server_gone, children, templates)
+        self.templates = ProviderTemplates(settings, self._forks, access=access,
+                                            isolate=isolate, fork=fork, gpus=self.gpus)  # fmt: skip
         self._preparing: dict[str, anyio.Lock] = {}  # sandboxes being made, by function
         self._group: TaskGroup | None = None
         self._changed = anyio.Event()
@@ -181,15 +183,21 @@ class LocalProvider:
 
     def prepare(self, spec: FunctionSpec) -> None:
         """Isolated: start the function's sandbox now, so that its first worker forks at
-        once (a sandbox's fork server takes ~0.5 s to start)."""
-        if self.isolate and self._group is not None:
+        once (a sandbox's fork server takes ~0.5 s to start); with AUTAN_TEMPLATES=deploy,
+        build its template too."""
+        if (self.isolate or self.settings.templates == "deploy") and self._group is not None:
             self._group.start_soon(self._prepare, spec)
 
     async def _prepare(self, spec: FunctionSpec) -> None:
         try:
-            await self._sandbox_server(spec)
+            server = (await self._sandbox_server(spec))[1] if self.isolate else None
+            if self.settings.templates == "deploy" and self.templates.applies(spec):
+                key = worker_role(spec.app, spec.name) if self.isolate else _SHARED
+                server = server or await self._forks.ensure(_SHARED)
+                opened = await open_secrets(self.secrets, spec)
+                await self.templates.build(spec, key, server, self.host, opened)
         except Exception as exc:  # its first worker tries again, and reports it
-            log.warning("cannot start a function's sandbox", function=spec.qualname,
+            log.warning("cannot prepare a function's workers", function=spec.qualname,
                         error=str(exc))  # fmt: skip
 
     async def _sandbox_server(self, spec: FunctionSpec) -> tuple[Sandbox, ForkServer]:
@@ -205,22 +213,13 @@ class LocalProvider:
         return sandbox, server
 
     async def start(self, spec: FunctionSpec, *, devices: tuple[int, ...] = ()) -> ProvidedWorker:
-        """Start one worker of `spec`; returns once its process exists. `devices`: the
-        GPUs placement chose for it (else the least used one, if it asks for a GPU)."""
+        """Start one worker of `spec`; returns once its process exists, or is to be forked
+        from its function's template once that is built (its pid is 0 until then).
+        `devices`: the GPUs placement chose (else the least used, if it asks for a GPU)."""
         threads = max(1, self.cores // (len(self.workers()) + 1))
         device = devices[0] if devices else self._pick_device() if spec.options.gpu else None
-        launch = WorkerLaunch(
-            function=spec.qualname,
-            worker_id=f"{self.host}-{secrets.token_hex(4)}",
-            threads=threads,
-            memory_mb=spec.options.memory_mb,
-            spawned_unix_s=time.time(),
-            parent_pid=0 if self.fork else os.getpid(),  # forked: the fork server's child
-            min_sequence=spec.sequence,
-            isolated=self.isolate,
-            gate=str(gate_inside(self.settings)) if self.isolate else "",
-            node=self.host,
-        )
+        launch = launch_for(spec, self.settings, self.host, threads=threads, fork=self.fork,
+                            isolate=self.isolate)  # fmt: skip
         worker = WorkerProcess(launch, spec.version, device)
         opened = await self._secrets_for(spec)
         creds = await self.access.worker_creds(spec) if self.access is not None else None
@@ -230,25 +229,52 @@ class LocalProvider:
         settings = sandbox.worker_settings() if self.isolate else self.settings
         env = worker_env(settings, threads=threads, device=devices or device, creds=creds,
                          secrets=opened, isolated=self.isolate)  # fmt: skip
-        if self.isolate:
-            worker.pid, worker.forked_by = await server.fork(launch.argv(), env), sandbox.role
-        elif self.fork:
-            server = await self._forks.ensure(_SHARED)
-            worker.pid, worker.forked_by = await server.fork(launch.argv(), env), _SHARED
+        template = await self.templates.request(spec, launch, opened)
+        if self.fork:
+            key = sandbox.role if self.isolate else _SHARED
+            server = server if self.isolate else await self._forks.ensure(_SHARED)
+            worker.forked_by = key
+            fork = partial(server.fork, launch.argv(), env, template)
+            if template is not None and not await self.templates.use(template, key, spec):
+                # Its fork waits for the template's build: the scaler does not.
+                self._workers[launch.worker_id] = worker
+                self._notify()
+                assert self._group is not None
+                self._group.start_soon(self._forked, worker, fork)
+                return worker.view(self.host)
+            worker.pid = await fork()
         else:
             worker.process = await self._spawn(launch.argv(), env)
             worker.pid = worker.process.pid
-        worker.started_unix_s = time.time()  # its process exists from now
-        if self._children is not None and not launch.isolated:  # a sandbox's end with it
-            self._children.record(worker.pid, "worker")
         del env, opened  # held by the worker alone from here
         self._workers[launch.worker_id] = worker
+        await self._forked(worker)
+        return worker.view(self.host)
+
+    async def _forked(
+        self, worker: WorkerProcess, fork: Callable[[], Awaitable[int]] | None = None
+    ) -> None:
+        """`worker`'s process exists from now (`fork`: once that has forked it)."""
+        try:
+            worker.pid = await fork() if fork is not None else worker.pid
+        except Exception as exc:  # the fork server is gone, or the build outlived its bound
+            log.warning("cannot fork a worker from its template", worker=worker.launch.worker_id,
+                        error=str(exc))  # fmt: skip
+            self._exited(worker, 70)
+            return
+        except BaseException:  # the provider stops: it ends with its fork server
+            self._exited(worker, -signal.SIGKILL)
+            raise
+        worker.started_unix_s = time.time()
+        if self._children is not None and not worker.launch.isolated:  # a sandbox's: its own
+            self._children.record(worker.pid, "worker")
         self._notify()
         if (code := self._unclaimed_exits.pop((worker.forked_by, worker.pid), None)) is not None:
             self._exited(worker, code)
-        log.info("worker started", function=spec.qualname, worker=launch.worker_id,
-                 pid=worker.pid, threads=threads, device=device)  # fmt: skip
-        return worker.view(self.host)
+        log.info("worker started", function=worker.launch.function, worker=worker.launch.worker_id,
+                 pid=worker.pid, threads=worker.launch.threads, device=worker.device)  # fmt: skip
+        if worker.stopping and worker.returncode is None:  # stopped while it waited
+            await self._signal(worker, signal.SIGTERM)
 
     async def stop(self, worker_id: str) -> None:
         """SIGTERM now (the worker stops pulling and finishes); SIGKILL after the grace
@@ -302,6 +328,8 @@ class LocalProvider:
             raise
 
     async def _signal(self, worker: WorkerProcess, sig: int) -> None:
+        if not worker.pid:  # not forked yet (it waits for its template): signalled then
+            return
         if not worker.launch.isolated:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(worker.pid, sig)
@@ -333,6 +361,7 @@ class LocalProvider:
 
     def _fork_server_gone(self, key: str) -> None:
         """Its workers ended with it, whether or not their exits were reported."""
+        self.templates.book.server_gone(key)
         for worker in list(self._workers.values()):
             if worker.forked_by == key:
                 self._exited(worker, -signal.SIGKILL)

@@ -2,15 +2,36 @@
 
 from __future__ import annotations
 
+import os
+import secrets
 import time
 
 import anyio
 from anyio.abc import Process
 
 from runtime.control.provider import ProvidedWorker, WorkerState
-from runtime.core import WorkerLaunch
+from runtime.control.sandbox import gate_inside
+from runtime.core import FunctionSpec, Settings, WorkerLaunch
 
-__all__ = ["WorkerProcess"]
+__all__ = ["WorkerProcess", "launch_for"]
+
+
+def launch_for(
+    spec: FunctionSpec, settings: Settings, host: str, *, threads: int, fork: bool, isolate: bool
+) -> WorkerLaunch:
+    """The command line of a new worker of `spec` on `host`."""
+    return WorkerLaunch(
+        function=spec.qualname,
+        worker_id=f"{host}-{secrets.token_hex(4)}",
+        threads=threads,
+        memory_mb=spec.options.memory_mb,
+        spawned_unix_s=time.time(),
+        parent_pid=0 if fork else os.getpid(),  # forked: the fork server's child
+        min_sequence=spec.sequence,
+        isolated=isolate,
+        gate=str(gate_inside(settings)) if isolate else "",
+        node=host,
+    )
 
 
 class WorkerProcess:

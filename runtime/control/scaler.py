@@ -8,6 +8,7 @@ that has no worker: it listens on that function's subject while it is at zero.
 
 from __future__ import annotations
 
+import functools
 import time
 
 import anyio
@@ -77,6 +78,7 @@ class Scaler:
         self.metrics = metrics or ScalerMetrics()
         self.functions: dict[str, _Tracked] = {}
         self._wake = anyio.Event()
+        self._woken: set[str] = set()
         self._status: Bucket | None = None
         self._outage_logged = False
         self._observed: set[str] = set()  # workers whose cold start went into the metrics
@@ -99,8 +101,10 @@ class Scaler:
                 for tracked in self.functions.values():
                     await self._unwatch(tracked)
 
-    def wake(self) -> None:
-        """Tick now rather than at the next interval."""
+    def wake(self, function: str | None = None) -> None:
+        """Tick now rather than at the next interval (`function` first: a call woke it)."""
+        if function is not None:
+            self._woken.add(function)
         self._wake.set()
 
     async def _run(self, registry: VerifiedSpecs) -> None:
@@ -113,7 +117,11 @@ class Scaler:
                 if time.monotonic() >= refresh_at:
                     await self._refresh(registry)
                     refresh_at = time.monotonic() + _SPECS_EVERY_S
-                for tracked in list(self.functions.values()):
+                woken, self._woken = self._woken, set()
+                # The function whose call woke the scaler first: its first worker starts
+                # before the backlog of every other function is read.
+                order = sorted(self.functions.values(), key=lambda t: t.spec.qualname not in woken)
+                for tracked in order:
                     await self._tick(tracked)
             except BrokerUnavailable as exc:
                 # NATS away: keep the workers as they are, decide again when it is back.
@@ -230,7 +238,9 @@ class Scaler:
     async def _watch_at_zero(self, tracked: _Tracked, desired: int) -> None:
         spec = tracked.spec
         if desired == 0 and tracked.wake is None:
-            tracked.wake = await self.broker.watch_subject(spec.source.subject, self.wake)
+            tracked.wake = await self.broker.watch_subject(
+                spec.source.subject, functools.partial(self.wake, spec.qualname)
+            )
         elif desired > 0:
             await self._unwatch(tracked)
 

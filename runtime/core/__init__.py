@@ -6,6 +6,7 @@ It imports no room (`client`, `worker`, `control`, `gateway`, `ops`); they all i
 from runtime.core.apikeys import ALL_APPS, ApiKey, ApiKeys, load_api_keys, parse_api_keys
 from runtime.core.coalesce import Coalesced
 from runtime.core.context import Context
+from runtime.core.cores import usable_cores
 from runtime.core.deadletters import DeadLetters, Letter
 from runtime.core.directory import (
     DURATION_BUCKETS_MS,
@@ -29,7 +30,7 @@ from runtime.core.errors import (
     known_error,
 )
 from runtime.core.launch import FORKSERVER_MODULE, WORKER_MODULE, WorkerLaunch
-from runtime.core.lifeline import die_with_parent
+from runtime.core.lifeline import adopt_orphans, die_with_parent
 from runtime.core.link import (
     ADMIN,
     CALLER,
@@ -93,7 +94,7 @@ from runtime.core.spec import (
 )
 from runtime.core.status import FunctionStatus, read_statuses
 from runtime.core.streamed import kept_items, stream_call
-from runtime.core.tensors import pad_batch, stack_batch
+from runtime.core.tensors import pad_batch, stack_batch, takes_array
 from runtime.core.titles import set_title
 from runtime.core.trust import DeployKey, Trust, key_id
 
@@ -160,6 +161,7 @@ __all__ = [
     "WorkerDirectory",
     "WorkerInfo",
     "WorkerLaunch",
+    "adopt_orphans",
     "check_name",
     "check_secret_name",
     "configure_logging",
@@ -192,5 +194,7 @@ __all__ = [
     "storage_problem",
     "storage_url",
     "stream_call",
+    "takes_array",
+    "usable_cores",
     "valid_name",
 ]

@@ -57,6 +57,7 @@ class WorkerInfo(msgspec.Struct, frozen=True, kw_only=True):
     isolated: bool = False  # in a sandbox of its own (user, namespaces, limits)
     calls_per_message: float = 1.0  # above 1 when calls come in packs (`runtime.client.packs`)
     counts: CallCounts = CallCounts()
+    template: str = ""  # forked from a function template: "hit" or "built" (waited for it)
 
 
 class WorkerDirectory:

@@ -13,9 +13,10 @@ import os
 import signal
 import sys
 
-__all__ = ["die_with_parent"]
+__all__ = ["adopt_orphans", "die_with_parent"]
 
 _PR_SET_PDEATHSIG = 1
+_PR_SET_CHILD_SUBREAPER = 36
 
 
 def die_with_parent(parent_pid: int | None = None, sig: int = signal.SIGTERM) -> None:
@@ -31,3 +32,10 @@ def die_with_parent(parent_pid: int | None = None, sig: int = signal.SIGTERM) ->
         return  # not allowed here: the parent's own clean-up still stops us
     if parent_pid is not None and os.getppid() != parent_pid:
         os.kill(os.getpid(), sig)
+
+
+def adopt_orphans() -> None:
+    """Have this process's orphaned descendants (a grandchild whose parent died) become
+    its children, so that it reaps them and hears of their exits."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)

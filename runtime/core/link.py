@@ -68,10 +68,17 @@ class Link:
 
     @classmethod
     async def open(
-        cls, settings: Settings, *, name: str = "autan-client", role: str = CALLER
+        cls,
+        settings: Settings,
+        *,
+        name: str = "autan-client",
+        role: str = CALLER,
+        registry_at_first_use: bool = False,
     ) -> Link:
         """Connect as `role` (its credentials: `Settings.creds_for`); BrokerUnavailable names
-        the URL when NATS cannot be reached, PermissionDenied when it refuses them."""
+        the URL when NATS cannot be reached (or JetStream does not answer), PermissionDenied
+        when it refuses them. `registry_at_first_use`: look the registry's bucket up when
+        first read, not now (a worker's start: it reads one entry, right away)."""
         broker = await Broker.connect(
             settings.nats_url,
             name=name,
@@ -82,7 +89,8 @@ class Link:
             replicas=settings.nats_replicas,
         )
         try:
-            return cls(broker, await Registry.open(broker), settings)
+            registry = Registry(broker) if registry_at_first_use else await Registry.open(broker)
+            return cls(broker, registry, settings)
         except BaseException:  # the connection would be left open otherwise
             with anyio.CancelScope(shield=True):
                 await broker.close()

@@ -27,15 +27,26 @@ _encoder = msgspec.msgpack.Encoder()
 class Registry:
     """Read and write function specs; reads are cached per process until `forget`."""
 
-    def __init__(self, bucket: Bucket) -> None:
-        self._bucket = bucket
+    def __init__(self, broker: Broker) -> None:
+        self._broker = broker
+        self._opened: Bucket | None = None  # opened at first use (a worker forked from a
+        # template reads no entry: its connection does not wait for the bucket's lookup)
         self._cache: dict[str, FunctionSpec] = {}
         # Reads under way, by key: a burst of first calls reads the spec once.
         self._reading: Coalesced[str, FunctionSpec] = Coalesced()
 
     @classmethod
     async def open(cls, broker: Broker) -> Registry:
-        return cls(await broker.bucket(REGISTRY_BUCKET))
+        """The registry, its bucket looked up now (BrokerUnavailable if JetStream does not
+        answer); `Registry(broker)` looks it up at first use."""
+        registry = cls(broker)
+        await registry._bucket()
+        return registry
+
+    async def _bucket(self) -> Bucket:
+        if self._opened is None:
+            self._opened = await self._broker.bucket(REGISTRY_BUCKET)
+        return self._opened
 
     async def get(self, app: str, fn: str, *, cached: bool = True) -> FunctionSpec:
         """The spec of `app.fn` (not verified); FunctionNotFound names what is deployed
@@ -52,7 +63,7 @@ class Registry:
         """The entry of `app.fn` as deploy signed it, to verify before acting on it."""
         key = function_key(app, fn)
         try:
-            return _entry(key, await self._bucket.get(key))
+            return _entry(key, await (await self._bucket()).get(key))
         except KeyNotFound:
             raise FunctionNotFound(await self._not_found_message(app, fn)) from None
 
@@ -70,14 +81,14 @@ class Registry:
     async def put(self, signed: SignedSpec) -> FunctionSpec:
         spec = decode_spec(signed.body)
         key = function_key(spec.app, spec.name)
-        await self._bucket.put(key, _encoder.encode(signed))
+        await (await self._bucket()).put(key, _encoder.encode(signed))
         self._cache[key] = spec
         return spec
 
     async def all_signed(self) -> dict[str, SignedSpec]:
         """Every entry that can be read, by key; one that cannot is logged and left out."""
         entries = {}
-        for key, value in (await self._bucket.values()).items():
+        for key, value in (await (await self._bucket()).values()).items():
             try:
                 entries[key] = _entry(key, value)
             except FunctionNotFound as exc:

@@ -97,9 +97,19 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     metrics_port: int = 9464  # the scaler's Prometheus /metrics (0: off)
     logs_keep_s: float = 7 * 24 * 3600.0  # functions' logs (`autan logs`) kept this long
     logs_max_bytes: int = 256 * 1024 * 1024  # and at most this much, oldest dropped first
+    # Function templates (`runtime.worker.templates`): a process per function version with
+    # the function loaded, that its workers fork from. Built at a function's first worker,
+    # at deploy, or never; what they hold is kept within template_memory_mb per provider.
+    templates: Literal["first-call", "deploy", "off"] = "first-call"
+    template_memory_mb: float = 2048.0
     http: HttpSettings = HttpSettings()
 
     def __post_init__(self) -> None:
+        if self.template_memory_mb < 0:
+            raise ValueError(
+                f"template_memory_mb={self.template_memory_mb}: use 0 or more (MB), or "
+                "AUTAN_TEMPLATES=off"
+            )
         if self.nats_replicas is not None and not 1 <= self.nats_replicas <= 5:
             raise ValueError(
                 f"nats_replicas={self.nats_replicas}: JetStream keeps 1 to 5 copies; "

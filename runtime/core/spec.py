@@ -69,6 +69,8 @@ class Signature(msgspec.Struct, frozen=True):
     parameters: tuple[Parameter, ...]
     result: dict[str, Any]
     doc: str = ""  # the function's docstring
+    # A batched function whose batch is annotated as an array: it gets the batch stacked.
+    stacked: bool = False
 
 
 class FunctionSpec(msgspec.Struct, frozen=True, kw_only=True):

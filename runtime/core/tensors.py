@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import typing
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["pad_batch", "stack_batch"]
+__all__ = ["pad_batch", "stack_batch", "takes_array"]
 
 
 def pad_batch(
@@ -47,3 +48,18 @@ def stack_batch(arrays: Sequence[npt.NDArray[Any]]) -> npt.NDArray[Any]:
             "or declare a batch size of one"
         )
     return np.stack(arrays)
+
+
+def takes_array(fn: Callable[..., Any]) -> bool:
+    """Whether `fn(ctx, batch)` annotates `batch` as a numpy array (read where the
+    function's module is importable: deploy records it in the signed signature)."""
+    try:
+        hints = typing.get_type_hints(fn)
+    except Exception:  # an annotation that names what this process cannot resolve
+        hints = {}
+    code = getattr(fn, "__code__", None)
+    names = list(code.co_varnames[: code.co_argcount]) if code is not None else []
+    if len(names) < 2:
+        return False
+    hint = hints.get(names[1])
+    return hint is np.ndarray or typing.get_origin(hint) is np.ndarray

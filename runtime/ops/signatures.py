@@ -12,7 +12,7 @@ from typing import Any
 
 import msgspec
 
-from runtime.core import Parameter, Signature
+from runtime.core import Parameter, Signature, takes_array
 
 __all__ = ["describe"]
 
@@ -50,6 +50,7 @@ def describe(fn: Callable[..., Any], *, batched: bool = False) -> Signature:
         parameters=described,
         result=_schema(result, element=batched),
         doc=inspect.getdoc(fn) or "",
+        stacked=batched and takes_array(fn),
     )
 
 

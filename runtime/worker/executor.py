@@ -22,6 +22,7 @@ import anyio
 
 from broker import ErrorInfo
 from runtime.core import Context
+from runtime.worker.batchform import as_batch, split_batch
 from runtime.worker.guards import Alarm, CallOverran
 from runtime.worker.invocations import Invocation, Outcome, error_info, timeout_error
 from runtime.worker.logship import CURRENT_CALL
@@ -64,12 +65,16 @@ class Executor:
         concurrency: int = 1,
         batch_size: int = 32,
         alarm: bool = False,
+        stacked: bool = False,
     ) -> None:
         """`alarm`: interrupt calls on the loop thread at their timeout with SIGALRM (in a
-        worker process, where the loop runs on the main thread and nothing else uses it)."""
+        worker process, where the loop runs on the main thread and nothing else uses it).
+        `stacked`: a batched function whose batch is annotated as an array (deploy read
+        the annotation: `Signature.stacked`) gets it stacked."""
         self.fn = fn
         self.ctx = ctx
         self.batched = batched
+        self.stacked = batched and stacked
         self.batch_size = batch_size
         self.timeout_s = timeout_s
         self.concurrency = max(1, concurrency)
@@ -170,7 +175,9 @@ class Executor:
             return outcomes
         for chunk in chunks:
             self.sizes[len(chunk)] += 1
-        results = await self._dispatch([_as_batch([calls[i] for i in chunk]) for chunk in chunks])
+        results = await self._dispatch(
+            [as_batch([calls[i] for i in chunk], self.stacked) for chunk in chunks]
+        )
         for chunk, result in zip(chunks, results, strict=True):
             await self._settle_batch(calls, chunk, result, outcomes)
         return outcomes
@@ -188,16 +195,16 @@ class Executor:
             await self._run_alone(calls, positions, outcomes)
             return
         for offset, index in enumerate(positions):
-            outcomes[index] = _split(result, offset, len(positions))
+            outcomes[index] = split_batch(result, offset, len(positions))
 
     async def _run_alone(
         self, calls: Sequence[Invocation], positions: list[int], outcomes: list[Outcome | None]
     ) -> None:
         """Run each input as a batch of its own, so that one bad input fails alone."""
-        singles = [_as_batch([calls[i]]) for i in positions]
+        singles = [as_batch([calls[i]], self.stacked) for i in positions]
         results = await self._dispatch(singles)
         for index, result in zip(positions, results, strict=True):
-            outcomes[index] = _split(result, 0, 1)
+            outcomes[index] = split_batch(result, 0, 1)
 
     async def _dispatch(self, calls: Sequence[Invocation]) -> list[Outcome | None]:
         return await (self._run_async(calls) if self.is_async else self._run_threads(calls))
@@ -338,33 +345,6 @@ class Executor:
         finally:
             CURRENT_CALL.reset(token)
         return Outcome(value=value, run_ms=_ms(started))
-
-
-def _as_batch(calls: Sequence[Invocation]) -> Invocation:
-    """One invocation of a batched function with the inputs of `calls` (named for the first)."""
-    first = calls[0]
-    items = [call.args[0] for call in calls]
-    return Invocation(call_id=first.call_id, attempt=first.attempt, args=(items,), kwargs={})
-
-
-def _split(result: Outcome | None, offset: int, count: int) -> Outcome | None:
-    """Item `offset`'s outcome from a batch's outcome."""
-    if result is None or result.error is not None:
-        return result
-    values = result.value
-    if not isinstance(values, list | tuple) or len(values) != count:
-        got = len(values) if isinstance(values, list | tuple) else type(values).__name__
-        return Outcome(
-            error=ErrorInfo(
-                type="TypeError",
-                message=f"a batched function must return a list of {count} results, got {got}",
-            ),
-            run_ms=result.run_ms,
-        )
-    value = values[offset]
-    if isinstance(value, BaseException):
-        return Outcome(error=error_info(value), run_ms=result.run_ms)
-    return Outcome(value=value, run_ms=result.run_ms)
 
 
 def _batch_arity_error(function: str) -> ErrorInfo:

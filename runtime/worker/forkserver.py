@@ -5,13 +5,26 @@ before it can serve; a fork of this process starts with all of it in memory.
 It must not start threads or an event loop before forking (ONNX Runtime starts
 its thread pools at session creation, not at import; the provider starts it with
 OPENBLAS_NUM_THREADS=1 so that numpy's BLAS starts none), so it speaks a line
-protocol on stdin/stdout with plain blocking I/O:
+protocol on stdin/stdout with plain blocking I/O (`worker.lines`):
 
     -> {"id": 1, "argv": ["demo.echo", "--worker-id", "..."], "env": {...}}
     <- {"id": 1, "pid": 4242}
     <- {"exit": 4242, "code": 0}          (when a child ends; SIGCHLD)
     -> {"signal": 15, "pid": 4242}        (signal a child: in a sandbox, its pid is the
                                             sandbox's, which only the fork server knows)
+
+Function templates (`worker.templates`): a request may name one,
+
+    -> {"id": 2, "argv": [...], "env": {...},
+        "template": {"key": "demo.embed@v1#3", "version": "v1", "argv": [...], "env": {...}}}
+
+and the worker is forked from that template, which is built first if it is not
+running (`{"template": {...}}` alone builds it, `{"drop": KEY}` lets it go). What
+becomes of a template is reported:
+
+    <- {"template": KEY, "ready": PID, "memory_mb": 140.5}
+    <- {"template": KEY, "failed": "why"}   (its workers start as before)
+    <- {"template": KEY, "gone": CODE}
 """
 
 from __future__ import annotations
@@ -21,14 +34,14 @@ import os
 os.environ["ORT_DISABLE_TELEMETRY"] = "1"
 
 import contextlib
-import json
-import selectors
 import signal
 import sys
-import time
 from typing import Any
 
-from runtime.core import die_with_parent, set_title
+from runtime.core import adopt_orphans, die_with_parent, set_title
+from runtime.worker.forks import fork_worker
+from runtime.worker.lines import LineLoop, emit
+from runtime.worker.templates import Templates
 
 __all__ = ["main", "preload"]
 
@@ -54,75 +67,40 @@ def main(argv: list[str] | None = None) -> None:
         die_with_parent(int(args[1]))
     preload()
     set_title("autan fork server")
+    adopt_orphans()  # a template's worker outlives its template: its exit is ours to report
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the provider decides when this ends
-    reader, writer = os.pipe()
-    os.set_blocking(writer, False)
-    signal.set_wakeup_fd(writer)
-    signal.signal(signal.SIGCHLD, lambda *_: None)
-    _emit({"ready": os.getpid()})
-    selector = selectors.DefaultSelector()
-    selector.register(sys.stdin.fileno(), selectors.EVENT_READ, "request")
-    selector.register(reader, selectors.EVENT_READ, "child")
-    buffered = b""
-    while True:
-        for key, _ in selector.select():
-            if key.data == "child":
-                os.read(reader, 4096)
-                _reap()
-                continue
-            chunk = os.read(sys.stdin.fileno(), 65536)
-            if not chunk:
-                return  # the provider is gone
-            buffered += chunk
-            *lines, buffered = buffered.split(b"\n")
-            for line in lines:
-                _request(json.loads(line))
+    loop = LineLoop(on_child=lambda: _reap(templates))
+    templates = Templates(loop, lambda request: _spawn(request, loop, templates))
+    loop.read_lines(0, lambda request: _request(request, loop, templates), loop.stop)
+    emit({"ready": os.getpid()})
+    loop.run()  # until the provider is gone
 
 
-def _request(request: dict[str, Any]) -> None:
+def _request(request: dict[str, Any], loop: LineLoop, templates: Templates) -> None:
     if "signal" in request:
         with contextlib.suppress(ProcessLookupError):
-            os.kill(int(request["pid"]), int(request["signal"]))
-        return
-    _spawn(request)
+            if int(request["pid"]) > 0:  # never a process group
+                os.kill(int(request["pid"]), int(request["signal"]))
+    elif "drop" in request:
+        templates.drop(str(request["drop"]))
+    elif "id" not in request:
+        templates.build(request["template"])
+    elif "template" in request:
+        templates.route(request)
+    else:
+        _spawn(request, loop, templates)
 
 
-def _spawn(request: dict[str, Any]) -> None:
-    parent = os.getpid()
-    pid = os.fork()
-    if pid == 0:
-        die_with_parent(parent)  # a worker never outlives the fork server
-        _child(request["argv"], request["env"])
-    _emit({"id": request["id"], "pid": pid})
+def _spawn(request: dict[str, Any], loop: LineLoop, templates: Templates) -> None:
+    def release() -> None:
+        loop.close_in_child()
+        templates.close_in_child()
+
+    pid = fork_worker(request, release)
+    emit({"id": request["id"], "pid": pid})
 
 
-def _child(argv: list[str], env: dict[str, str]) -> None:
-    code = 70
-    try:
-        signal.set_wakeup_fd(-1)
-        for sig in (signal.SIGCHLD, signal.SIGINT):
-            signal.signal(sig, signal.SIG_DFL)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        devnull = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(devnull, 0)
-        os.dup2(2, 1)  # stdout is the protocol pipe: the child writes to stderr
-        forked_unix_s = time.time()
-        os.environ.clear()
-        os.environ.update(env)
-        from runtime.worker.main import main as worker_main
-
-        code = worker_main(argv, forked_unix_s=forked_unix_s)
-    except BaseException:
-        import traceback
-
-        traceback.print_exc()
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
-
-
-def _reap() -> None:
+def _reap(templates: Templates) -> None:
     while True:
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)
@@ -130,12 +108,9 @@ def _reap() -> None:
             return
         if pid == 0:
             return
-        _emit({"exit": pid, "code": os.waitstatus_to_exitcode(status)})
-
-
-def _emit(message: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(message) + "\n")
-    sys.stdout.flush()
+        code = os.waitstatus_to_exitcode(status)
+        if not templates.ended(pid, code):
+            emit({"exit": pid, "code": code})
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ from pathlib import Path
 
 import anyio
 
-from broker import dial, route_nats_through
 from runtime.core import (
     Settings,
     WorkerLaunch,
@@ -31,13 +30,23 @@ from runtime.core import (
     split_qualname,
 )
 from runtime.worker.logship import LogShipper
+from runtime.worker.network import through_gate
+from runtime.worker.prepared import Prepared
 from runtime.worker.worker import Boot, Worker
 
 __all__ = ["main", "run"]
 
 
-def main(argv: Sequence[str] | None = None, *, forked_unix_s: float = 0.0) -> int:
-    """Serve the function `argv` names until SIGTERM; the process's exit code."""
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    forked_unix_s: float = 0.0,
+    prepared: Prepared | None = None,
+    template: str = "",
+) -> int:
+    """Serve the function `argv` names until SIGTERM; the process's exit code. `prepared`:
+    the function as the template this process was forked from loaded it (`template`:
+    "hit" when it was ready, "built" when this worker waited for it)."""
     main_unix_s = time.time()  # after the imports: a forked worker has them already
     launch = WorkerLaunch.from_argv(sys.argv[1:] if argv is None else argv)
     set_title(f"autan worker {launch.function}")
@@ -53,12 +62,16 @@ def main(argv: Sequence[str] | None = None, *, forked_unix_s: float = 0.0) -> in
         for name in [name for name in os.environ if Settings.reads(name)]:
             del os.environ[name]
     if launch.gate:
-        _through_gate(Path(launch.gate), settings)
+        through_gate(Path(launch.gate), settings)
     boot = Boot(
-        spawned_unix_s=launch.spawned_unix_s, forked_unix_s=forked_unix_s, main_unix_s=main_unix_s
+        spawned_unix_s=launch.spawned_unix_s,
+        forked_unix_s=forked_unix_s,
+        main_unix_s=main_unix_s,
+        template=template if prepared is not None else "",
+        template_unix_s=prepared.ready_unix_s if prepared is not None else 0.0,
     )
     try:
-        return int(anyio.run(run, settings, launch, boot))
+        return int(anyio.run(run, settings, launch, boot, prepared))
     except KeyboardInterrupt:
         return 130
     except BaseException as exc:
@@ -69,16 +82,9 @@ def main(argv: Sequence[str] | None = None, *, forked_unix_s: float = 0.0) -> in
         return 1
 
 
-def _through_gate(gate: Path, settings: Settings) -> None:
-    """An isolated worker has no network: NATS and storage are dialed by its gate."""
-    route_nats_through(gate)
-    if (settings.storage_url or "").startswith("s3://"):
-        from storage import route_s3_through
-
-        route_s3_through(lambda host, port, timeout_s: dial(gate, host, port, timeout_s))
-
-
-async def run(settings: Settings, launch: WorkerLaunch, boot: Boot) -> int:
+async def run(
+    settings: Settings, launch: WorkerLaunch, boot: Boot, prepared: Prepared | None = None
+) -> int:
     """Serve until SIGINT or SIGTERM: stop pulling, finish what runs, hand back the rest."""
     app, fn = split_qualname(launch.function)
     if launch.memory_mb:
@@ -100,6 +106,7 @@ async def run(settings: Settings, launch: WorkerLaunch, boot: Boot) -> int:
         min_sequence=launch.min_sequence,
         isolated=launch.isolated,
         node=launch.node,
+        prepared=prepared,
     )
     async with anyio.create_task_group() as group:
         group.start_soon(_stop_on_signal, worker)

@@ -12,8 +12,11 @@ import contextlib
 import os
 import socket
 import time
+from collections.abc import Callable
+from typing import Any
 
 import anyio
+import anyio.to_thread
 import msgspec
 import structlog
 from anyio.abc import TaskStatus
@@ -33,37 +36,24 @@ from runtime.core import (
     decode_spec,
     load_models,
     set_title,
+    usable_cores,
 )
 from runtime.worker.batches import BatchHandler
+from runtime.worker.boot import Boot
 from runtime.worker.executor import Executor
 from runtime.worker.guards import STALL_GRACE_S, StallGuard
 from runtime.worker.loader import Loaded, fetch_function
 from runtime.worker.logship import LogShipper
+from runtime.worker.prepared import Prepared, rethread_later
 from storage import ArtifactStore, DiskCache
 
 __all__ = ["PIPELINE_DEPTH", "Boot", "Worker"]
 
+# Phases a worker times itself, whether or not a template loaded its function.
+_OWN_PHASES = ("connect", "registry", "verify", "template")
+
 # Batches of a batched function in hand at once: one runs while the next forms.
 PIPELINE_DEPTH = 2
-
-
-class Boot(msgspec.Struct, frozen=True):
-    """When this process was asked for, forked and reached its main (unix seconds; 0: unknown)."""
-
-    spawned_unix_s: float = 0.0
-    forked_unix_s: float = 0.0
-    main_unix_s: float = 0.0
-
-    def phases_ms(self) -> dict[str, float]:
-        """`fork` and `boot` when forked from the fork server, `start` for a fresh process."""
-        if not self.spawned_unix_s:
-            return {}
-        if self.forked_unix_s:
-            return {
-                "fork": _ms(self.forked_unix_s - self.spawned_unix_s),
-                "boot": _ms(self.main_unix_s - self.forked_unix_s),
-            }
-        return {"start": _ms(self.main_unix_s - self.spawned_unix_s)}
 
 
 class Worker:
@@ -84,8 +74,10 @@ class Worker:
         isolated: bool = False,
         node: str = "",
         logs: LogShipper | None = None,
+        prepared: Prepared | None = None,
     ) -> None:
         """`node`: the node agent's name for this host (default: the host name).
+        `prepared`: the function as a template loaded it (`worker.prepared`).
         `guard_loop`: enforce deadlines of calls that hold the event loop from outside
         it (`worker.guards`); for a worker process of its own, never in a shared one."""
         self.settings = settings
@@ -94,11 +86,14 @@ class Worker:
         self.logs = logs  # ships its log lines and prints (a worker process of its own)
         self.worker_id = worker_id or f"{self.host}-{os.getpid()}"
         self.device_id = device_id
-        self.intra_op_threads = intra_op_threads
+        # 0: every core this process may use (not ONNX Runtime's count of the host's)
+        self.intra_op_threads = intra_op_threads or usable_cores()
         self.boot = boot or Boot()
         self.guard_loop = guard_loop
         self.min_sequence = min_sequence  # an older deploy is refused (a rollback)
         self.isolated = isolated  # announced: `autan ls` shows who runs unisolated
+        self.prepared = prepared
+        self._directory: WorkerDirectory | None = None
         self.log = structlog.get_logger("autan.worker").bind(
             function=f"{app}.{fn}", worker=self.worker_id
         )
@@ -119,6 +114,7 @@ class Worker:
             self.settings,
             name=f"autan-worker-{self.worker_id}",
             role=worker_role(self.app, self.fn),
+            registry_at_first_use=True,
         )
         self.cold_start_ms["connect"] = _ms_since(started)
         try:
@@ -135,13 +131,21 @@ class Worker:
         signed = await link.registry.signed(self.app, self.fn)
         self.cold_start_ms["registry"] = _ms_since(started)
         started = time.perf_counter()
-        spec, broken = self._verify(signed)
+        spec, broken = self._verify(signed)  # with this worker's keys, template or not
         self.cold_start_ms["verify"] = _ms_since(started)
+        prepared, self.prepared = self.prepared, None
+        executor: Executor | None = None
+        if broken is None and prepared is not None and prepared.serves(signed, self.min_sequence):
+            # The entry its template verified and loaded is still the one deployed.
+            self.prepared = prepared
+            executor = self._from_template(prepared)
+            if self.boot.template == "built":  # what the wait for the template went to
+                loading = {k: v for k, v in prepared.timings_ms.items() if k not in _OWN_PHASES}
+                self.cold_start_ms.update(loading)
+        elif broken is None:
+            executor, broken = await self._prepare(link, spec)
         if self.guard_loop:  # a process of its own: name it after what it serves
             set_title(f"autan worker {spec.qualname}@{spec.version}")
-        executor = None
-        if broken is None:
-            executor, broken = await self._prepare(link, spec)
         started = time.perf_counter()
         feed = await link.broker.pull(spec.source, window=2)  # `_loop` sizes it
         self.cold_start_ms["subscribe"] = _ms_since(started)
@@ -167,13 +171,17 @@ class Worker:
             link, spec, self.worker_id, self.log, cold_start_ms=dict(self.cold_start_ms)
         )
         info = self._info(spec, broken)
-        directory = await WorkerDirectory.open(link.broker)
         try:
             async with anyio.create_task_group() as group:
-                group.start_soon(self._heartbeat, directory, info, executor, handler)
+                group.start_soon(self._heartbeat, link, info, executor, handler)
                 group.start_soon(handler.keep_alive, feed)
                 if executor is not None:
                     group.start_soon(executor.watch)
+                if self.prepared is not None and self.intra_op_threads > 1:
+                    cache = self.settings.cache_dir / "optimized"
+                    group.start_soon(
+                        rethread_later, self.prepared, self.intra_op_threads, cache, self.log
+                    )
                 if self.guard_loop:
                     limit_s = spec.options.timeout_s + STALL_GRACE_S
                     group.start_soon(StallGuard(limit_s, self.log).serve)
@@ -182,7 +190,8 @@ class Worker:
         finally:
             if executor is not None:
                 executor.close()
-        await directory.remove(info)
+        if self._directory is not None:
+            await self._directory.remove(info)
 
     def _info(self, spec: FunctionSpec, broken: ErrorInfo | None) -> WorkerInfo:
         providers = sorted({p for names in self.providers.values() for p in names})
@@ -197,15 +206,18 @@ class Worker:
             started_unix_s=time.time(),
             cold_start_ms=self.cold_start_ms,
             isolated=self.isolated,
+            template=self.boot.template,
         )
 
     async def _heartbeat(
         self,
-        directory: WorkerDirectory,
+        link: Link,
         info: WorkerInfo,
         executor: Executor | None,
         handler: BatchHandler,
     ) -> None:
+        # Opened here, beside the first pull rather than before it.
+        directory = self._directory = await WorkerDirectory.open(link.broker)
         while True:
             beat = msgspec.structs.replace(
                 info,
@@ -248,6 +260,12 @@ class Worker:
             return None, ErrorInfo(type=type(exc).__name__, message=str(exc))
         return executor, None
 
+    def _from_template(self, prepared: Prepared) -> Executor:
+        self.providers = {name: list(m.providers) for name, m in prepared.models.items()}
+        ctx = Context(function=prepared.spec.qualname, models=prepared.models,
+                      state=prepared.state, log=self.log, node=self.host)  # fmt: skip
+        return self._executor(prepared.spec, prepared.loaded.fn, ctx)
+
     def _build(self, spec: FunctionSpec, loaded: Loaded) -> Executor:
         started = time.perf_counter()
         models = load_models(
@@ -263,14 +281,18 @@ class Worker:
         started = time.perf_counter()
         ctx.state = loaded.setup(ctx) if loaded.setup else None
         self.cold_start_ms["setup"] = _ms_since(started)
+        return self._executor(spec, loaded.fn, ctx)
+
+    def _executor(self, spec: FunctionSpec, fn: Callable[..., Any], ctx: Context) -> Executor:
         return Executor(
-            loaded.fn,
+            fn,
             ctx,
             batched=spec.options.batching is not None,
             timeout_s=spec.options.timeout_s,
             concurrency=spec.options.concurrency,
             batch_size=spec.options.batching.max_size if spec.options.batching else 1,
             alarm=self.guard_loop,
+            stacked=spec.signature is not None and spec.signature.stacked,
         )
 
     async def _loop(

@@ -72,7 +72,7 @@ async def test_a_burst_of_first_calls_reads_a_spec_once(own_nats: NatsServer) ->
                             options=FunctionOptions())  # fmt: skip
         await registry.put(DeployKey.parse(DEPLOY_KEY).sign(spec))
         fresh = await Registry.open(broker)  # nothing cached
-        bucket = fresh._bucket
+        bucket = await fresh._bucket()
         reads = 0
         read = bucket.get
 

@@ -39,11 +39,16 @@ async def test_a_worker_starts_serves_and_stops(scaled_stack: Stack, fork: bool)
         worker = await provider.start(await _hello(scaled_stack))
         assert worker.state == "starting"
         info = await _ready(scaled_stack, worker)
+        # A worker forked from its function's template, built for it: its pid is known
+        # once the template forked it.
+        [worker] = provider.workers()
         assert info.pid == worker.pid
         assert ("fork" in info.cold_start_ms) is fork
+        assert info.template == ("built" if fork else "")
         title = (await anyio.Path(f"/proc/{worker.pid}/cmdline").read_bytes()).replace(b"\0", b" ")
         assert title.startswith(b"autan worker scaled.hello@")
-        assert {"connect", "verify", "fetch", "unpickle", "ready"} <= set(info.cold_start_ms)
+        loaded = {"template"} if fork else {"verify", "fetch", "unpickle"}  # where it loaded
+        assert {"connect", "ready"} | loaded <= set(info.cold_start_ms)
         assert await scaled.hello.remote.aio("you") == "hello you"
         await provider.stop(worker.worker_id)
         assert [w.state for w in provider.workers()] in ([], ["stopping"])
@@ -58,6 +63,8 @@ async def test_a_killed_worker_is_reported(scaled_stack: Stack) -> None:
         await group.start(provider.serve)
         worker = await provider.start(await _hello(scaled_stack))
         await _ready(scaled_stack, worker)
+        [worker] = provider.workers()  # its pid, now that its template forked it
+        assert worker.pid > 0
         os.kill(worker.pid, signal.SIGKILL)
         with anyio.fail_after(10):
             assert await provider.exit_code(worker.worker_id) == -signal.SIGKILL

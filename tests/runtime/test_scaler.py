@@ -134,6 +134,7 @@ async def test_a_call_on_a_killed_worker_is_delivered_again(
     broker = scaled_stack.session.broker
     await poll(lambda: _delivered(broker), timeout_s=30)
     [victim] = running.workers("slow")
+    assert victim.pid > 0  # forked (0: a process group)
     os.kill(victim.pid, signal.SIGKILL)
     with anyio.fail_after(30):
         value, result = await pending

@@ -116,6 +116,7 @@ async def test_a_burst_survives_a_killed_worker(trig_stack: Stack) -> None:
             await trig_stack.session.broker.publish(f"uploads.burst.{index}", b"x" * index)
         await outbox.wait_for(300, timeout_s=60)
         victim = provider.workers("trig.classify")[0]
+        assert victim.pid > 0  # forked (0: a process group)
         os.kill(victim.pid, signal.SIGKILL)
         seen = await _distinct_subjects(outbox, 1000)
         group.cancel_scope.cancel()
