@@ -17,6 +17,7 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext, api
+from nats.js.kv import KeyValue
 
 from broker.advisories import UndeliveredFeed
 from broker.consumer import PullFeed
@@ -32,7 +33,7 @@ from broker.ids import new_call_id
 from broker.items import ItemStore
 from broker.kv import Bucket
 from broker.logs import LogStream
-from broker.names import INBOX_PREFIX, kv_stream
+from broker.names import INBOX_PREFIX, kv_prefix, kv_stream
 from broker.permissions import role_inbox
 from broker.replies import Reply, ReplyMux
 from broker.servers import default_replicas, not_connected, server_urls
@@ -200,10 +201,16 @@ class Broker(StreamAdmin):
 
     # -- buckets -----------------------------------------------------------------
 
-    async def bucket(self, name: str, *, ttl_s: float | None = None) -> Bucket:
-        """A KV bucket, created on first use (history 1, file storage)."""
+    async def bucket(self, name: str, *, ttl_s: float | None = None, known: bool = False) -> Bucket:
+        """A KV bucket, created on first use (history 1, file storage). `known`: it exists
+        (the stack made it), so it is not looked up: no round trip (a worker's start)."""
         if name in self._buckets:
             return self._buckets[name]
+        if known:  # read through the stream's leader (no direct get: not assumed)
+            kv = KeyValue(name=name, stream=kv_stream(name), pre=kv_prefix(name), js=self.js,
+                          direct=False)  # fmt: skip
+            bucket = self._buckets[name] = Bucket(kv, name, self.nc, self.js, self._errors)
+            return bucket
         try:
             kv = await self.js.key_value(name)
         except nats.js.errors.BucketNotFoundError:

@@ -186,6 +186,11 @@ def kv_stream(bucket: str) -> str:
     return f"{_KV_STREAM_PREFIX}{bucket}"
 
 
+def kv_prefix(bucket: str) -> str:
+    """What a KV bucket's keys are prefixed with, as subjects."""
+    return f"$KV.{bucket}."
+
+
 def kv_subject(bucket: str, key: str = ">") -> str:
     """The subject of one key of a bucket (`>`: every key)."""
     return f"{_KV_PREFIX}.{bucket}.{key}"

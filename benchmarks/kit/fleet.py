@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
+from msgspec.structs import replace
 
 from benchmarks.kit.apps import app as bench_app
 from benchmarks.kit.harness import Stack
@@ -122,13 +123,16 @@ class Fleet:
 
 
 @asynccontextmanager
-async def running_fleet(stack: Stack, *, isolate: bool = False) -> AsyncIterator[Fleet]:
-    """Deploy `bench`, then run a provider (isolating workers if `isolate`) and a scaler on
-    `stack` until the block ends."""
+async def running_fleet(
+    stack: Stack, *, isolate: bool = False, templates: bool = True
+) -> AsyncIterator[Fleet]:
+    """Deploy `bench`, then run a provider (isolating workers if `isolate`; with function
+    templates unless `templates` is False) and a scaler on `stack` until the block ends."""
     await stack.deploy("benchmarks.kit.apps")
     bench_app.sessions.configure(stack.settings)
     session = await Session.open(stack.settings, name="bench-scaler")
-    provider = LocalProvider(stack.settings, stop_grace_s=STOP_GRACE_S, isolate=isolate)
+    settings = stack.settings if templates else replace(stack.settings, templates="off")
+    provider = LocalProvider(settings, stop_grace_s=STOP_GRACE_S, isolate=isolate)
     scaler = Scaler(session.broker, provider)
     try:
         async with anyio.create_task_group() as group:

@@ -29,6 +29,7 @@ class Registry:
 
     def __init__(self, broker: Broker) -> None:
         self._broker = broker
+        self._lazy = True  # `open` looks it up (and makes it) now
         self._opened: Bucket | None = None  # opened at first use (a worker forked from a
         # template reads no entry: its connection does not wait for the bucket's lookup)
         self._cache: dict[str, FunctionSpec] = {}
@@ -40,12 +41,14 @@ class Registry:
         """The registry, its bucket looked up now (BrokerUnavailable if JetStream does not
         answer); `Registry(broker)` looks it up at first use."""
         registry = cls(broker)
+        registry._lazy = False
         await registry._bucket()
         return registry
 
     async def _bucket(self) -> Bucket:
         if self._opened is None:
-            self._opened = await self._broker.bucket(REGISTRY_BUCKET)
+            # Opened at first use only where deploy made it: known, not looked up.
+            self._opened = await self._broker.bucket(REGISTRY_BUCKET, known=self._lazy)
         return self._opened
 
     async def get(self, app: str, fn: str, *, cached: bool = True) -> FunctionSpec:

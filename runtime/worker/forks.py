@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
+import json
 import os
 import signal
 import sys
@@ -10,12 +12,16 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import anyio
+
 from runtime.core import die_with_parent
 
 if TYPE_CHECKING:
     from runtime.worker.prepared import Prepared
 
-__all__ = ["fork_worker"]
+__all__ = ["fork_spare", "fork_worker", "order_spare"]
+
+_REHEARSAL_S = 0.5
 
 
 def fork_worker(
@@ -35,6 +41,76 @@ def fork_worker(
         die_with_parent(parent)  # a worker never outlives what forked it
         _child(request["argv"], request["env"], release, prepared, template)
     return pid
+
+
+def fork_spare(release: Callable[[], None], prepared: Prepared) -> tuple[int, int]:
+    """A worker forked ahead of its order: blocked on a pipe, nothing running, until
+    `order_spare` hands it its argv and environment (or the pipe closes: it exits). Its
+    pid, and the pipe to write its order to."""
+    orders_out, orders_in = os.pipe()
+    parent = os.getpid()
+    gc.freeze()
+    pid = os.fork()
+    if pid == 0:
+        die_with_parent(parent)
+        os.close(orders_in)
+        release()
+        _rehearse(prepared)
+        order = _read_order(orders_out)
+        if order is None:
+            os._exit(0)  # not needed after all
+        os.close(orders_out)
+        _child(order["argv"], order["env"], lambda: None, prepared, str(order["template"]))
+    os.close(orders_out)
+    return pid, orders_in
+
+
+def _rehearse(prepared: Prepared) -> None:
+    """What a worker's start does first, done once ahead of the order: the pages it
+    touches (interpreter state, code, an event loop's, a connection's) are copied now,
+    not on its clock. The connection is closed at once (or given up after 0.5 s)."""
+    with contextlib.suppress(Exception):
+        from runtime.core import Settings, configure_logging
+
+        Settings.from_env()
+        settings = prepared.settings
+        configure_logging(settings.log_format, settings.log_level)
+        anyio.run(_connect_once, prepared)
+
+
+async def _connect_once(prepared: Prepared) -> None:
+    from broker import Broker, worker_role
+
+    settings, spec = prepared.settings, prepared.spec
+    role = worker_role(spec.app, spec.name)
+    with anyio.move_on_after(_REHEARSAL_S):
+        broker = await Broker.connect(settings.nats_url, name="autan-spare",
+                                      connect_timeout_s=_REHEARSAL_S,
+                                      creds=settings.creds_for(role), role=role,
+                                      tls=settings.nats_tls(), replicas=1)  # fmt: skip
+        await broker.close()
+
+
+def order_spare(orders: int, request: dict[str, Any], template: str) -> None:
+    """Start the spare waiting on `orders` as the worker `request` describes."""
+    order = {"argv": request["argv"], "env": request["env"], "template": template}
+    data = json.dumps(order).encode() + b"\n"
+    try:
+        while data:
+            data = data[os.write(orders, data) :]
+    finally:
+        os.close(orders)
+
+
+def _read_order(orders: int) -> dict[str, Any] | None:
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = os.read(orders, 65536)
+        if not chunk:
+            return None
+        data += chunk
+    order: dict[str, Any] = json.loads(data)
+    return order
 
 
 def _child(

@@ -12,6 +12,7 @@ import json
 import os
 import selectors
 import signal
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -43,6 +44,12 @@ class LineLoop:
         self._readers: dict[int, tuple[Callable[[Message], None], Callable[[], None]]] = {}
         self._buffers: dict[int, bytes] = {}
         self._stopped = False
+        self._timer: tuple[float, Callable[[], None]] | None = None  # when, what
+
+    def later(self, delay_s: float, action: Callable[[], None]) -> None:
+        """Run `action` once the loop has waited `delay_s` (one at a time: this replaces
+        what was set before)."""
+        self._timer = (time.monotonic() + delay_s, action)
 
     def read_lines(
         self, fd: int, on_message: Callable[[Message], None], on_end: Callable[[], None]
@@ -64,7 +71,12 @@ class LineLoop:
 
     def run(self) -> None:
         while not self._stopped:
-            for key, _ in self._selector.select():
+            timeout = None if self._timer is None else max(0.0, self._timer[0] - time.monotonic())
+            ready = self._selector.select(timeout)
+            if self._timer is not None and time.monotonic() >= self._timer[0]:
+                action, self._timer = self._timer[1], None
+                action()
+            for key, _ in ready:
                 if key.data is None:
                     os.read(self._wake, 4096)
                     self._on_child()

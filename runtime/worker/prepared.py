@@ -63,6 +63,7 @@ class Prepared:
 
     spec: FunctionSpec
     signed: SignedSpec  # the registry entry it verified
+    settings: Settings  # what the template read from its environment
     loaded: Loaded
     models: dict[str, ModelHandle]
     state: Any
@@ -104,7 +105,7 @@ def prepare(argv: list[str], env: dict[str, str], version: str) -> Prepared:
     timings["setup"] = _ms_since(phase)
     _await_one_thread()
     timings["template"] = _ms_since(started)
-    return Prepared(spec, signed, loaded, models, state, timings, time.time())
+    return Prepared(spec, signed, settings, loaded, models, state, timings, time.time())
 
 
 async def _fetch(

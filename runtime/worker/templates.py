@@ -27,13 +27,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from runtime.core import die_with_parent, set_title
-from runtime.worker.forks import fork_worker
+from runtime.worker.forks import fork_spare, order_spare
 from runtime.worker.lines import LineLoop, emit
 from runtime.worker.prepared import Prepared, prepare
 
 __all__ = ["Templates"]
 
 Message = dict[str, Any]
+
+SPARE_AFTER_S = 0.05
 
 
 @dataclass
@@ -183,10 +185,48 @@ def _template_main(spec: Message, requests: int, reports: int) -> None:
 
 def _serve(prepared: Prepared, requests: int, reports: int) -> None:
     """Fork workers on request until told to close, then live until the last one ends."""
-    children: set[int] = set()
-    closing = False
+    _Forker(prepared, requests, reports).loop.run()
 
-    def reap() -> None:
+
+class _Forker:
+    """A template's loop. One child is kept forked ahead (`fork_spare`): a request hands
+    it its order, and the next is forked once no request came for `SPARE_AFTER_S` (not at
+    once: the worker just started needs the cores more), so that a worker's start seldom
+    waits for a fork of this (large) process. A spare holds no connection, runs nothing."""
+
+    def __init__(self, prepared: Prepared, requests: int, reports: int) -> None:
+        self.prepared = prepared
+        self.reports = reports
+        self.children: set[int] = set()
+        self.unused: set[int] = set()  # spares let go: their ends are nobody's business
+        self.closing = False
+        self.loop = LineLoop(on_child=self.reap)
+        self.loop.read_lines(requests, self.on_request, self.close)  # end: fork server gone
+        self.spare = self._ahead()  # its pid, and the pipe its order goes to
+
+    def _release(self) -> None:
+        self.loop.close_in_child()
+        os.close(self.reports)
+
+    def _ahead(self) -> tuple[int, int] | None:
+        return None if self.closing else fork_spare(self._release, self.prepared)
+
+    def on_request(self, request: Message) -> None:
+        if "close" in request:
+            self.close()
+            return
+        pid, orders = self.spare or fork_spare(self._release, self.prepared)
+        self.spare = None
+        order_spare(orders, request, str(request.get("template", "hit")))
+        self.children.add(pid)
+        emit({"id": request["id"], "pid": pid}, self.reports)
+        self.loop.later(SPARE_AFTER_S, self._refill)
+
+    def _refill(self) -> None:
+        if self.spare is None:
+            self.spare = self._ahead()
+
+    def reap(self) -> None:
         while True:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
@@ -194,35 +234,24 @@ def _serve(prepared: Prepared, requests: int, reports: int) -> None:
                 break
             if pid == 0:
                 break
-            children.discard(pid)
-            emit({"exit": pid, "code": os.waitstatus_to_exitcode(status)}, reports)
-        if closing and not children:
-            loop.stop()
+            if self.spare is not None and pid == self.spare[0]:  # it died unused
+                os.close(self.spare[1])
+                self.spare = self._ahead()
+            elif pid in self.unused:
+                self.unused.discard(pid)
+            else:
+                self.children.discard(pid)
+                emit({"exit": pid, "code": os.waitstatus_to_exitcode(status)}, self.reports)
+        if self.closing and not self.children and not self.unused and self.spare is None:
+            self.loop.stop()
 
-    def on_request(request: Message) -> None:
-        nonlocal closing
-        if "close" in request:
-            closing = True
-            reap()
-            return
-
-        def release() -> None:
-            loop.close_in_child()
-            os.close(reports)
-
-        kind = str(request.get("template", "hit"))
-        pid = fork_worker(request, release, prepared, kind)
-        children.add(pid)
-        emit({"id": request["id"], "pid": pid}, reports)
-
-    def on_end() -> None:  # the fork server is gone: so are we, once our workers are
-        nonlocal closing
-        closing = True
-        reap()
-
-    loop = LineLoop(on_child=reap)
-    loop.read_lines(requests, on_request, on_end)
-    loop.run()
+    def close(self) -> None:
+        self.closing = True
+        if self.spare is not None:  # it exits when its pipe closes
+            os.close(self.spare[1])
+            self.unused.add(self.spare[0])
+            self.spare = None
+        self.reap()
 
 
 def _private_mb() -> float:

@@ -21,25 +21,31 @@ import msgspec
 import structlog
 from anyio.abc import TaskStatus
 
-from broker import BrokerUnavailable, Delivery, ErrorInfo, PullFeed, consumer_name, worker_role
+from broker import (
+    BrokerUnavailable,
+    Delivery,
+    ErrorInfo,
+    PullFeed,
+    Source,
+    worker_role,
+)
 from runtime.core import (
     HEARTBEAT_S,
     ArtifactRejected,
     Context,
-    FunctionOptions,
     FunctionSpec,
     Link,
     Settings,
     SignedSpec,
     WorkerDirectory,
     WorkerInfo,
-    decode_spec,
     load_models,
     set_title,
     usable_cores,
 )
 from runtime.worker.batches import BatchHandler
 from runtime.worker.boot import Boot
+from runtime.worker.entries import verified
 from runtime.worker.executor import Executor
 from runtime.worker.guards import STALL_GRACE_S, StallGuard
 from runtime.worker.loader import Loaded, fetch_function
@@ -127,9 +133,19 @@ class Worker:
             await link.close()
 
     async def _serve_linked(self, link: Link, task_status: TaskStatus[None]) -> None:
-        started = time.perf_counter()
-        signed = await link.registry.signed(self.app, self.fn)
-        self.cold_start_ms["registry"] = _ms_since(started)
+        feeds: list[tuple[Source, PullFeed]] = []
+
+        async def subscribe(source: Source) -> None:
+            started = time.perf_counter()
+            feeds.append((source, await link.broker.pull(source, window=2)))  # `_loop` sizes it
+            self.cold_start_ms["subscribe"] = _ms_since(started)
+
+        async with anyio.create_task_group() as group:
+            if self.prepared is not None:  # its consumer is known: subscribe beside the read
+                group.start_soon(subscribe, self.prepared.spec.source)
+            started = time.perf_counter()
+            signed = await link.registry.signed(self.app, self.fn)
+            self.cold_start_ms["registry"] = _ms_since(started)
         started = time.perf_counter()
         spec, broken = self._verify(signed)  # with this worker's keys, template or not
         self.cold_start_ms["verify"] = _ms_since(started)
@@ -146,9 +162,12 @@ class Worker:
             executor, broken = await self._prepare(link, spec)
         if self.guard_loop:  # a process of its own: name it after what it serves
             set_title(f"autan worker {spec.qualname}@{spec.version}")
-        started = time.perf_counter()
-        feed = await link.broker.pull(spec.source, window=2)  # `_loop` sizes it
-        self.cold_start_ms["subscribe"] = _ms_since(started)
+        if feeds and feeds[0][0] != spec.source:  # a redeploy moved its trigger
+            for delivery in await feeds.pop()[1].stop():
+                await delivery.nak()
+        if not feeds:
+            await subscribe(spec.source)
+        feed = feeds[0][1]
         self._mark_ready()
         task_status.started()
         await self._serve(link, spec, feed, executor, broken)
@@ -234,18 +253,8 @@ class Worker:
                 await handler.items_shifted.wait()
 
     def _verify(self, signed: SignedSpec) -> tuple[FunctionSpec, ErrorInfo | None]:
-        """The spec to serve, if a trusted key signed it for this function and it is not
-        older than what the provider asked for. Else the reason, and a spec good for
-        refusing calls only: the unverified one, pulling from this function's own consumer
-        whatever it says."""
-        try:
-            spec = self.settings.trust().verify(
-                signed, self.app, self.fn, min_sequence=self.min_sequence
-            )
-        except (ArtifactRejected, ValueError) as exc:
-            self.log.error("refusing the function; failing its calls", error=str(exc))
-            return _unverified(signed, self.app, self.fn), ErrorInfo("ArtifactRejected", str(exc))
-        return spec, None
+        trust = self.settings.trust()
+        return verified(trust, signed, self.app, self.fn, self.min_sequence, self.log)
 
     async def _prepare(
         self, link: Link, spec: FunctionSpec
@@ -376,19 +385,3 @@ def _ms(seconds: float) -> float:
 
 def _ms_since(started: float) -> float:
     return _ms(time.perf_counter() - started)
-
-
-def _unverified(signed: SignedSpec, app: str, fn: str) -> FunctionSpec:
-    """What a refused entry says, pinned to this function's own consumer (so that it can
-    point the worker at no other function's calls), or a stand-in when it cannot be read."""
-    try:
-        spec = decode_spec(signed.body)
-    except (msgspec.DecodeError, ValueError):
-        spec = FunctionSpec(
-            app=app, name=fn, version="?", python="?", artifact="", artifact_bytes=0,
-            options=FunctionOptions(),
-        )  # fmt: skip
-    own = consumer_name(app, fn)
-    source = msgspec.structs.replace(spec.source, consumer=own)
-    trigger = source if spec.trigger is not None else None
-    return msgspec.structs.replace(spec, app=app, name=fn, trigger=trigger)
