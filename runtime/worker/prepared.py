@@ -147,7 +147,7 @@ def rethread(prepared: Prepared, threads: int, cache_dir: Path) -> dict[str, Mod
     """Build the sessions again with `threads` intra-op threads and swap them into the
     handles the function already holds; the handles, for the log."""
     files: dict[str, ModelFile | Path] = dict(prepared.loaded.models)
-    fresh = load_models(files, intra_op_threads=threads, cache_dir=cache_dir)
+    fresh = load_models(files, intra_op_threads=threads, cache_dir=cache_dir, spinning=False)
     for name, handle in prepared.models.items():
         handle.session = fresh[name].session  # a call under way keeps the one it holds
     return prepared.models
