@@ -8,7 +8,7 @@ RUN apt-get update && apt-get install -y --no-install-recommends bubblewrap \
     && useradd --uid 10001 --user-group --create-home autan \
     && mkdir -p /var/lib/autan && chown autan:autan /var/lib/autan
 WORKDIR /app
-ARG EXTRAS=cpu,models
+ARG EXTRAS=cpu,models,fast
 # Dependencies first, from the project's metadata alone: a code change rebuilds only the
 # layers below.
 COPY pyproject.toml README.md ./

@@ -2,7 +2,7 @@
 PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
-EXTRAS ?= cpu,models,dev
+EXTRAS ?= cpu,models,fast,dev
 export ORT_DISABLE_TELEMETRY := 1
 
 .PHONY: venv system run test check lint typecheck pytest bench soak clean

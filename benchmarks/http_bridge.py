@@ -7,7 +7,7 @@ One stack (nats-server, `demo` and `trigbench` deployed, one warm worker per fun
    by a bare HTTP/1.1 keep-alive client on asyncio streams (`benchmarks.kit.http_client`, so
    that the figure is the bridge's, not a client library's), one request in flight.
    Floor: `await echo.remote.aio(...)` of the same string from this process.
-   Goal: the bridge adds under 1 ms at p50.
+   Goal: the bridge adds at most 0.5 ms at p50.
 2. Accept under load. `benchmarks.kit.httpload`, its own process, sends
    `POST /v1/functions/demo/echo?async=true` open-loop at 500/s on 8 keep-alive
    connections and times each from its scheduled send to the 202. Informative floor: the
@@ -66,7 +66,7 @@ from runtime.client import Session
 __all__ = ["main"]
 
 NAME = "http_bridge"
-GOAL_ADDED_MS = 1.0
+GOAL_ADDED_MS = 0.5
 GOAL_ACCEPT_P99_MS = 20.0
 PAYLOAD = "0123456789abcdef"
 BODY = json.dumps(PAYLOAD).encode()
@@ -251,7 +251,9 @@ def report_sync(args: argparse.Namespace, rounds: dict[str, list[Summary]]) -> d
         _latency_rows(medians),
     )
     print(f"added at p50: {added_ms:.3f} ms   ratio p50 http/remote: {ratio:.2f}")
-    goal = Goal(f"HTTP adds under {GOAL_ADDED_MS:g} ms at p50", added_ms, added_ms < GOAL_ADDED_MS)
+    goal = Goal(
+        f"HTTP adds at most {GOAL_ADDED_MS:g} ms at p50", added_ms, added_ms <= GOAL_ADDED_MS
+    )
     print_goal(goal)
     return {"medians": medians, "added_p50_ms": added_ms, "ratio_p50": ratio, "goal": goal}
 

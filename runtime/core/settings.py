@@ -45,6 +45,7 @@ class HttpSettings(msgspec.Struct, frozen=True, kw_only=True):
     tracebacks: bool = False  # include functions' tracebacks in error bodies
     shutdown_grace_s: float = 5.0  # how long open requests may finish on shutdown
     read_timeout_s: float = 30.0  # a request's headers, then its body, must arrive within it
+    parser: Literal["auto", "httptools", "h11"] = "auto"  # auto: httptools when installed
     api_keys: ApiKeys | None = None
 
     def __post_init__(self) -> None:

@@ -4,6 +4,9 @@ uvicorn closes idle keep-alive connections, but not one that trickles a request'
 in a byte at a time: fifty such clients held fifty connections for as long as they liked.
 Here each connection must deliver a whole request head within `read_timeout_s` of opening,
 or of the previous answer; the body has its own deadline (`codec.read_body`).
+
+The parser is httptools (C, llhttp) when it is installed, else h11 (pure Python): the
+same deadline on either.
 """
 
 from __future__ import annotations
@@ -11,14 +14,17 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from uvicorn.protocols.http.h11_impl import H11Protocol
-
-__all__ = ["timed_protocol"]
+__all__ = ["http_parser", "timed_protocol"]
 
 
-class _TimedH11(H11Protocol):
+class _Timed(asyncio.Protocol):
+    """The deadline, over either of uvicorn's HTTP/1.1 protocols (listed after it)."""
+
     read_timeout_s = 30.0
     _deadline: asyncio.TimerHandle | None = None
+    cycle: Any
+    transport: Any
+    loop: asyncio.AbstractEventLoop
 
     def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
@@ -31,7 +37,7 @@ class _TimedH11(H11Protocol):
             self._disarm()
 
     def on_response_complete(self) -> None:
-        super().on_response_complete()
+        super().on_response_complete()  # type: ignore[misc]
         if not self.transport.is_closing():
             self._arm()  # the next request's head must come in time too
 
@@ -53,6 +59,25 @@ class _TimedH11(H11Protocol):
             self.transport.close()
 
 
-def timed_protocol(read_timeout_s: float) -> type[H11Protocol]:
-    """The protocol class to give uvicorn (`Config(http=...)`)."""
-    return type("TimedH11", (_TimedH11,), {"read_timeout_s": read_timeout_s})
+def http_parser() -> str:
+    """ "httptools" when it is installed, else "h11"."""
+    try:
+        import httptools  # noqa: F401
+    except ImportError:
+        return "h11"
+    return "httptools"
+
+
+def timed_protocol(read_timeout_s: float, parser: str | None = None) -> type[asyncio.Protocol]:
+    """The protocol class to give uvicorn (`Config(http=...)`); `parser`: "httptools" or
+    "h11" (default: `http_parser()`)."""
+    base: type[asyncio.Protocol]
+    if (parser or http_parser()) == "httptools":
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+        base = HttpToolsProtocol
+    else:
+        from uvicorn.protocols.http.h11_impl import H11Protocol
+
+        base = H11Protocol
+    return type("TimedHttp", (_Timed, base), {"read_timeout_s": read_timeout_s})

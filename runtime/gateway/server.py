@@ -151,7 +151,9 @@ async def serve_gateway(
             access_log=False,
             server_header=False,
             ws="none",
-            http=timed_protocol(http.read_timeout_s),
+            http=timed_protocol(
+                http.read_timeout_s, None if http.parser == "auto" else http.parser
+            ),
             timeout_graceful_shutdown=math.ceil(http.shutdown_grace_s),
         )
     )

@@ -190,7 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     configure_logging(settings.log_format, settings.log_level)
     try:
-        return int(anyio.run(_dispatch, args, settings))
+        return int(anyio.run(_dispatch, args, settings, backend_options=_loop_options(args)))
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
@@ -218,6 +218,17 @@ def _settings(args: argparse.Namespace) -> Settings:
     if args.command == "up":
         host = "127.0.0.1"  # the embedded stack is for this machine
     return settings.with_http(host=host, port=getattr(args, "http_port", None))
+
+
+def _loop_options(args: argparse.Namespace) -> dict[str, bool]:
+    """`autan gateway` (the HTTP bridge alone) runs on uvloop when it is installed."""
+    if args.command != "gateway":
+        return {}
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return {}
+    return {"use_uvloop": True}
 
 
 async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:

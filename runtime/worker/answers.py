@@ -183,10 +183,21 @@ class Answers:
         data: bytes,
         letters: Sequence[DeadLetter] = (),
     ) -> None:
-        """Record (first writer wins), dead-letter, reply, and only then ack."""
+        """Record (first writer wins), dead-letter, reply, and only then ack.
+
+        A call both recorded and answered live (the HTTP bridge's sync call) is answered
+        first and recorded meanwhile (ack after both): its caller does not wait for the
+        record's round trip. Its live answer and its record then differ only if it ran
+        twice with different results, as two live answers of a `.remote()` call may (the
+        caller keeps the first)."""
         if call.record and self.spec.options.streams:  # its readers' end, after its items
             subject = items_subject(call.app, call.fn, call.call_id)
             await self.link.broker.items.keep(subject, f"{call.call_id}-end", data)
+        if call.record and call.reply and not letters and not self.spec.options.streams:
+            await self.link.broker.publish(call.reply, data)
+            await self._record_first(call, data)
+            await delivery.ack()
+            return
         if call.record and not await self._record_first(call, data):
             await delivery.ack()
             return

@@ -21,10 +21,13 @@ from tests.stack import Stack
 READ_TIMEOUT_S = 1.0
 
 
-@pytest.fixture(scope="module")
-async def strict(settings: Settings, gw_stack: Stack) -> AsyncIterator[str]:
-    """A gateway with keys off and a one-second read deadline; its base URL."""
-    config = HttpSettings(read_timeout_s=READ_TIMEOUT_S)
+@pytest.fixture(scope="module", params=["httptools", "h11"])
+async def strict(
+    settings: Settings, gw_stack: Stack, request: pytest.FixtureRequest
+) -> AsyncIterator[str]:
+    """A gateway with keys off and a one-second read deadline, on either HTTP parser; its
+    base URL."""
+    config = HttpSettings(read_timeout_s=READ_TIMEOUT_S, parser=request.param)
     async with running_gateway(settings, api_keys=None, config=config) as url:
         yield url
 
