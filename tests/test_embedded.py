@@ -184,6 +184,8 @@ def _check_metrics(port: int) -> None:
     states = re.findall(r'^autan_workers\{function="demo\.embed",state="\w+"\} (\S+)$', text, re.M)
     assert sum(float(value) for value in states) == 1.0, text
     assert 'autan_cold_start_seconds_count{function="demo.embed",phase="sessions"} 1.0' in text
+    # Its first worker waited for the function's template, which loaded the model for it.
+    assert 'autan_worker_starts_total{function="demo.embed",template="built"} 1.0' in text
     assert 'autan_scaling_decisions_total{direction="up",function="demo.echo"} 1.0' in text
 
 

@@ -173,6 +173,13 @@ class ScalerMetrics:
             buckets=_COLD_START_BUCKETS_S,
             registry=self.registry,
         )
+        self.starts = Counter(
+            "autan_worker_starts",
+            "Workers started, by how: forked from a ready function template (hit), after "
+            "waiting for one (built), or loading the function themselves (none)",
+            ["function", "template"],
+            registry=self.registry,
+        )
         self.batch_sizes = BatchSizes()
         self.registry.register(self.batch_sizes)
         self.calls = FunctionCalls()
@@ -188,6 +195,9 @@ class ScalerMetrics:
                 "choose another --metrics-port, or 0 to turn metrics off"
             ) from exc
 
-    def observe_cold_start(self, function: str, phases_ms: dict[str, float]) -> None:
+    def observe_cold_start(
+        self, function: str, phases_ms: dict[str, float], template: str = ""
+    ) -> None:
+        self.starts.labels(function=function, template=template or "none").inc()
         for phase, ms in phases_ms.items():
             self.cold_start.labels(function=function, phase=phase).observe(ms / 1000)

@@ -297,7 +297,7 @@ class Scaler:
                 continue
             if worker.worker_id not in self._observed:
                 self._observed.add(worker.worker_id)
-                self.metrics.observe_cold_start(info.function, info.cold_start_ms)
+                self.metrics.observe_cold_start(info.function, info.cold_start_ms, info.template)
                 self.wake()
 
 

@@ -3,7 +3,9 @@
 Every gateway call asks the worker to record its result in the results bucket
 (first writer wins, kept `result_ttl_s`), so that a call whose HTTP wait ran out
 can still be fetched with `GET /v1/calls/{id}`. A plain sync call also gets its
-result live on the link's reply inbox (the worker records, then publishes);
+result live on the link's reply inbox (the worker answers and records at once; a GET
+right after the answer may beat the record, so the bridge keeps the results it answered
+lately and reads them where the record is not there yet);
 spawned and idempotent calls wait on the results bucket instead.
 
 A `CallRecord` in the bucket `autan_gateway_calls` (same TTL) keeps a call's app
@@ -25,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import re
 import time
+from collections import OrderedDict
 from typing import Any
 
 import anyio
@@ -56,6 +59,7 @@ __all__ = [
 
 _IDEMPOTENCY_KEY = re.compile(r"^[!-~]{1,255}$")
 _CALL_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_ANSWERED_KEPT = 4096  # sync results this bridge keeps for a GET that beats the record
 _BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
 
@@ -115,6 +119,17 @@ def request_digest(app: str, fn: str, args: tuple[Any, ...], kwargs: dict[str, A
 class Calls:
     """Makes gateway calls: live ones, and ones recorded for later (async, idempotent)."""
 
+    def __init__(self) -> None:
+        # Results this bridge answered live, the latest few: a worker answers a sync call
+        # and records it meanwhile, so a GET of the call right after the answer may come
+        # before the record; here it reads what it was just told.
+        self._answered: OrderedDict[str, bytes] = OrderedDict()
+
+    def answered(self, call_id: str) -> Result | None:
+        """The result of a sync call this bridge answered lately, if it did."""
+        data = self._answered.get(call_id)
+        return None if data is None else decode_result(data)
+
     async def call_once(
         self, link: Link, call: PlannedCall, *, wait_s: float | None
     ) -> Success | None:
@@ -125,7 +140,7 @@ class Calls:
         if wait_s is not None and not call.idempotent:
             if call.remember:
                 await _remember(link, call)
-            return await _call_live(link, call, wait_s)
+            return await self._call_live(link, call, wait_s)
         if not call.idempotent:
             await _claim_and_submit(link, call)  # a new id: nothing to look up first
         else:
@@ -138,6 +153,23 @@ class Calls:
             return None
         data = await _wait_recorded(link, call.call_id, wait_s)
         return None if data is None else _settled(call.call_id, data)
+
+    async def _call_live(self, link: Link, call: PlannedCall, wait_s: float) -> Success | None:
+        submission = await _submit(link, call, live=True)
+        try:
+            with anyio.move_on_after(wait_s):
+                await submission.acked()  # here first: JetStream acks long before a result
+                data = await submission.result()
+                self._answered[call.call_id] = data
+                while len(self._answered) > _ANSWERED_KEPT:
+                    self._answered.popitem(last=False)
+                return _settled(call.call_id, data)
+            await submission.acked()  # a call that was never stored is an error, not pending
+        finally:
+            submission.forget()
+        if not call.remember:  # else recorded before it was submitted
+            await _remember(link, call)
+        return None
 
 
 async def _claim_and_submit(link: Link, call: PlannedCall) -> None:
@@ -165,20 +197,6 @@ async def lookup(link: Link, call_id: str) -> tuple[CallRecord | None, Result | 
         record = msgspec.json.decode(data, type=CallRecord)
     result = await _recorded(link, call_id)
     return record, None if result is None else decode_result(result)
-
-
-async def _call_live(link: Link, call: PlannedCall, wait_s: float) -> Success | None:
-    submission = await _submit(link, call, live=True)
-    try:
-        with anyio.move_on_after(wait_s):
-            await submission.acked()  # here first: JetStream acks long before a result comes
-            return _settled(call.call_id, await submission.result())
-        await submission.acked()  # a call that was never stored is an error, not "pending"
-    finally:
-        submission.forget()
-    if not call.remember:  # else recorded before it was submitted
-        await _remember(link, call)
-    return None
 
 
 async def _submit(link: Link, call: PlannedCall, *, live: bool) -> Submission:

@@ -162,6 +162,7 @@ class Endpoints:
         call_id = request.path_params["call_id"]
         link = self.uplink.link
         record, result = await lookup(link, call_id) if valid_call_id(call_id) else (None, None)
+        result = result or self.calls.answered(call_id)  # answered here, not yet recorded
         if (record is None and result is None) or not _may_read(access, record):
             raise NotFound(
                 f"no call {call_id}: unknown, older than the results' retention, or not "

@@ -136,6 +136,7 @@ def _state_row(state: FunctionState, refused: dict[str, str]) -> dict[str, Any]:
                 "version": w.version,
                 "providers": list(w.providers),
                 "isolated": w.isolated,
+                "template": w.template,  # "hit", "built" (it waited), "" (loaded itself)
             }
             for w in state.workers
         ],
