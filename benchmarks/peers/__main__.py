@@ -45,8 +45,8 @@ __all__ = ["main"]
 WORKLOADS = {
     "echo_p50_ms": "warm echo p50 (ms, one in flight)",
     "echo_p99_ms": "warm echo p99 (ms)",
-    "many_per_s": "20,000 echo calls in flight (calls/s)",
-    "mlp_rows_per_s": "MLP, 4,096 rows in flight (rows/s)",
+    "many_per_s": "{many:,} echo calls in flight (calls/s)",
+    "mlp_rows_per_s": "MLP, {rows:,} rows in flight (rows/s)",
     "zero_ms": "echo from zero to first result (ms)",
 }
 LOWER_IS_BETTER = {"echo_p50_ms", "echo_p99_ms", "zero_ms"}
@@ -77,7 +77,7 @@ def report(args: argparse.Namespace, figures: dict[str, Any]) -> None:
     rows = []
     for key, label in WORKLOADS.items():
         ours = figures["Autan"].get(key)
-        row = [label]
+        row = [label.format(many=args.many, rows=args.rows)]
         for name in systems:
             value = figures[name].get(key)
             if value is None:
@@ -104,7 +104,7 @@ def report(args: argparse.Namespace, figures: dict[str, Any]) -> None:
 
 def main() -> None:
     sizes = [
-        Size("rounds", "rounds per system and workload", 2, 3),
+        Size("rounds", "rounds per system and workload", 2, 5),
         Size("calls", "sequential calls per round (warm echo)", 200, 1000),
         Size("many", "calls in flight (throughput)", 5000, 20000),
         Size("rows", "MLP rows in flight", 1024, 4096),

@@ -271,6 +271,8 @@ def _start_celery_worker() -> subprocess.Popen[bytes]:
                "--pool=prefork", f"--concurrency={os.cpu_count() or 1}", "--loglevel=WARNING",
                "--without-gossip", "--without-mingle", "--without-heartbeat"]  # fmt: skip
     env = child_env(PYTHONPATH=str(ROOT))
+    if os.getuid() == 0:  # Celery refuses pickle as root unless told (loopback only here)
+        env["C_FORCE_ROOT"] = "1"
     return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
 
 
