@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 EXTRAS ?= cpu,models,fast,dev
 export ORT_DISABLE_TELEMETRY := 1
 
-.PHONY: venv system run test check lint typecheck pytest bench soak clean
+.PHONY: venv system run test check lint typecheck pytest bench soak peers clean
 
 $(BIN)/autan: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -58,5 +58,15 @@ bench: venv
 soak: venv
 	$(BIN)/python -m benchmarks.soak
 
+# Autan beside Ray Serve and Celery with Redis (benchmarks.peers), in an environment of its
+# own (Ray and Celery stay out of make test's); Celery needs redis-server on the path.
+PEERS_VENV ?= .venv-peers
+peers:
+	@command -v redis-server >/dev/null || echo "redis-server is missing: Celery is left out (apt-get install redis-server)"
+	$(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/pip install --quiet --upgrade pip
+	$(PEERS_VENV)/bin/pip install --quiet -e '.[cpu,models,fast,peers]'
+	$(PEERS_VENV)/bin/python -m benchmarks.peers
+
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(PEERS_VENV) .mypy_cache .ruff_cache .pytest_cache
