@@ -13,13 +13,15 @@ Ours: `echo.remote.aio`, `echo.map.aio`, `mlp.map.aio` (Batching(max_size=32, 5 
 `benchmarks.cold_start`'s path (the scaler starts a worker from the function's template).
 Ray Serve, tuned per its performance guide: a deployment per function on one replica with
 `max_ongoing_requests` raised (128; 5 by default), `@serve.batch(max_batch_size=32,
-batch_wait_timeout_s=0.005)` for the MLP, calls through a `DeploymentHandle`; from zero: a
+batch_wait_timeout_s=0.005)` for the MLP, calls through a `DeploymentHandle`, at most 1,024
+in flight as `.map()` keeps (20,000 at once stalled it); from zero: a
 new actor's first result (`ray.remote` class, created and called). Celery with Redis (broker
 and results), tuned per its optimizing guide: a prefork pool of one process per core,
 prefetch multiplier 8, pickle; 20,000 calls as `group` of tasks, MLP rows in chunks of 32
 per task (it has no batching of its own); from zero: a worker process started with a task
 waiting, to its result. Rounds run one system after another; the tables quote medians.
-A peer that is not installed is left out and said so.
+A peer that is not installed is left out and said so. On a 2-core machine, at the full
+sizes Ray Serve stopped answering (its replica idle, the calls pending); `--quick` runs.
 
     python -m benchmarks.peers [--quick] [--rounds R] [--calls N]
 """

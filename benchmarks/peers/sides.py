@@ -8,6 +8,7 @@ os.environ["ORT_DISABLE_TELEMETRY"] = "1"
 
 import argparse
 import asyncio
+import functools
 import statistics
 import subprocess
 import sys
@@ -132,12 +133,12 @@ async def ray_side(args: argparse.Namespace) -> dict[str, Any]:
 
         async def many() -> float:
             started = time.perf_counter()
-            await asyncio.gather(*(echo.remote(PAYLOAD) for _ in range(args.many)))
+            await _windowed([lambda: echo.remote(PAYLOAD)] * args.many)
             return float(args.many) / (time.perf_counter() - started)
 
         async def mlp_rows() -> float:
             started = time.perf_counter()
-            await asyncio.gather(*(mlp.remote(row) for row in rows))
+            await _windowed([functools.partial(mlp.remote, row) for row in rows])
             return len(rows) / (time.perf_counter() - started)
 
         async def zero() -> float:
@@ -156,6 +157,18 @@ async def ray_side(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         serve.shutdown()
         ray.shutdown()
+
+
+async def _windowed(calls: list[Callable[[], Awaitable[Any]]]) -> None:
+    """At most WINDOW calls in flight, as `.map()`'s window: 20,000 handle calls at once
+    stalled Ray Serve here (its scheduler queued them and stopped answering)."""
+    slots = asyncio.Semaphore(WINDOW)
+
+    async def one(call: Callable[[], Awaitable[Any]]) -> None:
+        async with slots:
+            await call()
+
+    await asyncio.gather(*(one(call) for call in calls))
 
 
 class _EchoActor:

@@ -98,7 +98,8 @@ class Templates:
             del self._by_key[template.key]  # a failed one is remembered: not built again
         with contextlib.suppress(OSError):
             os.close(template.requests)
-        self._loop.forget(template.reports)
+        if template.reports >= 0:
+            self._loop.forget(template.reports)
         waiting, template.waiting = template.waiting, []
         for request in waiting:
             self._fork_plain(request)
@@ -127,8 +128,13 @@ class Templates:
         os.close(requests_out)
         os.close(reports_in)
         template = _Template(spec["key"], pid, requests_in, reports_out)
-        self._loop.read_lines(reports_out, lambda m: self._report(template, m), lambda: None)
+        self._loop.read_lines(
+            reports_out, lambda m: self._report(template, m), lambda: self._closed(template)
+        )
         return template
+
+    def _closed(self, template: _Template) -> None:
+        template.reports = -1  # closed by the loop: its number may be another pipe's soon
 
     def _report(self, template: _Template, message: Message) -> None:
         if "ready" in message and template.state == "building":
