@@ -10,6 +10,8 @@ new version starts. A template let go ends once its workers have.
 from __future__ import annotations
 
 import hashlib
+import hmac
+import os
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -31,11 +33,16 @@ __all__ = ["ProviderTemplates", "TemplateBook", "template_key"]
 log = structlog.get_logger("autan.provider")
 
 
+# Keys name templates in logs: the digest of the secrets is keyed by this process's own
+# random key, so that a log line gives no way to test a guess of a secret's value.
+_KEY = os.urandom(32)
+
+
 def template_key(spec: FunctionSpec, secrets: dict[str, str]) -> str:
     """What a template is built for: a version, as deployed (its sequence), with the
     secrets its `setup` saw (a secret set anew makes a new template)."""
-    opened = hashlib.sha256(repr(sorted(secrets.items())).encode()).hexdigest()[:12]
-    return f"{spec.qualname}@{spec.version}#{spec.sequence}.{opened}"
+    seen = hmac.new(_KEY, repr(sorted(secrets.items())).encode(), hashlib.sha256)
+    return f"{spec.qualname}@{spec.version}#{spec.sequence}.{seen.hexdigest()[:12]}"
 
 
 @dataclass
