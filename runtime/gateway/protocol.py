@@ -3,7 +3,9 @@
 uvicorn closes idle keep-alive connections, but not one that trickles a request's headers
 in a byte at a time: fifty such clients held fifty connections for as long as they liked.
 Here each connection must deliver a whole request head within `read_timeout_s` of opening,
-or of the previous answer; the body has its own deadline (`codec.read_body`).
+or of the previous answer, and in at most `MAX_HEAD_BYTES` (httptools, unlike h11, bounds
+neither: headers could grow for as long as the deadline lets them); the body has its own
+deadline and limit (`codec.read_body`).
 
 The parser is httptools (C, llhttp) when it is installed, else h11 (pure Python): the
 same deadline on either.
@@ -14,7 +16,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-__all__ = ["http_parser", "timed_protocol"]
+__all__ = ["MAX_HEAD_BYTES", "http_parser", "timed_protocol"]
+
+MAX_HEAD_BYTES = 64 * 1024  # a request line and headers; past it, the connection is cut
 
 
 class _Timed(asyncio.Protocol):
@@ -22,6 +26,7 @@ class _Timed(asyncio.Protocol):
 
     read_timeout_s = 30.0
     _deadline: asyncio.TimerHandle | None = None
+    _head_bytes = 0  # received toward the next request's head
     cycle: Any
     transport: Any
     loop: asyncio.AbstractEventLoop
@@ -32,9 +37,15 @@ class _Timed(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         waiting = self.cycle
+        heading = waiting is None or waiting.response_complete
         super().data_received(data)
         if self.cycle is not waiting:  # a request's head arrived: it is being answered
             self._disarm()
+            self._head_bytes = 0
+        elif heading:
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_HEAD_BYTES:
+                self._cut()
 
     def on_response_complete(self) -> None:
         super().on_response_complete()  # type: ignore[misc]

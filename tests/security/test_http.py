@@ -64,6 +64,22 @@ async def test_a_head_trickled_in_is_cut_after_the_read_timeout(strict: str) -> 
     assert time.monotonic() - started < READ_TIMEOUT_S + 5
 
 
+async def test_a_head_that_never_ends_is_cut_long_before_the_deadline(strict: str) -> None:
+    """Headers past 64 KiB: the connection is cut, whichever parser reads them."""
+    started = time.monotonic()
+    async with await anyio.connect_tcp("127.0.0.1", _port(strict)) as stream:
+        await stream.send(b"POST /v1/functions/gw/echo HTTP/1.1\r\nHost: x\r\n")
+        with pytest.raises((anyio.BrokenResourceError, anyio.EndOfStream, OSError)):
+            await _endless_head(stream)
+    assert time.monotonic() - started < READ_TIMEOUT_S  # cut by size, not by the deadline
+
+
+async def _endless_head(stream: anyio.abc.SocketStream) -> None:
+    for index in range(10_000):  # 100 MB, were it all accepted
+        await stream.send(b"X-Filler-%d: %s\r\n" % (index, b"y" * 10_000))
+    await stream.receive()
+
+
 async def test_a_body_trickled_in_gets_408(strict: str) -> None:
     async with await anyio.connect_tcp("127.0.0.1", _port(strict)) as stream:
         await stream.send(
