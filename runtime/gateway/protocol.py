@@ -26,7 +26,6 @@ class _Timed(asyncio.Protocol):
 
     read_timeout_s = 30.0
     _deadline: asyncio.TimerHandle | None = None
-    _head_bytes = 0  # received toward the next request's head
     cycle: Any
     transport: Any
     loop: asyncio.AbstractEventLoop
@@ -37,15 +36,9 @@ class _Timed(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         waiting = self.cycle
-        heading = waiting is None or waiting.response_complete
         super().data_received(data)
         if self.cycle is not waiting:  # a request's head arrived: it is being answered
             self._disarm()
-            self._head_bytes = 0
-        elif heading:
-            self._head_bytes += len(data)
-            if self._head_bytes > MAX_HEAD_BYTES:
-                self._cut()
 
     def on_response_complete(self) -> None:
         super().on_response_complete()  # type: ignore[misc]
@@ -70,6 +63,37 @@ class _Timed(asyncio.Protocol):
             self.transport.close()
 
 
+class _BoundedHead(_Timed):
+    """httptools's protocol with the bound h11 has of its own: what arrives while a request
+    head is being read (from a message's start, or the previous one's end, to the end of
+    its headers) may not pass MAX_HEAD_BYTES. A read in which a head or a message ends is
+    not counted: it carries a body too."""
+
+    _in_head = True
+    _head_bytes = 0
+    _ended = False  # a head or a message ended in the read being parsed
+
+    def data_received(self, data: bytes) -> None:
+        self._ended = False
+        super().data_received(data)
+        if self._in_head and not self._ended:  # all of it went to a head
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_HEAD_BYTES:
+                self._cut()
+
+    def on_message_begin(self) -> None:
+        self._in_head = True
+        super().on_message_begin()  # type: ignore[misc]
+
+    def on_headers_complete(self) -> None:
+        self._in_head, self._head_bytes, self._ended = False, 0, True
+        super().on_headers_complete()  # type: ignore[misc]
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()  # type: ignore[misc]
+        self._in_head, self._head_bytes, self._ended = True, 0, True  # the next one's head
+
+
 def http_parser() -> str:
     """ "httptools" when it is installed, else "h11"."""
     try:
@@ -82,13 +106,13 @@ def http_parser() -> str:
 def timed_protocol(read_timeout_s: float, parser: str | None = None) -> type[asyncio.Protocol]:
     """The protocol class to give uvicorn (`Config(http=...)`); `parser`: "httptools" or
     "h11" (default: `http_parser()`)."""
-    base: type[asyncio.Protocol]
+    bases: tuple[type[asyncio.Protocol], ...]
     if (parser or http_parser()) == "httptools":
         from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-        base = HttpToolsProtocol
-    else:
+        bases = (_BoundedHead, HttpToolsProtocol)
+    else:  # h11 bounds a head itself (uvicorn's h11_max_incomplete_event_size, 16 KiB)
         from uvicorn.protocols.http.h11_impl import H11Protocol
 
-        base = H11Protocol
-    return type("TimedHttp", (_Timed, base), {"read_timeout_s": read_timeout_s})
+        bases = (_Timed, H11Protocol)
+    return type("TimedHttp", bases, {"read_timeout_s": read_timeout_s})
