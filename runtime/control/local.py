@@ -229,7 +229,7 @@ class LocalProvider:
         settings = sandbox.worker_settings() if self.isolate else self.settings
         env = worker_env(settings, threads=threads, device=devices or device, creds=creds,
                          secrets=opened, isolated=self.isolate)  # fmt: skip
-        template = await self.templates.request(spec, launch, opened)
+        template = self.templates.request(spec, launch, opened, settings, creds)
         if self.fork:
             key = sandbox.role if self.isolate else _SHARED
             server = server if self.isolate else await self._forks.ensure(_SHARED)

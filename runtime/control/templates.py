@@ -15,6 +15,7 @@ import os
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -115,17 +116,15 @@ class TemplateBook:
     def held_mb(self) -> float:
         return sum(entry.memory_mb for entry in self._entries.values())
 
-    def __len__(self) -> int:
-        return sum(entry.state == "ready" for entry in self._entries.values())
-
     def _over_budget(self, keep: str) -> list[tuple[str, str]]:
         dropped: list[tuple[str, str]] = []
-        for key in list(self._entries):
-            if self.held_mb() <= self.budget_mb:
+        held = self.held_mb()
+        for key, entry in list(self._entries.items()):  # least recently used first
+            if held <= self.budget_mb:
                 break
-            entry = self._entries[key]
             if key != keep and entry.state == "ready":
                 dropped.append((entry.server, key))
+                held -= entry.memory_mb
                 del self._entries[key]
         return dropped
 
@@ -162,26 +161,23 @@ class ProviderTemplates:
             and (not gpu or (gpu == "auto" and not self._gpus))
         )
 
-    def ready(self, key: str) -> bool:
-        return self.book.ready(key)
-
-    async def request(
-        self, spec: FunctionSpec, launch: WorkerLaunch, opened: dict[str, str]
+    def request(
+        self,
+        spec: FunctionSpec,
+        launch: WorkerLaunch,
+        opened: dict[str, str],
+        settings: Settings,
+        creds: Path | None,
     ) -> dict[str, Any] | None:
-        """What a fork server needs to build `spec`'s template (it loads as a worker would,
-        with the function's secrets, which its `setup` may read, and one thread); None
-        when it has none, or its template could not be built."""
+        """What a fork server needs to build `spec`'s template: it loads as the worker
+        `launch` would (`settings` and `creds` as that worker sees them, the function's
+        secrets, which its `setup` may read), with one thread. None when it has none, or
+        its template could not be built."""
         if not self.applies(spec):
             return None
         key = template_key(spec, opened)
         if self.book.failure(key):
             return None  # its workers load as before
-        creds = await self._access.worker_creds(spec) if self._access is not None else None
-        settings = self.settings
-        if self._isolate:
-            sandbox = Sandbox(self.settings, worker_role(spec.app, spec.name))
-            creds = sandbox.seed if creds or self.settings.nats_creds else None
-            settings = sandbox.worker_settings()
         env = worker_env(settings, threads=1, device=None, creds=creds, secrets=opened,
                          isolated=self._isolate)  # fmt: skip
         argv = msgspec.structs.replace(launch, worker_id="", threads=1, spawned_unix_s=0.0)
@@ -193,7 +189,13 @@ class ProviderTemplates:
         """Build `spec`'s template on `server` (named `key`) now (AUTAN_TEMPLATES=deploy)."""
         launch = launch_for(spec, self.settings, host, threads=1, fork=True,
                             isolate=self._isolate)  # fmt: skip
-        template = await self.request(spec, launch, opened)
+        creds = await self._access.worker_creds(spec) if self._access is not None else None
+        settings = self.settings
+        if self._isolate:  # its seed and settings, as the sandbox shows them
+            sandbox = Sandbox(self.settings, worker_role(spec.app, spec.name))
+            creds = sandbox.seed if creds or self.settings.nats_creds else None
+            settings = sandbox.worker_settings()
+        template = self.request(spec, launch, opened, settings, creds)
         if template is not None:
             await self.use(template, key, spec)
             await server.build_template(template)

@@ -40,7 +40,7 @@ from typing import Any
 
 from runtime.core import adopt_orphans, die_with_parent, set_title
 from runtime.worker.forks import fork_worker
-from runtime.worker.lines import LineLoop, emit
+from runtime.worker.lines import LineLoop, emit, ended_children
 from runtime.worker.templates import Templates
 
 __all__ = ["main", "preload"]
@@ -101,14 +101,7 @@ def _spawn(request: dict[str, Any], loop: LineLoop, templates: Templates) -> Non
 
 
 def _reap(templates: Templates) -> None:
-    while True:
-        try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
-        code = os.waitstatus_to_exitcode(status)
+    for pid, code in ended_children():
         if not templates.ended(pid, code):
             emit({"exit": pid, "code": code})
 

@@ -13,10 +13,10 @@ import os
 import selectors
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
-__all__ = ["LineLoop", "emit"]
+__all__ = ["LineLoop", "emit", "ended_children"]
 
 Message = dict[str, Any]
 
@@ -26,6 +26,18 @@ def emit(message: Message, fd: int = 1) -> None:
     data = json.dumps(message).encode() + b"\n"
     while data:
         data = data[os.write(fd, data) :]
+
+
+def ended_children() -> Iterator[tuple[int, int]]:
+    """Reap every child that has ended: (pid, exit code), without waiting."""
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        yield pid, os.waitstatus_to_exitcode(status)
 
 
 class LineLoop:

@@ -28,7 +28,7 @@ from typing import Any
 
 from runtime.core import die_with_parent, set_title
 from runtime.worker.forks import fork_spare, order_spare
-from runtime.worker.lines import LineLoop, emit
+from runtime.worker.lines import LineLoop, emit, ended_children
 from runtime.worker.prepared import Prepared, prepare
 
 __all__ = ["Templates"]
@@ -233,13 +233,7 @@ class _Forker:
             self.spare = self._ahead()
 
     def reap(self) -> None:
-        while True:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                break
-            if pid == 0:
-                break
+        for pid, code in ended_children():
             if self.spare is not None and pid == self.spare[0]:  # it died unused
                 os.close(self.spare[1])
                 self.spare = self._ahead()
@@ -247,7 +241,7 @@ class _Forker:
                 self.unused.discard(pid)
             else:
                 self.children.discard(pid)
-                emit({"exit": pid, "code": os.waitstatus_to_exitcode(status)}, self.reports)
+                emit({"exit": pid, "code": code}, self.reports)
         if self.closing and not self.children and not self.unused and self.spare is None:
             self.loop.stop()
 
