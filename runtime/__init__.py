@@ -19,8 +19,12 @@ embed.local("hello")
 
 import os
 
-# ONNX Runtime 1.29+ reaches out to the network unless this is set before its import.
-os.environ["ORT_DISABLE_TELEMETRY"] = "1"
+# ONNX Runtime 1.29+ reaches out to the network unless this is set before its import. Every
+# entry point (the CLI, workers, the fork server) is in this package: this runs first. Set
+# only when it is not already: replacing the first variable of the environment hides argv
+# from setproctitle, and processes lose their titles (`autan worker ...` in `ps`).
+if os.environ.get("ORT_DISABLE_TELEMETRY") != "1":
+    os.environ["ORT_DISABLE_TELEMETRY"] = "1"
 
 from broker import BrokerUnavailable, QueueFull, UnencodableValue
 from runtime.client import App, BatchedFunction, Call, Function

@@ -19,7 +19,8 @@ from typing import Any
 
 import msgspec
 
-os.environ["ORT_DISABLE_TELEMETRY"] = "1"
+if os.environ.get("ORT_DISABLE_TELEMETRY") != "1":  # as in runtime/__init__.py
+    os.environ["ORT_DISABLE_TELEMETRY"] = "1"
 
 import numpy as np
 import numpy.typing as npt

@@ -19,8 +19,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-os.environ["ORT_DISABLE_TELEMETRY"] = "1"
-
 import anyio
 import msgspec
 

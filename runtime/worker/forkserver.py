@@ -29,11 +29,8 @@ becomes of a template is reported:
 
 from __future__ import annotations
 
-import os
-
-os.environ["ORT_DISABLE_TELEMETRY"] = "1"
-
 import contextlib
+import os
 import signal
 import sys
 from typing import Any

@@ -8,9 +8,6 @@ the provider gave (`Settings.to_env`), or, for `autan worker`, from the CLI.
 from __future__ import annotations
 
 import os
-
-os.environ["ORT_DISABLE_TELEMETRY"] = "1"
-
 import resource
 import signal
 import sys

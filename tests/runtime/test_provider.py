@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 
 import anyio
 import pytest
@@ -82,3 +84,22 @@ async def test_cores_are_shared_between_workers(scaled_stack: Stack) -> None:
         assert provider.capacity().workers == 2
         group.cancel_scope.cancel()  # serve stops them all
     assert provider.workers() == []
+
+
+@pytest.mark.parametrize(
+    "entry", ["runtime.ops.cli", "runtime.worker.main", "runtime.worker.forkserver"]
+)
+def test_titles_hold_when_telemetry_off_comes_first_in_the_environment(entry: str) -> None:
+    # `ORT_DISABLE_TELEMETRY=1 autan up`: the variable is the environment's first. Set
+    # again on import, it would hide argv from setproctitle and leave `ps` with bare
+    # `python3.11 -m ...` lines.
+    env = {"ORT_DISABLE_TELEMETRY": "1", **os.environ}
+    code = (
+        f"import {entry}\n"
+        "from runtime.core import set_title\n"
+        "set_title('autan worker probe')\n"
+        "print(open('/proc/self/cmdline', 'rb').read().split(b'\\0')[0].decode())"
+    )
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "autan worker probe"
