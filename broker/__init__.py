@@ -40,7 +40,6 @@ from broker.messages import (
     StreamMessage,
     Success,
     UnencodableValue,
-    consecutive_rows,
     decode_call,
     decode_control,
     decode_dead_letter,
@@ -52,6 +51,7 @@ from broker.messages import (
     encode_value,
     item_call_id,
     rows,
+    stack_rows,
 )
 from broker.names import (
     CALLS_STREAM,
@@ -177,7 +177,6 @@ __all__ = [
     "call_subject",
     "caller_permissions",
     "calls_source",
-    "consecutive_rows",
     "consumer_name",
     "control_subject",
     "decode_call",
@@ -199,6 +198,7 @@ __all__ = [
     "role_inbox",
     "route_nats_through",
     "rows",
+    "stack_rows",
     "worker_permissions",
     "worker_role",
 ]

@@ -29,7 +29,6 @@ __all__ = [
     "StreamMessage",
     "Success",
     "UnencodableValue",
-    "consecutive_rows",
     "decode_call",
     "decode_control",
     "decode_dead_letter",
@@ -41,6 +40,7 @@ __all__ = [
     "encode_value",
     "item_call_id",
     "rows",
+    "stack_rows",
 ]
 
 _NDARRAY_EXT = 1
@@ -202,27 +202,17 @@ class _Rows:
         self.arrays = arrays
 
 
-def consecutive_rows(items: list[Any]) -> np.ndarray[Any, Any] | None:
-    """`items` as one array with no copy, if they are views of one buffer that lie end to
-    end in it (the rows of a stacked array, or of a function's batched output)."""
-    first = items[0] if items else None
-    if not isinstance(first, np.ndarray) or first.base is None or not first.flags.c_contiguous:
-        return None
-    start = first.__array_interface__["data"][0]
-    for offset, item in enumerate(items):
-        if (
-            not isinstance(item, np.ndarray)
-            or item.base is not first.base
-            or item.dtype != first.dtype
-            or item.shape != first.shape
-            or not item.flags.c_contiguous
-            or item.__array_interface__["data"][0] != start + offset * first.nbytes
-        ):
-            return None
-    # Each row is a valid view and they lie end to end: the span is one block of memory.
-    return np.lib.stride_tricks.as_strided(
-        first, shape=(len(items), *first.shape), strides=(first.nbytes, *first.strides)
-    )
+def stack_rows(items: list[Any]) -> np.ndarray[Any, Any]:
+    """`items`, arrays of one dtype and shape, as one array along a new first axis: a copy.
+
+    Proving that rows are already views lying end to end in one buffer (to skip the copy)
+    reads each row's address through `__array_interface__`, about 2.8 µs a row; copying
+    them costs about 0.2 µs a row (a row of 384 float32), so they are copied.
+    """
+    first = items[0]
+    if first.ndim == 0:
+        return np.array(items, dtype=first.dtype)
+    return np.concatenate(items).reshape(len(items), *first.shape)
 
 
 def rows(values: list[Any]) -> Any:
@@ -251,8 +241,7 @@ def _array_ext(code: int, array: np.ndarray[Any, Any]) -> msgspec.msgpack.Ext:
 
 def _enc_hook(obj: Any) -> Any:
     if isinstance(obj, _Rows):
-        stacked = consecutive_rows(obj.arrays)  # rows of what a batch returned: no copy
-        return _array_ext(_ROWS_EXT, np.stack(obj.arrays) if stacked is None else stacked)
+        return _array_ext(_ROWS_EXT, stack_rows(obj.arrays))
     if isinstance(obj, np.ndarray):
         if obj.dtype.hasobject:
             raise UnencodableValue("numpy arrays of dtype object cannot travel; convert them")

@@ -2,10 +2,9 @@
 
 A batched function takes the inputs of many calls at once: a list, one per call, or,
 when its input is annotated as an array (`np.ndarray`, `npt.NDArray[...]`), one array
-stacked along a new first axis. Calls that came in a pack of stacked rows are views
-into one array already (`broker.RowList`): a batch of consecutive rows is then a slice
-of it, with no copy. It returns a list (or tuple) of one result per input, or an array
-whose first axis is the batch; an exception in place of one result fails that input alone.
+stacked along a new first axis (`broker.stack_rows`, a copy). It returns a list (or
+tuple) of one result per input, or an array whose first axis is the batch; an exception
+in place of one result fails that input alone.
 """
 
 from __future__ import annotations
@@ -15,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from broker import ErrorInfo, consecutive_rows
+from broker import ErrorInfo, stack_rows
 from runtime.worker.invocations import Invocation, Outcome, error_info
 
 __all__ = ["as_batch", "split_batch"]
@@ -31,12 +30,14 @@ def as_batch(calls: Sequence[Invocation], stacked: bool) -> Invocation:
 
 
 def _stack(items: list[Any]) -> Any:
-    """`items` stacked: a slice of the array they are consecutive rows of, else a copy;
-    left a list when they do not stack (inputs of several shapes: the function then
-    fails on the batch, which runs input by input, each input stacked alone)."""
-    rows = consecutive_rows(items)
-    if rows is not None:
-        return rows
+    """`items` stacked; left a list when they do not stack (inputs of several shapes: the
+    function then fails on the batch, which runs input by input, each stacked alone)."""
+    first = items[0]
+    if isinstance(first, np.ndarray) and all(
+        type(item) is np.ndarray and item.dtype == first.dtype and item.shape == first.shape
+        for item in items
+    ):
+        return stack_rows(items)
     if len({(np.shape(item), np.asarray(item).dtype) for item in items}) > 1:
         return items
     return np.stack(items)

@@ -118,14 +118,14 @@ def double_rows(ctx: Context, rows: list[npt.NDArray[np.float32]]) -> list[Any]:
 )
 def stacked_rows(ctx: Context, rows: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
     """A batch annotated as an array arrives stacked; the output's rows are the results.
-    Each row comes back doubled, with the batch's size and whether the batch was a view
-    of the rows as they travelled (no copy) in its last two places."""
+    Each row comes back doubled, with the batch's size and whether the batch is an array
+    of its own (C-contiguous, writable) in its last two places."""
     if not isinstance(rows, np.ndarray) or rows.ndim != 2:
         raise TypeError(f"expected the batch stacked, got {type(rows).__name__}")
     out = np.empty((len(rows), rows.shape[1] + 2), dtype=np.float32)
     out[:, :-2] = rows * 2
     out[:, -2] = len(rows)
-    out[:, -1] = rows.base is not None  # a view into the pack's stacked array
+    out[:, -1] = rows.flags.c_contiguous and rows.flags.writeable
     return out
 
 

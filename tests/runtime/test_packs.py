@@ -202,7 +202,7 @@ async def test_a_map_window_under_one_is_refused(stack: Stack) -> None:
         sample.echo.map([1], window=-3)
 
 
-async def test_a_batch_annotated_as_an_array_arrives_stacked_without_a_copy(stack: Stack) -> None:
+async def test_a_batch_annotated_as_an_array_arrives_stacked(stack: Stack) -> None:
     rows = [np.full(3, i, dtype=np.float32) for i in range(40)]
     results = [r async for r in sample.stacked_rows.map.aio(rows)]
     assert len(results) == 40
@@ -210,25 +210,26 @@ async def test_a_batch_annotated_as_an_array_arrives_stacked_without_a_copy(stac
         assert got.dtype == np.float32
         np.testing.assert_array_equal(got[:3], row * 2)
     assert {int(r[3]) for r in results} == {8}  # batches of max_size, from packs
-    assert {bool(r[4]) for r in results} == {True}  # slices of the rows as they came
-    # Calls made one by one are stacked too (a copy: they came apart).
+    assert {bool(r[4]) for r in results} == {True}  # an array the function may write
+    # Calls made one by one are stacked too.
     singles = await asyncio.gather(*(sample.stacked_rows.remote.aio(row) for row in rows[:5]))
     for got, row in zip(singles, rows[:5], strict=True):
         np.testing.assert_array_equal(got[:3], row * 2)
     np.testing.assert_array_equal(sample.stacked_rows.local(rows[1])[:3], rows[1] * 2)
 
 
-def test_the_stacked_batch_is_a_slice_when_its_rows_are_consecutive() -> None:
-    from broker import consecutive_rows
+def test_rows_stack_into_one_array_of_their_own() -> None:
+    from broker import stack_rows
 
     block = np.arange(40, dtype=np.float32).reshape(10, 4)
     rows = list(block)
-    assert consecutive_rows(rows[2:6]) is not None
-    assert np.shares_memory(consecutive_rows(rows[2:6]), block)
-    np.testing.assert_array_equal(consecutive_rows(rows[2:6]), block[2:6])
-    assert consecutive_rows([rows[1], rows[3]]) is None  # not consecutive
-    assert consecutive_rows([rows[1], np.copy(rows[2])]) is None  # another array
-    assert consecutive_rows(list(block[:, :2])) is None  # rows of a column slice
-    assert consecutive_rows([]) is None
-    assert consecutive_rows([rows[0]]) is not None
-    assert consecutive_rows([np.float32(1.0)]) is None
+    stacked = stack_rows(rows[2:6])
+    np.testing.assert_array_equal(stacked, block[2:6])
+    assert not np.shares_memory(stacked, block)  # a copy: the caller may reuse its rows
+    np.testing.assert_array_equal(stack_rows([rows[3], rows[1]]), block[[3, 1]])
+    np.testing.assert_array_equal(stack_rows(list(block[:, :2])), block[:, :2])  # strided
+    square = np.arange(8, dtype=np.int64).reshape(2, 2, 2)
+    assert stack_rows(list(square)).shape == (2, 2, 2)
+    scalars = stack_rows([np.array(1.5, np.float32), np.array(2.5, np.float32)])
+    assert scalars.dtype == np.float32
+    assert scalars.tolist() == [1.5, 2.5]
