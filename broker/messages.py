@@ -29,6 +29,7 @@ __all__ = [
     "StreamMessage",
     "Success",
     "UnencodableValue",
+    "as_rows",
     "decode_call",
     "decode_control",
     "decode_dead_letter",
@@ -190,7 +191,12 @@ _control_decoder = msgspec.msgpack.Decoder(StreamControl)
 
 
 class RowList(list[Any]):
-    """Arrays that travelled stacked (`rows`): views into one writable array, one per row."""
+    """Arrays that travelled stacked (`rows`): views into one writable array, one per row;
+    `array` is that array."""
+
+    def __init__(self, array: np.ndarray[Any, Any]) -> None:
+        super().__init__(array)
+        self.array = array
 
 
 class _Rows:
@@ -233,6 +239,23 @@ def rows(values: list[Any]) -> Any:
     return _Rows(values)
 
 
+class _Stacked:
+    """An array whose rows are values of their own (`as_rows`)."""
+
+    __slots__ = ("array",)
+
+    def __init__(self, array: np.ndarray[Any, Any]) -> None:
+        self.array = array
+
+
+def as_rows(array: np.ndarray[Any, Any]) -> Any:
+    """`array`, to encode as the list of its rows: they decode as a RowList, as values
+    that `rows` stacked would, without a copy here."""
+    if array.dtype.hasobject:
+        raise UnencodableValue("numpy arrays of dtype object cannot travel; convert them")
+    return _Stacked(array if array.flags.c_contiguous else np.ascontiguousarray(array))
+
+
 def _array_ext(code: int, array: np.ndarray[Any, Any]) -> msgspec.msgpack.Ext:
     header = msgspec.msgpack.encode((array.dtype.str, array.shape))
     prefix = len(header).to_bytes(2, "little")
@@ -242,6 +265,8 @@ def _array_ext(code: int, array: np.ndarray[Any, Any]) -> msgspec.msgpack.Ext:
 def _enc_hook(obj: Any) -> Any:
     if isinstance(obj, _Rows):
         return _array_ext(_ROWS_EXT, stack_rows(obj.arrays))
+    if isinstance(obj, _Stacked):
+        return _array_ext(_ROWS_EXT, obj.array)
     if isinstance(obj, np.ndarray):
         if obj.dtype.hasobject:
             raise UnencodableValue("numpy arrays of dtype object cannot travel; convert them")

@@ -15,7 +15,7 @@ from typing import Any
 import anyio
 import msgspec
 
-from broker import CallMsg, Delivery, ErrorInfo, PullFeed, decode_value
+from broker import CallMsg, Delivery, ErrorInfo, PullFeed, RowList, decode_value
 from runtime.core import FunctionSpec, Link
 from runtime.worker.answers import Answers
 from runtime.worker.executor import Executor
@@ -24,6 +24,7 @@ from runtime.worker.invocations import Outcome
 from runtime.worker.packs import PackSettler
 from runtime.worker.stats import CallStats
 from runtime.worker.streams import Sink, Streams
+from runtime.worker.wholepacks import form_batches, joined
 
 __all__ = ["BatchHandler"]
 
@@ -127,6 +128,8 @@ class BatchHandler:
         try:
             value = decode_value(await self.link.load(call.payload))
             done = self.packs.finished(call.call_id) if call.items else {}
+            if self._whole(call, value, done):
+                return Unit(delivery, call, [], [], value, rows=value.array)
             invocations, indexes, pack = read_inputs(call, delivery, value, done)
         except UNREADABLE as exc:
             error = ErrorInfo(type="MalformedCall", message=f"the call cannot be read: {exc}")
@@ -136,6 +139,18 @@ class BatchHandler:
             sink = await self.streams.open(call)
             invocations = [msgspec.structs.replace(invocations[0], sink=sink)]
         return Unit(delivery, call, invocations, indexes, pack)
+
+    def _whole(self, call: CallMsg, value: Any, done: dict[int, Outcome]) -> bool:
+        """Whether a pack runs whole (`wholepacks`): stacked rows, a batch or more of them,
+        none run before, and no result to emit one by one."""
+        batching = self.spec.options.batching
+        return (
+            batching is not None
+            and isinstance(value, RowList)
+            and len(value) == call.items >= batching.max_size
+            and not done
+            and not self.spec.options.emit
+        )
 
     async def _refuse(
         self, delivery: Delivery, call: CallMsg, error: ErrorInfo, reason: str
@@ -157,9 +172,12 @@ class BatchHandler:
         if not executor.batched or len(units) == 1:
             await self._run_group(units, executor)
             return
-        groups: list[list[Unit]] = [[]]
+        groups: list[list[Unit]] = [[unit] for unit in units if unit.rows is not None]
+        groups.append([])
         calls = 0
         for unit in units:
+            if unit.rows is not None:
+                continue
             if calls >= executor.batch_size:
                 groups.append([])
                 calls = 0
@@ -170,6 +188,11 @@ class BatchHandler:
                 group.start_soon(self._run_group, units_of_group, executor)
 
     async def _run_group(self, units: list[Unit], executor: Executor) -> None:
+        if not units:
+            return
+        if units[0].rows is not None:
+            await self._run_whole(units[0], executor)
+            return
         deliveries = [unit.delivery for unit in units]
         self.running.update(deliveries)
         try:
@@ -187,6 +210,34 @@ class BatchHandler:
                 await self._settle(unit.delivery, unit.call, own[0], unit.invocations[0].sink)
             else:
                 await self.packs.settle(unit, own)
+
+    async def _run_whole(self, unit: Unit, executor: Executor) -> None:
+        """A pack of stacked rows, run as slices of them and answered with the batches'
+        outputs joined; item by item when that cannot be (`wholepacks`)."""
+        delivery, call = unit.delivery, unit.call
+        batches = form_batches(call, delivery, unit.rows, executor.batch_size, executor.stacked)
+        sizes = [len(batch.args[0]) for batch in batches]
+        self.running.add(delivery)
+        try:
+            results = await executor.run_formed(batches)
+        finally:
+            self.running.discard(delivery)
+        now = time.time()
+        values = joined(results, sizes)
+        run_ms = sum(r.run_ms for r in results if r is not None) / len(results)
+        if values is not None and await self.packs.finish_whole(delivery, call, values, run_ms):
+            for result, size in zip(results, sizes, strict=True):
+                assert result is not None
+                self.stats.record(result, call.created_unix_s, now, count=size)
+            return
+        # Item by item, from the inputs as they came (the function may have changed its batch).
+        pack = decode_value(await self.link.load(call.payload))
+        invocations, indexes, items = read_inputs(call, delivery, pack, {})
+        outcomes = await executor.settle_formed(invocations, sizes, results)
+        for outcome in outcomes:
+            if outcome is not None:
+                self.stats.record(outcome, call.created_unix_s, now)
+        await self.packs.settle(Unit(delivery, call, invocations, indexes, items), outcomes)
 
     async def _settle(
         self, delivery: Delivery, call: CallMsg, outcome: Outcome | None, sink: Sink | None

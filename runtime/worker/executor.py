@@ -182,6 +182,25 @@ class Executor:
             await self._settle_batch(calls, chunk, result, outcomes)
         return outcomes
 
+    async def run_formed(self, batches: Sequence[Invocation]) -> list[Outcome | None]:
+        """Batches formed by the caller (a pack's stacked rows, sliced), dispatched
+        together: one outcome per batch, its value the function's whole return."""
+        for batch in batches:
+            self.sizes[len(batch.args[0])] += 1
+        return await self._dispatch(batches)
+
+    async def settle_formed(
+        self, calls: Sequence[Invocation], sizes: Sequence[int], results: Sequence[Outcome | None]
+    ) -> list[Outcome | None]:
+        """Each input's outcome from the outcome of the formed batch it was in (`calls` in
+        batch order, `sizes[i]` inputs in batch i); a failed batch runs input by input."""
+        outcomes: list[Outcome | None] = [None] * len(calls)
+        start = 0
+        for size, result in zip(sizes, results, strict=True):
+            await self._settle_batch(calls, list(range(start, start + size)), result, outcomes)
+            start += size
+        return outcomes
+
     async def _settle_batch(
         self,
         calls: Sequence[Invocation],

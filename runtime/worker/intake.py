@@ -47,6 +47,7 @@ class Unit(msgspec.Struct):
     invocations: list[Invocation]
     indexes: list[int]  # for a pack: the item of each invocation
     pack: list[Any] | None = None  # for a pack: every item's [args, kwargs]
+    rows: Any = None  # for a pack run whole (`wholepacks`): its stacked rows, one per item
 
 
 def read_call(spec: FunctionSpec, delivery: Delivery) -> CallMsg:

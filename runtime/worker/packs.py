@@ -138,6 +138,21 @@ class PackSettler:
             await self.answers.emit(item_call_id(call.call_id, index), emitted)
         return encoded
 
+    async def finish_whole(
+        self, delivery: Delivery, call: CallMsg, values: Any, run_ms: float
+    ) -> bool:
+        """Answer a pack whose every item succeeded with `values`, their results joined
+        (`wholepacks.joined`). False when they cannot travel (nothing was sent): the
+        caller then settles the pack item by item."""
+        try:
+            data = encode_value(values)
+        except UnencodableValue:
+            return False
+        stored = await self.link.offload(f"results/{call.call_id}", data)
+        answer = self._answer(delivery, call, run_ms, values=stored)
+        await self.answers.deliver(delivery, call, encode(answer))
+        return True
+
     async def _finish_all_done(
         self, delivery: Delivery, call: CallMsg, done: dict[int, Outcome], run_ms: float
     ) -> bool:

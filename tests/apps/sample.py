@@ -129,6 +129,31 @@ def stacked_rows(ctx: Context, rows: npt.NDArray[np.float32]) -> npt.NDArray[np.
     return out
 
 
+@app.function(
+    timeout_s=10,
+    batching=Batching(max_size=4, max_delay_ms=20),
+    scaling=Scaling(max_workers=1),
+)
+def reciprocal_rows(ctx: Context, rows: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """1 / each row. The batch is changed in place first; a row holding a 0 then fails the
+    whole batch, and the runtime runs its rows again one by one, as they came."""
+    rows += 1
+    if (rows == 1).any():
+        raise ZeroDivisionError("a row holds 0")
+    return np.reciprocal(rows - 1)
+
+
+@app.function(
+    timeout_s=10,
+    batching=Batching(max_size=4, max_delay_ms=20),
+    scaling=Scaling(max_workers=1),
+)
+def short_rows(ctx: Context, rows: list[npt.NDArray[np.float32]]) -> list[Any]:
+    """Returns one result too few for a batch that holds a row of 7s."""
+    out = [row * 2 for row in rows]
+    return out[:-1] if any((row == 7).all() for row in rows) else out
+
+
 @app.function(timeout_s=10, batching=Batching(max_size=4, max_delay_ms=20), emit="tests.tripled")
 def tripled(ctx: Context, items: list[int]) -> list[int]:
     """Each result is also published to `tests.tripled`."""

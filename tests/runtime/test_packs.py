@@ -168,6 +168,43 @@ async def test_among_calls_made_at_once_only_the_bad_ones_fail(stack: Stack) -> 
     assert isinstance(results[3], UnencodableValue)
 
 
+async def test_a_pack_of_rows_runs_whole_and_a_failed_batch_reruns_from_the_rows_as_sent(
+    stack: Stack,
+) -> None:
+    # 12 rows of one shape: one pack of stacked rows, run as 3 slices of 4. The batch
+    # holding the 0 fails after changing itself in place: its rows run again one by one,
+    # from the inputs as they were sent, so only the 0 fails and the rest come out right.
+    rows = [np.full(3, i + 1, dtype=np.float32) for i in range(12)]
+    rows[5] = np.zeros(3, dtype=np.float32)
+    results = await asyncio.gather(
+        *(sample.reciprocal_rows.remote.aio(row) for row in rows), return_exceptions=True
+    )
+    for index, (got, row) in enumerate(zip(results, rows, strict=True)):
+        if index == 5:
+            assert isinstance(got, RemoteError)
+            assert got.type == "ZeroDivisionError"
+        else:
+            assert isinstance(got, np.ndarray)
+            np.testing.assert_array_equal(got, 1 / row)
+    assert [r async for r in sample.reciprocal_rows.map.aio(rows[:4])] == [
+        pytest.approx(1 / row) for row in rows[:4]
+    ]
+
+
+async def test_a_batch_with_a_result_missing_fails_its_inputs_and_no_other(stack: Stack) -> None:
+    rows = [np.full(2, i, dtype=np.float32) for i in range(12)]
+    results = await asyncio.gather(
+        *(sample.short_rows.remote.aio(row) for row in rows), return_exceptions=True
+    )
+    # Rows 4-7 ran together and got 3 results: each fails, saying what was wrong.
+    for index, got in enumerate(results):
+        if 4 <= index < 8:
+            assert isinstance(got, RemoteError)
+            assert "must return a list (or an array) of 4 results" in str(got)
+        else:
+            np.testing.assert_array_equal(got, rows[index] * 2)
+
+
 def test_pack_size_keeps_packs_under_the_inline_limit() -> None:
     spec = _spec(Batching(max_size=32))
     assert pack_size(spec, 1024, item_bytes=1_600, max_bytes=512 * 1024) == 32 * PACK_BATCHES
