@@ -41,8 +41,12 @@ lint:
 typecheck:
 	$(BIN)/mypy
 
+# Two test processes, each module on one (`--dist loadfile`: its fixtures stay together).
+# Most tests wait on processes they started, so two halve the time even on two cores.
+PYTEST_WORKERS ?= 2
+
 pytest: $(VENV)/wheelhouse/.ready
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile
 
 # A compiled wheel installed nowhere: the dependency-layer tests deploy a function needing it
 # (the tests themselves reach no index).
