@@ -48,6 +48,40 @@ async def test_concurrent_first_calls_share_one_connection(settings: Settings) -
     assert _connections_to(settings.nats_url) == before
 
 
+async def test_each_loop_has_its_own_session_and_a_closed_one_is_not_handed_out(
+    settings: Settings,
+) -> None:
+    provider = SessionProvider(settings)
+    here = await provider.current()
+
+    def elsewhere() -> tuple[object, object, object]:
+        async def twice() -> tuple[object, object]:
+            first = await provider.current()
+            second = await provider.current()
+            await provider.aclose()
+            return first, second
+
+        first, second = asyncio.run(twice())  # kept alive here: no address is reused
+        return first, second, asyncio.run(_current_and_close(provider))
+
+    try:
+        first, second, later = await asyncio.to_thread(elsewhere)
+        assert first is second  # one loop, one session
+        assert first is not here  # another loop, another session
+        assert later is not first  # a new loop gets a new session
+        assert await provider.current() is here  # this loop's, after the others came
+        await provider.aclose()
+        assert await provider.current() is not here  # closed: opened afresh
+    finally:
+        await provider.aclose()
+
+
+async def _current_and_close(provider: SessionProvider) -> object:
+    session = await provider.current()
+    await provider.aclose()
+    return session
+
+
 async def test_a_failed_open_is_retried_by_the_next_call(settings: Settings) -> None:
     unreachable = msgspec.structs.replace(settings, nats_url="nats://127.0.0.1:1")
     provider = SessionProvider(unreachable)
