@@ -21,6 +21,15 @@ def _attempt(action: object) -> str:
     return "ok"
 
 
+def _title(pid: str) -> str:
+    """A process's title as `ps` shows it (its command line's first words)."""
+    try:
+        words = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError as exc:
+        return type(exc).__name__
+    return " ".join(word.decode(errors="replace") for word in words[:3] if word)
+
+
 def _status(field: str) -> str:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith(f"{field}:"):
@@ -59,7 +68,7 @@ def look(ctx: Context, data_dir: str, objects: str, port: int) -> dict[str, obje
         "write_etc": _attempt(lambda: Path("/etc/autan-was-here").write_text("x")),
         "write_artifacts": _attempt(lambda: (Path(objects) / "planted").write_text("x")),
         "write_tmp": _attempt(lambda: Path("/tmp/scratch").write_text("x")),
-        "processes": len(pids),
+        "processes": sorted(_title(pid) for pid in pids),
         "environment": sorted(os.environ),
         "nproc": resource.getrlimit(resource.RLIMIT_NPROC)[0],
         "fsize": resource.getrlimit(resource.RLIMIT_FSIZE)[0],

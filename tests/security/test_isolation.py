@@ -129,7 +129,19 @@ async def test_deployed_code_cannot_write_the_system_or_the_artifacts(
 async def test_deployed_code_sees_its_own_processes_and_environment_only(
     seen: dict[str, Any],
 ) -> None:
-    assert seen["processes"] <= 4  # bwrap's init, the fork server, this worker
+    # bwrap's init, the fork server, the function's template and its spare child, this
+    # worker: nothing of the host's or of another function's.
+    titles = seen["processes"]
+    assert len(titles) <= 5, titles
+    kinds = {title.split(" ")[0].rsplit("/", 1)[-1] for title in titles}
+    assert kinds <= {"bwrap", "autan"}, titles
+    assert "autan fork server" in titles, titles
+    assert sum(title.startswith("autan worker snoop.look") for title in titles) == 1, titles
+    assert all(
+        title.startswith(("autan fork server", "autan worker snoop.look", "autan template"))
+        for title in titles
+        if title.startswith("autan")
+    ), titles
     leaked = [name for name in seen["environment"] if name not in _ALLOWED_ENVIRONMENT]
     assert leaked == []
     assert not any("KEY" in name or "SECRET" in name for name in seen["environment"])
