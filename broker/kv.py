@@ -32,6 +32,10 @@ _TRANSIENT = (
 )
 
 
+# JetStream's error code for a write whose expected last sequence is not the subject's.
+_WRONG_LAST_SEQUENCE = 10071
+
+
 class Bucket:
     """Values by key in one bucket; `create` is first-writer-wins."""
 
@@ -92,7 +96,11 @@ class Bucket:
         """Delete the key (with `revision`: only if that is still its last)."""
         try:
             await self._kv.delete(key, last=revision)
-        except nats.js.errors.KeyWrongLastSequenceError as exc:
+        except nats.js.errors.APIError as exc:
+            # nats-py's delete, unlike its update, raises JetStream's "wrong last sequence"
+            # as a bare BadRequestError.
+            if exc.err_code != _WRONG_LAST_SEQUENCE:
+                raise
             raise KeyExists(f"{key!r} in bucket {self.name!r} moved past {revision}") from exc
         except _TRANSIENT as exc:
             raise self._unavailable("deleting", key) from exc

@@ -115,7 +115,15 @@ class Lease:
         if not self._revision:
             return
         with contextlib.suppress(BrokerError):  # held by another, or NATS away: it expires
-            await (await self._bucket()).delete(_KEY, self._revision)
+            bucket = await self._bucket()
+            try:
+                await bucket.delete(_KEY, self._revision)
+            except KeyExists:
+                # A renewal cut short by the stop may have taken at the server after all:
+                # the entry is then still this holder's, at a later revision.
+                value, revision = await bucket.revision(_KEY)
+                if value == self._value():
+                    await bucket.delete(_KEY, revision)
         self._revision = 0
 
     async def _try(self) -> bool:

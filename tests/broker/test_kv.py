@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from broker import Broker, KeyNotFound
+from broker import Broker, KeyExists, KeyNotFound
 from runtime.control import NatsServer
 
 
@@ -57,3 +57,14 @@ async def test_a_fresh_connection_lists_keys_written_just_before(broker: Broker)
         finally:
             await reader.close()
         assert keys <= listed.keys()
+
+
+async def test_a_delete_at_a_stale_revision_is_refused_as_key_exists(broker: Broker) -> None:
+    bucket = await broker.bucket(_name())
+    first = await bucket.create("key", b"1")
+    second = await bucket.update("key", b"2", first)
+    with pytest.raises(KeyExists, match="moved past"):
+        await bucket.delete("key", first)
+    await bucket.delete("key", second)
+    with pytest.raises(KeyNotFound):
+        await bucket.get("key")

@@ -51,6 +51,21 @@ async def test_a_release_lets_the_next_lead_at_once(broker: Broker) -> None:
     assert await _seconds_to_acquire(second) < 1
 
 
+async def test_a_release_after_a_renewal_cut_short_lets_the_next_lead_at_once(
+    broker: Broker,
+) -> None:
+    first, second = _lease(broker, "a"), _lease(broker, "b")
+    await first.acquire()
+    # What a renewal cancelled by Ctrl-C can leave: its write took at the server, and the
+    # new revision never reached the holder.
+    bucket = await broker.bucket(LEASES_BUCKET, ttl_s=LEASE_S)
+    value, revision = await bucket.revision("control")
+    await bucket.update("control", value, revision)
+    await first.release()  # no error escapes the stop
+    assert not first.held
+    assert await _seconds_to_acquire(second) < 1
+
+
 async def test_a_restart_of_the_same_stack_takes_over_at_once(broker: Broker) -> None:
     await _lease(broker, "host:/data", pid=1).acquire()
     assert await _seconds_to_acquire(_lease(broker, "host:/data", pid=2)) < 0.5
