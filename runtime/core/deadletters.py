@@ -4,6 +4,7 @@ a new call id, its result recorded) or purged. `autan dlq` and the dashboard use
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 
 import msgspec
 
@@ -40,10 +41,19 @@ class Letter(msgspec.Struct, frozen=True):
 class DeadLetters:
     """The dead-letter stream, read and acted on by call id or stream sequence."""
 
-    def __init__(self, broker: Broker, store: ObjectStore | None = None) -> None:
-        """`store`: where large arguments are (redrive writes them anew, purge deletes)."""
+    def __init__(
+        self,
+        broker: Broker,
+        store: ObjectStore | None = None,
+        *,
+        remember: Callable[[str, str], Awaitable[None]] | None = None,
+    ) -> None:
+        """`store`: where large arguments are (redrive writes them anew, purge deletes).
+        `remember(call_id, "<app>.<fn>")`: notes a redriven call as spawned
+        (`Link.remember_spawned_as`), so that its new id can be waited on at once."""
         self.broker = broker
         self.store = store
+        self.remember = remember
 
     async def list(self, app: str | None = None, fn: str | None = None) -> list[Letter]:
         subject = dlq_subject(app or "*", fn or "*") if app else DLQ_SUBJECTS
@@ -80,6 +90,8 @@ class DeadLetters:
                 call, call_id=new_id, reply=None, record=True, created_unix_s=time.time(),
                 payload=payload,
             )  # fmt: skip
+            if self.remember is not None:  # before it can run: its id is known at once
+                await self.remember(new_id, f"{call.app}.{call.fn}")
             submitted = await self.broker.submit(
                 call_subject(call.app, call.fn), new_id, encode(again)
             )

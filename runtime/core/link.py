@@ -166,8 +166,12 @@ class Link:
     async def remember_spawned(self, call_id: str, spec: FunctionSpec) -> None:
         """Note that `call_id` will have a recorded result (kept as long as results are),
         so that waiting for an unknown or expired id says so rather than waiting."""
+        await self.remember_spawned_as(call_id, spec.qualname)
+
+    async def remember_spawned_as(self, call_id: str, qualname: str) -> None:
+        """`remember_spawned` for a call of `qualname` (`<app>.<fn>`)."""
         bucket = await self.broker.bucket(SPAWNED_BUCKET, ttl_s=self.settings.result_ttl_s)
-        await bucket.put(call_id, spec.qualname.encode())
+        await bucket.put(call_id, qualname.encode())
 
     async def spawned(self, call_id: str) -> bool:
         return await self.spawned_function(call_id) is not None

@@ -125,7 +125,7 @@ class Dashboard:
         """POST /v1/dead-letters/{seq}/redrive: run the call again under a new id."""
         self._operator(request)
         link = self.uplink.link
-        letters = DeadLetters(link.broker, await link.store())
+        letters = DeadLetters(link.broker, await link.store(), remember=link.remember_spawned_as)
         try:
             letter = await letters.find(str(int(request.path_params["seq"])))
         except (LookupError, ValueError):

@@ -19,7 +19,7 @@ __all__ = ["DeadLetters", "Letter", "dlq"]
 async def dlq(settings: Settings, command: str, args: Any) -> int:
     """`autan dlq ls|show|redrive|purge`."""
     async with await Link.open(settings, name="autan-dlq", role=ADMIN) as link:
-        letters = DeadLetters(link.broker, await link.store())
+        letters = DeadLetters(link.broker, await link.store(), remember=link.remember_spawned_as)
         match command:
             case "ls":
                 print(_letters_table(await letters.list(*optional_split(args.function))))

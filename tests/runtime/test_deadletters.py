@@ -57,6 +57,20 @@ async def test_redrive_runs_the_call_again_under_a_new_id(stack: Stack) -> None:
         await letters.find(failed.id)
 
 
+async def test_a_redriven_call_is_known_before_it_runs(stack: Stack) -> None:
+    # `autan dlq redrive` prints the new id; waiting on it at once must wait for its
+    # result, not answer "no spawned call" because no worker has recorded one yet.
+    failed = await sample.boom.spawn.aio("known at once")
+    with pytest.raises(RemoteError):
+        await failed.get_aio(timeout_s=10)
+    link = stack.session.link
+    letters = DeadLetters(stack.session.broker, remember=link.remember_spawned_as)
+    new_id = await letters.redrive(await letters.find(failed.id))
+    assert await link.spawned_function(new_id) == "tests.boom"
+    with pytest.raises(RemoteError, match="known at once"):
+        await Call.from_id(new_id, sample.app).get_aio(timeout_s=10)
+
+
 async def test_purge_empties_a_function_s_letters(stack: Stack) -> None:
     call = await sample.boom.spawn.aio("to purge")
     with pytest.raises(RemoteError):
