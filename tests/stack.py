@@ -35,6 +35,9 @@ class Stack:
         session = await Session.open(settings)
         results = await deploy_target(session.link, target)
         [app] = discover_apps(target)
+        # Put back at the end: a test's own stack of an app the session's stack also
+        # serves must not leave the app pointing at a server that is gone.
+        previous = app.sessions.configured
         app.sessions.configure(settings)
         stack = cls(session, results, app)
         try:
@@ -44,6 +47,7 @@ class Stack:
         finally:
             await stack.stop_workers()
             await app.sessions.aclose()
+            app.sessions.configure(previous)
             await session.close()
 
     async def stored_calls(self) -> int:

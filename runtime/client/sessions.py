@@ -53,8 +53,13 @@ class SessionProvider:
             self._settings = Settings.from_env()
         return self._settings
 
-    def configure(self, settings: Settings) -> None:
-        """Use these settings for sessions opened from now on."""
+    @property
+    def configured(self) -> Settings | None:
+        """The settings given to `configure` (or at construction); None: the environment's."""
+        return self._settings
+
+    def configure(self, settings: Settings | None) -> None:
+        """Use these settings for sessions opened from now on (None: the environment's)."""
         self._settings = settings
 
     async def current(self) -> Session:
