@@ -18,7 +18,7 @@ import msgspec
 from broker import BrokerUnavailable, PublishRejected, QueueFull
 from runtime import RemoteError
 from runtime.client import BatchedFunction, Function, Session
-from runtime.ops import DeadLetters
+from runtime.ops import DeadLetters, Letter
 
 
 class Report(msgspec.Struct, frozen=True):
@@ -92,7 +92,7 @@ class Ledger:
                         await anyio.sleep(0.5)
                         continue
                     break
-        letters = {item.letter.call_id for item in await DeadLetters(session.broker).list()}
+        letters = {item.letter.call_id for item in await _dead_letters(session)}
         mine = set(self.accepted)
         executions = self.executions()
         return Report(
@@ -105,3 +105,14 @@ class Ledger:
             # Over completed calls: a dead letter's attempts are retries, not duplicates.
             duplicate_executions=sum(1 for c in completed if executions[c] > 1),
         )
+
+
+async def _dead_letters(session: Session, timeout_s: float = 30) -> list[Letter]:
+    """Every dead letter, asking again while a NATS cluster elects the dead-letter stream's
+    leader (it may have been on the node a test killed)."""
+    with anyio.fail_after(timeout_s):
+        while True:
+            try:
+                return await DeadLetters(session.broker).list()
+            except BrokerUnavailable:
+                await anyio.sleep(0.5)
