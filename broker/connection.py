@@ -131,7 +131,7 @@ class Broker(StreamAdmin):
             return
         if self.nc.is_connected:
             with contextlib.suppress(nats.errors.Error, TimeoutError):
-                await asyncio.wait_for(self.nc.drain(), _DRAIN_S)
+                await _drain(self.nc)
         if not self.nc.is_closed:
             with contextlib.suppress(nats.errors.Error):
                 await self.nc.close()
@@ -271,6 +271,18 @@ class Broker(StreamAdmin):
         """Where a worker of `app.fn` publishes the result of call `msg_id` for this
         connection."""
         return self.replies.result_subject(app, fn, f"r{msg_id}")
+
+
+async def _drain(nc: NatsClient) -> None:
+    """Drain `nc` within `_DRAIN_S`. A connection that dies meanwhile has nats-py cancel
+    its own close waiter: that cancellation is not this task's, and the connection is
+    closed anyway, so it does not escape (this task's own cancellation does)."""
+    try:
+        await asyncio.wait_for(nc.drain(), _DRAIN_S)
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is None or task.cancelling():
+            raise
 
 
 class Watch:

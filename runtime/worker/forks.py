@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
 import json
@@ -68,8 +69,13 @@ def fork_spare(release: Callable[[], None], prepared: Prepared) -> tuple[int, in
 def _rehearse(prepared: Prepared) -> None:
     """What a worker's start does first, done once ahead of the order: the pages it
     touches (interpreter state, code, an event loop's, a connection's) are copied now,
-    not on its clock. The connection is closed at once (or given up after 0.5 s)."""
-    with contextlib.suppress(Exception):
+    not on its clock. The connection is closed at once (or given up after 0.5 s).
+
+    Best effort, and nothing may escape it: this runs in the forked child on the
+    template's own stack, so an exception would unwind through the template's frames (its
+    handler prints and exits, and the template forks the next spare at once: a loop of
+    forks for as long as NATS is away)."""
+    with contextlib.suppress(Exception, asyncio.CancelledError):
         from runtime.core import Settings, configure_logging
 
         Settings.from_env()
