@@ -20,6 +20,7 @@ from nats.js import JetStreamContext, api
 from nats.js.kv import KeyValue
 
 from broker.advisories import UndeliveredFeed
+from broker.closing import close_connection
 from broker.consumer import PullFeed
 from broker.deadletters import DeadLetterStream
 from broker.errorlog import ErrorLog
@@ -44,8 +45,6 @@ __all__ = ["Broker", "StreamSubmission", "Submission", "Watch"]
 
 log = structlog.get_logger("autan.broker")
 
-# How long closing waits for what is in flight to be delivered.
-_DRAIN_S = 5.0
 # JetStream API error codes that mean "the stream is at its limits" (discard-new).
 _QUEUE_FULL_CODES = {10077, 10078, 10047}
 
@@ -120,21 +119,11 @@ class Broker(StreamAdmin):
         return broker
 
     async def close(self) -> None:
-        """Drain (deliver what is in flight, within `_DRAIN_S`) when connected; else close.
-
-        Never raises: a connection that is down (the server stopped first, say) is closed
-        as it is.
-        """
+        """Deliver what is in flight when connected, then close; never raises
+        (`closing.close_connection`)."""
         self._errors.connected = False
         await self.replies.stop()
-        if self.nc.is_closed:
-            return
-        if self.nc.is_connected:
-            with contextlib.suppress(nats.errors.Error, TimeoutError):
-                await _drain(self.nc)
-        if not self.nc.is_closed:
-            with contextlib.suppress(nats.errors.Error):
-                await self.nc.close()
+        await close_connection(self.nc)
 
     def _reconnected(self) -> None:
         # Pull requests die with the old connection: the feeds ask again.
@@ -271,18 +260,6 @@ class Broker(StreamAdmin):
         """Where a worker of `app.fn` publishes the result of call `msg_id` for this
         connection."""
         return self.replies.result_subject(app, fn, f"r{msg_id}")
-
-
-async def _drain(nc: NatsClient) -> None:
-    """Drain `nc` within `_DRAIN_S`. A connection that dies meanwhile has nats-py cancel
-    its own close waiter: that cancellation is not this task's, and the connection is
-    closed anyway, so it does not escape (this task's own cancellation does)."""
-    try:
-        await asyncio.wait_for(nc.drain(), _DRAIN_S)
-    except asyncio.CancelledError:
-        task = asyncio.current_task()
-        if task is None or task.cancelling():
-            raise
 
 
 class Watch:
