@@ -173,23 +173,23 @@ class BatchHandler:
             await self._run_group(units, executor)
             return
         groups: list[list[Unit]] = [[unit] for unit in units if unit.rows is not None]
-        groups.append([])
+        pending: list[Unit] = []
         calls = 0
         for unit in units:
             if unit.rows is not None:
                 continue
             if calls >= executor.batch_size:
-                groups.append([])
-                calls = 0
-            groups[-1].append(unit)
+                groups.append(pending)
+                pending, calls = [], 0
+            pending.append(unit)
             calls += len(unit.invocations)
+        if pending:
+            groups.append(pending)
         async with anyio.create_task_group() as group:
             for units_of_group in groups:
                 group.start_soon(self._run_group, units_of_group, executor)
 
     async def _run_group(self, units: list[Unit], executor: Executor) -> None:
-        if not units:
-            return
         if units[0].rows is not None:
             await self._run_whole(units[0], executor)
             return

@@ -148,10 +148,16 @@ class PackSettler:
             data = encode_value(values)
         except UnencodableValue:
             return False
+        await self._answer_values(delivery, call, data, run_ms)
+        return True
+
+    async def _answer_values(
+        self, delivery: Delivery, call: CallMsg, data: bytes, run_ms: float
+    ) -> None:
+        """Answer a pack with every item's value, `data` (stored when large)."""
         stored = await self.link.offload(f"results/{call.call_id}", data)
         answer = self._answer(delivery, call, run_ms, values=stored)
         await self.answers.deliver(delivery, call, encode(answer))
-        return True
 
     async def _finish_all_done(
         self, delivery: Delivery, call: CallMsg, done: dict[int, Outcome], run_ms: float
@@ -170,9 +176,7 @@ class PackSettler:
             return False
         for index, payload in enumerate(emitted):
             await self.answers.emit(item_call_id(call.call_id, index), payload)
-        stored = await self.link.offload(f"results/{call.call_id}", data)
-        answer = self._answer(delivery, call, run_ms, values=stored)
-        await self.answers.deliver(delivery, call, encode(answer))
+        await self._answer_values(delivery, call, data, run_ms)
         return True
 
     def _answer(
